@@ -1,0 +1,186 @@
+"""Gas cost of every money-moving contract call, on eth-tester by default or on a node.
+
+    python benchmarks/chain_costs.py                                  # in-process py-evm
+    python benchmarks/chain_costs.py --rpc-url http://127.0.0.1:8545  # e.g. Anvil or Ganache
+
+The node must expose unlocked, funded accounts (Anvil and Ganache do by default) and run a
+local chain id, since the test stablecoin only mints there. Figures are gasUsed from receipts,
+measured in steady state: payees already hold tokens, as they do after their first payout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Running the file directly puts benchmarks/ on sys.path, not the repo root.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from web3 import EthereumTesterProvider, HTTPProvider, Web3  # noqa: E402
+from web3.contract.contract import ContractFunction  # noqa: E402
+
+from contracts.deploy import Marketplace, deploy_marketplace  # noqa: E402
+
+USDC = 10**6
+MAX_UINT = 2**256 - 1
+FEE_BPS = 250
+RATE = 1_000  # 0.001 tUSD per second
+MAX_DURATION = 3_600
+DEFAULT_BATCH_SIZES = (1, 10, 50, 100)
+PROVIDERS_PER_BATCH = 3
+
+
+@dataclass(frozen=True)
+class Actors:
+    owner: str
+    operator: str
+    treasury: str
+    renters: tuple[str, ...]
+    providers: tuple[str, ...]
+
+
+class Bench:
+    def __init__(self, w3: Web3, market: Marketplace, actors: Actors) -> None:
+        self.w3 = w3
+        self.market = market
+        self.actors = actors
+        self._next_lease = 0
+
+    def gas(self, fn: ContractFunction, sender: str) -> int:
+        receipt = self.w3.eth.wait_for_transaction_receipt(fn.transact({"from": sender}))
+        if receipt["status"] != 1:
+            raise RuntimeError(f"{fn.fn_name} reverted")
+        return receipt["gasUsed"]
+
+    def new_lease_id(self) -> bytes:
+        self._next_lease += 1
+        return self._next_lease.to_bytes(32, "big")
+
+    def fund(self, renter: str, provider: str) -> tuple[bytes, int]:
+        lease_id = self.new_lease_id()
+        fn = self.market["escrow"].functions.fund(
+            lease_id, provider, RATE * MAX_DURATION, RATE, MAX_DURATION
+        )
+        return lease_id, self.gas(fn, renter)
+
+
+def connect(rpc_url: str | None) -> Web3:
+    if rpc_url is None:
+        return Web3(EthereumTesterProvider())
+    w3 = Web3(HTTPProvider(rpc_url))
+    if not w3.is_connected():
+        raise SystemExit(f"cannot reach {rpc_url}")
+    return w3
+
+
+def setup(w3: Web3) -> Bench:
+    accounts = w3.eth.accounts
+    if len(accounts) < 9:
+        raise SystemExit("the node must expose at least 9 unlocked accounts")
+    actors = Actors(
+        owner=accounts[0],
+        operator=accounts[1],
+        treasury=accounts[2],
+        renters=tuple(accounts[3:6]),
+        providers=tuple(accounts[6 : 6 + PROVIDERS_PER_BATCH]),
+    )
+    market = deploy_marketplace(
+        w3,
+        owner=actors.owner,
+        operator=actors.operator,
+        treasury=actors.treasury,
+        fee_bps=FEE_BPS,
+        reclaim_delay=3_600,
+        unstake_delay=86_400,
+    )
+    bench = Bench(w3, market, actors)
+    token = market["token"]
+    for holder in (*actors.renters, *actors.providers, actors.treasury):
+        bench.gas(token.functions.mint(holder, 10_000_000 * USDC), actors.owner)
+        for spender in (market["escrow"], market["staking"]):
+            bench.gas(token.functions.approve(spender.address, MAX_UINT), holder)
+    return bench
+
+
+def section_escrow(bench: Bench) -> None:
+    print("== LeaseEscrow, single lease ==")
+    escrow = bench.market["escrow"].functions
+    renter, provider, op = bench.actors.renters[0], bench.actors.providers[0], bench.actors.operator
+    # Warm-up lease so that every payee already holds a balance, as in steady state.
+    lease_id, _ = bench.fund(renter, provider)
+    bench.gas(escrow.settle(lease_id, 10), op)
+
+    lease_id, fund_gas = bench.fund(renter, provider)
+    start_gas = bench.gas(escrow.start(lease_id), op)
+    settle_gas = bench.gas(escrow.settle(lease_id, MAX_DURATION // 2), op)
+    lease_id, _ = bench.fund(renter, provider)
+    bench.gas(escrow.start(lease_id), op)
+    fail_gas = bench.gas(escrow.fail(lease_id, 600, b"\x11" * 32), op)
+    for name, value in (
+        ("fund", fund_gas),
+        ("start", start_gas),
+        ("settle", settle_gas),
+        ("fail", fail_gas),
+    ):
+        print(f"  {name:<22}{value:>10,}")
+
+
+def section_batch(bench: Bench, sizes: tuple[int, ...]) -> None:
+    print(f"== LeaseEscrow.settleBatch, {PROVIDERS_PER_BATCH} providers, sorted by provider ==")
+    escrow = bench.market["escrow"].functions
+    renters, providers = bench.actors.renters, bench.actors.providers
+    print(f"  {'leases':<10}{'total gas':>12}{'per lease':>12}")
+    for size in sizes:
+        leases = []
+        for i in range(size):
+            provider = providers[i * len(providers) // size]
+            lease_id, _ = bench.fund(renters[i % len(renters)], provider)
+            leases.append(lease_id)
+        seconds = [MAX_DURATION // 2 + i for i in range(size)]
+        total = bench.gas(escrow.settleBatch(leases, seconds), bench.actors.operator)
+        print(f"  {size:<10}{total:>12,}{total // size:>12,}")
+
+
+def section_staking(bench: Bench) -> None:
+    print("== ProviderStaking ==")
+    staking = bench.market["staking"].functions
+    provider, op = bench.actors.providers[0], bench.actors.operator
+    funder = bench.actors.treasury
+    bench.gas(staking.stake(1_000 * USDC), provider)  # first stake creates the slot
+    figures = {
+        "stake": bench.gas(staking.stake(1_000 * USDC), provider),
+        "requestUnstake": bench.gas(staking.requestUnstake(100 * USDC), provider),
+        "fundRewards": bench.gas(staking.fundRewards(1_000 * USDC), funder),
+        "slash": bench.gas(staking.slash(provider, 50 * USDC, b"\x22" * 32), op),
+        "reward": bench.gas(staking.reward(provider, 10 * USDC, b"\x33" * 32), op),
+    }
+    for name, value in figures.items():
+        print(f"  {name:<22}{value:>10,}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rpc-url", help="JSON-RPC node to measure on instead of eth-tester")
+    parser.add_argument(
+        "--batch-sizes",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=DEFAULT_BATCH_SIZES,
+        help="comma-separated settleBatch sizes (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+
+    w3 = connect(args.rpc_url)
+    print(f"chain id {w3.eth.chain_id}, client {w3.client_version}")
+    bench = setup(w3)
+    section_escrow(bench)
+    section_batch(bench, args.batch_sizes)
+    section_staking(bench)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Django-free helpers to load the committed build and deploy the marketplace contracts.
+
+Deployment here sends from an unlocked node account (eth-tester, Anvil, Ganache). The Django
+chain client signs and nonce-manages its own transactions and only needs `load_artifact` /
+`contract_at` from this module.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, TypedDict
+
+from eth_typing import ChecksumAddress
+from web3 import Web3
+from web3.contract import Contract
+
+BUILD_DIR = Path(__file__).resolve().parent / "build"
+
+TOKEN_NAME = "Test USD"
+TOKEN_SYMBOL = "tUSD"
+
+
+class DeploymentError(RuntimeError):
+    pass
+
+
+class Marketplace(TypedDict):
+    token: Contract
+    escrow: Contract
+    staking: Contract
+
+
+@cache
+def _read_artifact(name: str) -> str:
+    path = BUILD_DIR / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no artifact {path}; run `python contracts/compile.py`")
+    return path.read_text()
+
+
+def load_artifact(name: str) -> dict[str, Any]:
+    """The build/<name>.json artifact (abi, bytecode, ...); a fresh dict on every call."""
+    return json.loads(_read_artifact(name))
+
+
+def contract_at(w3: Web3, name: str, address: str) -> Contract:
+    return w3.eth.contract(
+        address=Web3.to_checksum_address(address), abi=load_artifact(name)["abi"]
+    )
+
+
+def deploy(w3: Web3, name: str, *args: Any, sender: ChecksumAddress | str) -> Contract:
+    """Deploy `name` with constructor `args` from the unlocked account `sender`."""
+    artifact = load_artifact(name)
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx_hash = factory.constructor(*args).transact({"from": Web3.to_checksum_address(sender)})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    if receipt["status"] != 1 or receipt["contractAddress"] is None:
+        raise DeploymentError(f"deploying {name} failed in transaction {tx_hash.hex()}")
+    return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+
+
+def deploy_marketplace(
+    w3: Web3,
+    *,
+    owner: ChecksumAddress | str,
+    operator: ChecksumAddress | str,
+    treasury: ChecksumAddress | str,
+    fee_bps: int,
+    reclaim_delay: int,
+    unstake_delay: int,
+) -> Marketplace:
+    """Deploy token, escrow and staking, all owned by `owner`."""
+    token = deploy(w3, "TestStablecoin", TOKEN_NAME, TOKEN_SYMBOL, sender=owner)
+    escrow = deploy(
+        w3, "LeaseEscrow", token.address, operator, treasury, fee_bps, reclaim_delay, sender=owner
+    )
+    staking = deploy(
+        w3, "ProviderStaking", token.address, operator, treasury, unstake_delay, sender=owner
+    )
+    return Marketplace(token=token, escrow=escrow, staking=staking)
