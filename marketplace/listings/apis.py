@@ -1,0 +1,80 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from marketplace.accounts.permissions import IsProviderOwner
+from marketplace.listings import selectors, services
+from marketplace.listings.filters import ListingSearchFilter
+from marketplace.listings.serializers import (
+    ListingOutputSerializer,
+    ListingPricesInputSerializer,
+    ListingPublishInputSerializer,
+    ListingStatusInputSerializer,
+)
+
+
+class ListingSearchApi(ListAPIView):
+    """Public search over listings on verified machines."""
+
+    permission_classes = [AllowAny]
+    serializer_class = ListingOutputSerializer
+    filterset_class = ListingSearchFilter
+
+    def get_queryset(self):
+        return selectors.listing_search()
+
+    @extend_schema(request=ListingPublishInputSerializer, responses={201: ListingOutputSerializer})
+    def post(self, request):
+        if not IsProviderOwner().has_permission(request, self):
+            self.permission_denied(request, message=IsProviderOwner.message)
+        data = ListingPublishInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        listing = services.listing_publish(user=request.user, **data.validated_data)
+        return Response(ListingOutputSerializer(listing).data, status=status.HTTP_201_CREATED)
+
+
+class ListingDetailApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=ListingOutputSerializer)
+    def get(self, request, listing_id: int):
+        return Response(
+            ListingOutputSerializer(selectors.listing_get_public(listing_id=listing_id)).data
+        )
+
+
+class MyListingsApi(ListAPIView):
+    permission_classes = [IsProviderOwner]
+    serializer_class = ListingOutputSerializer
+
+    def get_queryset(self):
+        return selectors.listing_list_for_owner(user=self.request.user)
+
+
+class ListingPricesApi(APIView):
+    permission_classes = [IsProviderOwner]
+
+    @extend_schema(request=ListingPricesInputSerializer, responses=ListingOutputSerializer)
+    def patch(self, request, listing_id: int):
+        data = ListingPricesInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        listing = services.listing_update_prices(
+            listing_id=listing_id, user=request.user, **data.validated_data
+        )
+        return Response(ListingOutputSerializer(listing).data)
+
+
+class ListingStatusApi(APIView):
+    permission_classes = [IsProviderOwner]
+
+    @extend_schema(request=ListingStatusInputSerializer, responses=ListingOutputSerializer)
+    def post(self, request, listing_id: int):
+        data = ListingStatusInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        listing = services.listing_set_status(
+            listing_id=listing_id, user=request.user, status=data.validated_data["status"]
+        )
+        return Response(ListingOutputSerializer(listing).data)

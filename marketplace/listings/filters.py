@@ -1,0 +1,52 @@
+import django_filters
+
+from marketplace.listings.models import Interconnect, Listing, Precision
+from marketplace.providers.models import Machine
+
+SORTS = {
+    "price": ("price_per_hour", "id"),
+    "-price": ("-price_per_hour", "id"),
+    "tflops": ("verified_tflops", "id"),
+    "-tflops": ("-verified_tflops", "id"),
+    "price_per_tflop_hour": ("price_per_tflop_hour", "id"),
+    "-price_per_tflop_hour": ("-price_per_tflop_hour", "id"),
+}
+
+
+class ListingSearchFilter(django_filters.FilterSet):
+    kind = django_filters.ChoiceFilter(
+        field_name="accelerator_kind", choices=Machine.AcceleratorKind.choices
+    )
+    model = django_filters.CharFilter(field_name="model", lookup_expr="icontains", max_length=100)
+    min_count = django_filters.NumberFilter(
+        field_name="accelerator_count", lookup_expr="gte", min_value=1, max_value=10**6
+    )
+    min_memory = django_filters.NumberFilter(
+        field_name="memory_per_accelerator_gb", lookup_expr="gte", min_value=0, max_value=10**6
+    )
+    max_price = django_filters.NumberFilter(
+        field_name="price_per_hour", lookup_expr="lte", min_value=0, max_value=10**18
+    )
+    region = django_filters.CharFilter(field_name="region", lookup_expr="iexact", max_length=40)
+    interconnect = django_filters.ChoiceFilter(choices=Interconnect.choices)
+    precision = django_filters.ChoiceFilter(choices=Precision.choices, method="filter_precision")
+    min_tflops = django_filters.NumberFilter(
+        field_name="verified_tflops", lookup_expr="gte", min_value=0, max_value=10**9
+    )
+    sort = django_filters.ChoiceFilter(
+        choices=[(k, k) for k in SORTS], method="filter_sort", empty_label=None
+    )
+
+    class Meta:
+        model = Listing
+        fields: list[str] = []
+
+    def filter_precision(self, queryset, name, value):
+        return queryset.filter(precisions__contains=f",{value},")
+
+    def filter_sort(self, queryset, name, value):
+        # Listings without a verified figure sort last whichever way the figure is ordered.
+        key = SORTS[value][0].lstrip("-")
+        if key in ("verified_tflops", "price_per_tflop_hour"):
+            queryset = queryset.filter(**{f"{key}__isnull": False})
+        return queryset.order_by(*SORTS[value])

@@ -1,0 +1,114 @@
+from django.db import models
+from django.db.models import Q
+
+from marketplace.core.models import TimestampedModel
+from marketplace.providers.models import Machine, Provider
+
+# Billing is per second on chain, so an hourly price must be a whole number of token units per
+# second: with 6 decimals that is a price grid of 0.0036 USD per hour.
+SECONDS_PER_HOUR = 3600
+
+
+class Interconnect(models.TextChoices):
+    NVLINK = "nvlink", "NVLink"
+    INFINIBAND = "infiniband", "InfiniBand"
+    PCIE = "pcie", "PCIe"
+    NEURONLINK = "neuronlink", "NeuronLink"
+    NONE = "none", "None"
+
+
+class Precision(models.TextChoices):
+    FP32 = "fp32", "FP32"
+    TF32 = "tf32", "TF32"
+    BF16 = "bf16", "BF16"
+    FP16 = "fp16", "FP16"
+    FP8 = "fp8", "FP8"
+    INT8 = "int8", "INT8"
+
+
+class ReservedTerm(models.TextChoices):
+    ONE_MONTH = "1m", "1 month"
+    ONE_YEAR = "1y", "1 year"
+    THREE_YEARS = "3y", "3 years"
+
+
+RESERVED_TERM_SECONDS = {
+    ReservedTerm.ONE_MONTH: 30 * 86400,
+    ReservedTerm.ONE_YEAR: 365 * 86400,
+    ReservedTerm.THREE_YEARS: 3 * 365 * 86400,
+}
+
+
+class Listing(TimestampedModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAUSED = "paused"
+        CLOSED = "closed"
+
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="listings")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="listings")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # Denormalised "active listing on a listed machine", kept by the services that change either
+    # side, so search filters one indexed column instead of joining machines on every request.
+    is_searchable = models.BooleanField(default=False)
+
+    accelerator_kind = models.CharField(max_length=20, choices=Machine.AcceleratorKind.choices)
+    vendor = models.CharField(max_length=50)
+    model = models.CharField(max_length=100)
+    accelerator_count = models.PositiveIntegerField()
+    memory_per_accelerator_gb = models.PositiveIntegerField()
+    memory_bandwidth_gbps = models.PositiveIntegerField(help_text="GB/s per accelerator")
+    interconnect = models.CharField(max_length=20, choices=Interconnect.choices)
+    # Stored as ",fp32,bf16," so "supports X" is a portable LIKE on SQLite and PostgreSQL.
+    precisions = models.CharField(max_length=64)
+    vcpu_count = models.PositiveIntegerField()
+    ram_gib = models.PositiveIntegerField()
+    storage_gb = models.PositiveIntegerField()
+    network_gbps = models.PositiveIntegerField()
+    region = models.CharField(max_length=40)
+
+    # Integer token units (6 decimals) per accelerator-hour, each a multiple of 3600.
+    price_per_hour = models.PositiveBigIntegerField()
+    interruptible_floor_per_hour = models.PositiveBigIntegerField(null=True, blank=True)
+
+    # Set only by the benchmarks app from verified jobs: whole-machine fp32-family TFLOP/s.
+    verified_tflops = models.FloatField(null=True, blank=True)
+    # price_per_hour × accelerator_count / verified_tflops, kept with both inputs for sorting.
+    price_per_tflop_hour = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["machine"],
+                condition=~Q(status="closed"),
+                name="one_open_listing_per_machine",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["is_searchable", "price_per_hour", "id"]),
+            models.Index(fields=["is_searchable", "verified_tflops", "id"]),
+            models.Index(fields=["is_searchable", "price_per_tflop_hour", "id"]),
+            models.Index(fields=["is_searchable", "region"]),
+            models.Index(fields=["is_searchable", "model"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.accelerator_count}× {self.model} in {self.region}"
+
+    @property
+    def precision_list(self) -> list[str]:
+        return [p for p in self.precisions.split(",") if p]
+
+
+class ReservedPrice(models.Model):
+    listing = models.ForeignKey(Listing, on_delete=models.CASCADE, related_name="reserved_prices")
+    term = models.CharField(max_length=4, choices=ReservedTerm.choices)
+    price_per_hour = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["listing", "term"], name="one_price_per_term"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.term}: {self.price_per_hour}/h"

@@ -1,0 +1,110 @@
+from rest_framework import serializers
+
+from marketplace.listings.models import Interconnect, Listing, Precision, ReservedTerm
+from marketplace.listings.services import MAX_PRICE_PER_HOUR
+from marketplace.providers.models import Machine
+
+_PRICE = {"min_value": 1, "max_value": MAX_PRICE_PER_HOUR}
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Refuses "12", 12.0 and true: money and counts must arrive as JSON integers."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class ReservedPricesField(serializers.DictField):
+    child = StrictIntegerField(**_PRICE)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        unknown = set(value) - set(ReservedTerm.values)
+        if unknown:
+            raise serializers.ValidationError(
+                f"Unknown reserved terms {sorted(unknown)}; use {ReservedTerm.values}."
+            )
+        return value
+
+
+class ListingPublishInputSerializer(serializers.Serializer):
+    machine_id = StrictIntegerField(min_value=1)
+    accelerator_kind = serializers.ChoiceField(choices=Machine.AcceleratorKind.choices)
+    vendor = serializers.CharField(max_length=50)
+    model = serializers.CharField(max_length=100)
+    accelerator_count = StrictIntegerField(min_value=1, max_value=4096)
+    memory_per_accelerator_gb = StrictIntegerField(min_value=0, max_value=4096)
+    memory_bandwidth_gbps = StrictIntegerField(min_value=0, max_value=100_000)
+    interconnect = serializers.ChoiceField(choices=Interconnect.choices)
+    precisions = serializers.ListField(
+        child=serializers.ChoiceField(choices=Precision.choices), min_length=1, max_length=6
+    )
+    vcpu_count = StrictIntegerField(min_value=0, max_value=4096)
+    ram_gib = StrictIntegerField(min_value=0, max_value=1 << 20)
+    storage_gb = StrictIntegerField(min_value=0, max_value=10**7)
+    network_gbps = StrictIntegerField(min_value=0, max_value=100_000)
+    region = serializers.RegexField(r"^[a-z0-9][a-z0-9-]{1,39}$")
+    price_per_hour = StrictIntegerField(**_PRICE)
+    interruptible_floor_per_hour = StrictIntegerField(required=False, allow_null=True, **_PRICE)
+    reserved_prices = ReservedPricesField(required=False, default=dict)
+
+
+class ListingPricesInputSerializer(serializers.Serializer):
+    price_per_hour = StrictIntegerField(required=False, **_PRICE)
+    interruptible_floor_per_hour = StrictIntegerField(required=False, allow_null=True, **_PRICE)
+    reserved_prices = ReservedPricesField(required=False)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError("Give at least one price to change.")
+        if (
+            "interruptible_floor_per_hour" in attrs
+            and attrs["interruptible_floor_per_hour"] is None
+        ):
+            attrs.pop("interruptible_floor_per_hour")
+            attrs["clear_interruptible_floor"] = True
+        return attrs
+
+
+class ListingStatusInputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Listing.Status.choices)
+
+
+class ListingOutputSerializer(serializers.ModelSerializer):
+    precisions = serializers.ListField(source="precision_list", child=serializers.CharField())
+    reserved_prices = serializers.SerializerMethodField()
+    machine_id = serializers.IntegerField()
+    provider_id = serializers.IntegerField()
+
+    class Meta:
+        model = Listing
+        fields = [
+            "id",
+            "machine_id",
+            "provider_id",
+            "status",
+            "accelerator_kind",
+            "vendor",
+            "model",
+            "accelerator_count",
+            "memory_per_accelerator_gb",
+            "memory_bandwidth_gbps",
+            "interconnect",
+            "precisions",
+            "vcpu_count",
+            "ram_gib",
+            "storage_gb",
+            "network_gbps",
+            "region",
+            "price_per_hour",
+            "interruptible_floor_per_hour",
+            "reserved_prices",
+            "verified_tflops",
+            "price_per_tflop_hour",
+            "created_at",
+        ]
+
+    def get_reserved_prices(self, listing) -> dict[str, int]:
+        return {rp.term: rp.price_per_hour for rp in listing.reserved_prices.all()}

@@ -1,0 +1,168 @@
+from typing import Any
+
+from django.db import transaction
+
+from marketplace.accounts.models import User
+from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
+from marketplace.listings.models import SECONDS_PER_HOUR, Listing, ReservedPrice
+from marketplace.providers import services as provider_services
+from marketplace.providers.models import Machine
+
+# Above this an hourly price is a typo, not a market: 1,000,000 USD per accelerator-hour.
+MAX_PRICE_PER_HOUR = 10**12
+
+
+def price_validate(value: Any, *, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApplicationError(f"{field} must be an integer.", code="listings_bad_price")
+    if value <= 0 or value > MAX_PRICE_PER_HOUR:
+        raise ApplicationError(
+            f"{field} must be between 1 and {MAX_PRICE_PER_HOUR} token units.",
+            code="listings_bad_price",
+            extra={"field": field},
+        )
+    if value % SECONDS_PER_HOUR:
+        raise ApplicationError(
+            f"{field} must be a multiple of {SECONDS_PER_HOUR} token units, so that the "
+            "per-second rate billed on chain is a whole number of units.",
+            code="listings_price_not_per_second",
+            extra={"field": field, "nearest_valid": max(SECONDS_PER_HOUR, value - value % 3600)},
+        )
+    return value
+
+
+def _price_per_tflop_hour(listing: Listing) -> int | None:
+    if not listing.verified_tflops:
+        return None
+    return round(listing.price_per_hour * listing.accelerator_count / listing.verified_tflops)
+
+
+def listing_sync_searchable(*, machine_id: int) -> None:
+    """Called whenever a machine's state or a listing's status changes."""
+    machine_listed = Machine.objects.filter(pk=machine_id, state=Machine.State.LISTED).exists()
+    Listing.objects.filter(machine_id=machine_id).exclude(status=Listing.Status.ACTIVE).update(
+        is_searchable=False
+    )
+    Listing.objects.filter(machine_id=machine_id, status=Listing.Status.ACTIVE).update(
+        is_searchable=machine_listed
+    )
+
+
+def _reserved_prices_replace(listing: Listing, reserved_prices: dict[str, int]) -> None:
+    listing.reserved_prices.all().delete()
+    ReservedPrice.objects.bulk_create(
+        ReservedPrice(
+            listing=listing,
+            term=term,
+            price_per_hour=price_validate(price, field=f"reserved {term}"),
+        )
+        for term, price in reserved_prices.items()
+    )
+
+
+@transaction.atomic
+def listing_publish(
+    *,
+    user: User,
+    machine_id: int,
+    reserved_prices: dict[str, int] | None = None,
+    **sheet: Any,
+) -> Listing:
+    machine = Machine.objects.select_for_update().filter(pk=machine_id).first()
+    if machine is None or (machine.provider.owner_id != user.pk and not user.is_staff):
+        raise NotFoundError("No such machine.", code="listings_machine_not_found")
+    if machine.state != Machine.State.VERIFIED:
+        raise ConflictError(
+            f"Only a verified machine can be listed; this one is '{machine.state}'.",
+            code="listings_machine_not_verified",
+            extra={"machine_state": machine.state},
+        )
+    if sheet["accelerator_count"] > machine.accelerator_count:
+        raise ApplicationError(
+            f"The machine reported {machine.accelerator_count} accelerators; "
+            f"a listing cannot offer {sheet['accelerator_count']}.",
+            code="listings_count_exceeds_machine",
+        )
+    price_validate(sheet["price_per_hour"], field="price_per_hour")
+    floor = sheet.get("interruptible_floor_per_hour")
+    if floor is not None:
+        price_validate(floor, field="interruptible_floor_per_hour")
+    sheet["precisions"] = "," + ",".join(sorted(set(sheet["precisions"]))) + ","
+    listing = Listing.objects.create(
+        machine=machine, provider_id=machine.provider_id, status=Listing.Status.ACTIVE, **sheet
+    )
+    _reserved_prices_replace(listing, reserved_prices or {})
+    provider_services.machine_mark_listed(machine_id=machine.pk)
+    listing.refresh_from_db()
+    return listing
+
+
+def _listing_lock_for_owner(*, listing_id: int, user: User) -> Listing:
+    listing = (
+        Listing.objects.select_for_update().select_related("provider").filter(pk=listing_id).first()
+    )
+    if listing is None or (listing.provider.owner_id != user.pk and not user.is_staff):
+        raise NotFoundError("No such listing.", code="listings_not_found")
+    return listing
+
+
+@transaction.atomic
+def listing_update_prices(
+    *,
+    listing_id: int,
+    user: User,
+    price_per_hour: int | None = None,
+    interruptible_floor_per_hour: int | None = None,
+    clear_interruptible_floor: bool = False,
+    reserved_prices: dict[str, int] | None = None,
+) -> Listing:
+    listing = _listing_lock_for_owner(listing_id=listing_id, user=user)
+    if listing.status == Listing.Status.CLOSED:
+        raise ConflictError("A closed listing cannot be repriced.", code="listings_closed")
+    if price_per_hour is not None:
+        listing.price_per_hour = price_validate(price_per_hour, field="price_per_hour")
+    if clear_interruptible_floor:
+        listing.interruptible_floor_per_hour = None
+    elif interruptible_floor_per_hour is not None:
+        listing.interruptible_floor_per_hour = price_validate(
+            interruptible_floor_per_hour, field="interruptible_floor_per_hour"
+        )
+    listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
+    listing.save()
+    if reserved_prices is not None:
+        _reserved_prices_replace(listing, reserved_prices)
+    return listing
+
+
+@transaction.atomic
+def listing_set_status(*, listing_id: int, user: User, status: str) -> Listing:
+    listing = _listing_lock_for_owner(listing_id=listing_id, user=user)
+    allowed = {
+        Listing.Status.ACTIVE: {Listing.Status.PAUSED, Listing.Status.CLOSED},
+        Listing.Status.PAUSED: {Listing.Status.ACTIVE, Listing.Status.CLOSED},
+        Listing.Status.CLOSED: set(),
+    }
+    if status not in allowed[listing.status]:
+        raise ConflictError(
+            f"Listing {listing.pk} cannot go from '{listing.status}' to '{status}'.",
+            code="listings_invalid_transition",
+            extra={"current_state": listing.status, "requested_state": status},
+        )
+    listing.status = status
+    listing.save(update_fields=["status", "updated_at"])
+    if status == Listing.Status.CLOSED:
+        provider_services.machine_mark_unlisted(machine_id=listing.machine_id)
+    listing_sync_searchable(machine_id=listing.machine_id)
+    listing.refresh_from_db()
+    return listing
+
+
+@transaction.atomic
+def listing_record_verified_tflops(*, machine_id: int, tflops: float) -> None:
+    """Owned by the benchmarks app: the figure comes only from verified jobs."""
+    if not (tflops > 0):
+        raise ValueError("verified TFLOP/s must be positive")
+    for listing in Listing.objects.select_for_update().filter(machine_id=machine_id).order_by("pk"):
+        listing.verified_tflops = tflops
+        listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
+        listing.save(update_fields=["verified_tflops", "price_per_tflop_hour", "updated_at"])

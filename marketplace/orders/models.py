@@ -1,0 +1,77 @@
+from django.conf import settings
+from django.db import models
+
+from marketplace.core.models import TimestampedModel
+from marketplace.listings.models import Listing, ReservedTerm
+from marketplace.providers.models import Machine, Provider
+
+
+class Order(TimestampedModel):
+    """A lease. Amounts are integer token units (6 decimals); times are UTC."""
+
+    class State(models.TextChoices):
+        CREATED = "created"
+        FUNDED = "funded"
+        ACTIVE = "active"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        SETTLED = "settled"
+
+    class PricingMode(models.TextChoices):
+        ON_DEMAND = "on_demand"
+        RESERVED = "reserved"
+        INTERRUPTIBLE = "interruptible"
+
+    # States in which an order holds accelerators of its listing.
+    HOLDS_CAPACITY = (State.CREATED, State.FUNDED, State.ACTIVE)
+    # States from which a settlement transaction is due.
+    AWAITS_SETTLEMENT = (State.COMPLETED, State.CANCELLED, State.FAILED)
+
+    renter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders"
+    )
+    listing = models.ForeignKey(Listing, on_delete=models.PROTECT, related_name="orders")
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="orders")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="orders")
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.CREATED, db_index=True
+    )
+
+    pricing_mode = models.CharField(max_length=16, choices=PricingMode.choices)
+    reserved_term = models.CharField(max_length=4, choices=ReservedTerm.choices, blank=True)
+    accelerators = models.PositiveIntegerField()
+    # Per accelerator-hour, fixed when ordered (the bid, for an interruptible order).
+    price_per_hour = models.PositiveBigIntegerField()
+    rate_per_second = models.PositiveBigIntegerField()
+    duration_seconds = models.PositiveBigIntegerField()
+    escrow_amount = models.PositiveBigIntegerField()
+
+    # bytes32 lease id used on chain, as 0x-prefixed hex.
+    lease_id = models.CharField(max_length=66, unique=True)
+    idempotency_key = models.CharField(max_length=100)
+    request_fingerprint = models.CharField(max_length=64)
+
+    funded_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=200, blank=True)
+    # Fixed when the lease ends: what the provider earned (before the platform fee).
+    billable_seconds = models.PositiveBigIntegerField(null=True, blank=True)
+    amount_owed = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["renter", "idempotency_key"], name="one_order_per_idempotency_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["listing", "state"])]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk} ({self.state})"
+
+    @property
+    def refund_amount(self) -> int | None:
+        return None if self.amount_owed is None else self.escrow_amount - self.amount_owed

@@ -1,0 +1,132 @@
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from marketplace.accounts.permissions import IsProviderOwner, IsStaff
+from marketplace.accounts.throttles import AuthRateThrottle
+from marketplace.providers import selectors, services
+from marketplace.providers.authentication import AgentCredentialAuthentication, IsAgent
+from marketplace.providers.serializers import (
+    AgentRegisterInputSerializer,
+    AgentRegisterOutputSerializer,
+    HeartbeatOutputSerializer,
+    MachineOutputSerializer,
+    ProviderInputSerializer,
+    ProviderOutputSerializer,
+    RegistrationTokenOutputSerializer,
+    SuspendInputSerializer,
+)
+from marketplace.providers.throttles import AgentRateThrottle
+
+
+class ProviderListCreateApi(ListAPIView):
+    permission_classes = [IsProviderOwner]
+    serializer_class = ProviderOutputSerializer
+
+    def get_queryset(self):
+        return selectors.provider_list_for(user=self.request.user)
+
+    @extend_schema(request=ProviderInputSerializer, responses={201: ProviderOutputSerializer})
+    def post(self, request):
+        data = ProviderInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        provider = services.provider_create(owner=request.user, **data.validated_data)
+        return Response(ProviderOutputSerializer(provider).data, status=status.HTTP_201_CREATED)
+
+
+class ProviderDetailApi(APIView):
+    permission_classes = [IsProviderOwner]
+
+    @extend_schema(responses=ProviderOutputSerializer)
+    def get(self, request, provider_id: int):
+        provider = selectors.provider_get_for(user=request.user, provider_id=provider_id)
+        return Response(ProviderOutputSerializer(provider).data)
+
+
+class RegistrationTokenCreateApi(APIView):
+    permission_classes = [IsProviderOwner]
+
+    @extend_schema(request=None, responses={201: RegistrationTokenOutputSerializer})
+    def post(self, request, provider_id: int):
+        provider = selectors.provider_get_for(user=request.user, provider_id=provider_id)
+        token, raw = services.registration_token_create(provider=provider, user=request.user)
+        return Response(
+            {"registration_token": raw, "expires_at": token.expires_at},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class MachineListApi(ListAPIView):
+    permission_classes = [IsProviderOwner]
+    serializer_class = MachineOutputSerializer
+    filterset_fields = ["state", "provider"]
+
+    def get_queryset(self):
+        return selectors.machine_list_for(user=self.request.user)
+
+
+class MachineDetailApi(APIView):
+    permission_classes = [IsProviderOwner]
+
+    @extend_schema(responses=MachineOutputSerializer)
+    def get(self, request, machine_id: int):
+        machine = selectors.machine_get_for(user=request.user, machine_id=machine_id)
+        return Response(MachineOutputSerializer(machine).data)
+
+
+class MachineSuspendApi(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=SuspendInputSerializer, responses=MachineOutputSerializer)
+    def post(self, request, machine_id: int):
+        data = SuspendInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        machine = selectors.machine_get_for(user=request.user, machine_id=machine_id)
+        machine = services.machine_suspend(machine_id=machine.pk, **data.validated_data)
+        return Response(MachineOutputSerializer(machine).data)
+
+
+class AgentRegisterApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [AuthRateThrottle]
+
+    @extend_schema(
+        request=AgentRegisterInputSerializer, responses={201: AgentRegisterOutputSerializer}
+    )
+    def post(self, request):
+        data = AgentRegisterInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        machine, credential = services.machine_register(**data.validated_data)
+        return Response(
+            {"machine_id": machine.pk, "credential": credential}, status=status.HTTP_201_CREATED
+        )
+
+
+class AgentApiMixin:
+    authentication_classes = [AgentCredentialAuthentication]
+    permission_classes = [IsAuthenticated, IsAgent]
+    throttle_classes = [AgentRateThrottle]
+
+
+class AgentHeartbeatApi(AgentApiMixin, APIView):
+    @extend_schema(request=None, responses=HeartbeatOutputSerializer)
+    def post(self, request):
+        machine = services.machine_heartbeat(machine_id=request.user.machine_id)
+        return Response(
+            {"machine_id": machine.pk, "state": machine.state, "server_time": timezone.now()}
+        )
+
+
+class AgentMachineApi(AgentApiMixin, APIView):
+    @extend_schema(responses=MachineOutputSerializer)
+    def get(self, request):
+        from marketplace.providers.models import Machine
+
+        return Response(
+            MachineOutputSerializer(Machine.objects.get(pk=request.user.machine_id)).data
+        )

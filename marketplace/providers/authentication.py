@@ -1,0 +1,70 @@
+from dataclasses import dataclass
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions
+from rest_framework.permissions import BasePermission
+
+from marketplace.core.tokens import token_hash
+
+AGENT_TOKEN_PREFIX = "agt"
+
+
+@dataclass(frozen=True)
+class AgentPrincipal:
+    """request.user for an agent: it is nobody's account, only its machine's voice."""
+
+    machine_id: int
+    is_authenticated: bool = True
+    is_staff: bool = False
+    is_renter: bool = False
+    is_provider_owner: bool = False
+    is_active: bool = True
+    pk = None
+
+
+class AgentCredentialAuthentication(authentication.BaseAuthentication):
+    keyword = "Token"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if not header or header[0].lower() not in ("token", "bearer"):
+            return None
+        if len(header) != 2 or not header[1].startswith(f"{AGENT_TOKEN_PREFIX}_"):
+            raise exceptions.AuthenticationFailed("An agent credential (agt_…) is required.")
+        from marketplace.providers.models import AgentCredential
+
+        credential = (
+            AgentCredential.objects.select_related("machine")
+            .filter(key_hash=token_hash(header[1]), revoked_at__isnull=True)
+            .first()
+        )
+        if credential is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked agent credential.")
+        now = timezone.now()
+        if credential.last_used_at is None or (now - credential.last_used_at).total_seconds() > 60:
+            AgentCredential.objects.filter(pk=credential.pk).update(last_used_at=now)
+        return AgentPrincipal(machine_id=credential.machine_id), credential
+
+    def authenticate_header(self, request):
+        return self.keyword
+
+
+class IsAgent(BasePermission):
+    message = "Only a provider agent may do this."
+
+    def has_permission(self, request, view):
+        return isinstance(request.user, AgentPrincipal)
+
+
+class AgentCredentialScheme(OpenApiAuthenticationExtension):
+    target_class = "marketplace.providers.authentication.AgentCredentialAuthentication"
+    name = "agentCredential"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token agt_…` from POST /api/v1/agent/register",
+        }

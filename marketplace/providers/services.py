@@ -1,0 +1,229 @@
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from eth_utils import is_address, is_checksum_address, to_checksum_address
+
+from marketplace.accounts.models import User
+from marketplace.core.errors import (
+    ApplicationError,
+    InvalidTransition,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from marketplace.core.tokens import token_display_prefix, token_generate, token_hash
+from marketplace.providers.authentication import AGENT_TOKEN_PREFIX
+from marketplace.providers.models import AgentCredential, Machine, Provider, RegistrationToken
+
+REGISTRATION_TOKEN_PREFIX = "reg"
+REGISTRATION_TOKEN_TTL = timedelta(hours=24)
+
+State = Machine.State
+
+# The machine state machine of ARCHITECTURE.md; anything not listed here is refused.
+MACHINE_TRANSITIONS: dict[str, set[str]] = {
+    State.REGISTERED: {State.VERIFIED, State.SUSPENDED, State.OFFLINE},
+    State.VERIFIED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
+    State.LISTED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
+    State.SUSPENDED: {State.VERIFIED, State.OFFLINE},
+    State.OFFLINE: {State.REGISTERED, State.VERIFIED, State.LISTED, State.SUSPENDED},
+}
+
+
+def wallet_address_normalize(address: Any) -> str:
+    """Accepts a 0x address in lower case or in correct EIP-55 case; refuses a mistyped checksum."""
+    if not isinstance(address, str) or not is_address(address):
+        raise ApplicationError(
+            "wallet_address must be a 0x-prefixed 20-byte hex address.",
+            code="providers_bad_wallet_address",
+        )
+    has_mixed_case = address[2:] != address[2:].lower() and address[2:] != address[2:].upper()
+    if has_mixed_case and not is_checksum_address(address):
+        raise ApplicationError(
+            "wallet_address has a wrong EIP-55 checksum (a typo?).",
+            code="providers_bad_wallet_checksum",
+        )
+    return to_checksum_address(address)
+
+
+def provider_create(*, owner: User, name: str, wallet_address: str) -> Provider:
+    if not (owner.is_provider_owner or owner.is_staff):
+        raise PermissionDeniedError(
+            "Only provider owners can create providers.", code="providers_not_owner"
+        )
+    return Provider.objects.create(
+        owner=owner, name=name, wallet_address=wallet_address_normalize(wallet_address)
+    )
+
+
+def registration_token_create(*, provider: Provider, user: User) -> tuple[RegistrationToken, str]:
+    if provider.owner_id != user.pk and not user.is_staff:
+        raise NotFoundError("No such provider.", code="providers_not_found")
+    raw = token_generate(REGISTRATION_TOKEN_PREFIX)
+    token = RegistrationToken.objects.create(
+        provider=provider,
+        key_hash=token_hash(raw),
+        display_prefix=token_display_prefix(raw),
+        expires_at=timezone.now() + REGISTRATION_TOKEN_TTL,
+    )
+    return token, raw
+
+
+def _summary_from_hardware(hardware: dict) -> dict:
+    accelerators = hardware.get("accelerators") or []
+    cpu = hardware.get("cpu") or {}
+    if accelerators:
+        first = accelerators[0]
+        kind = first["kind"]
+        vendor = first.get("vendor", "")
+        model = first["model"]
+        memory_gb = first.get("memory_gb", 0)
+        count = len(accelerators)
+    else:
+        kind, vendor = Machine.AcceleratorKind.CPU, cpu.get("vendor", "")
+        model = cpu.get("model") or "CPU"
+        memory_gb, count = 0, 1
+    return {
+        "accelerator_kind": kind,
+        "accelerator_vendor": vendor,
+        "accelerator_model": model,
+        "accelerator_count": count,
+        "accelerator_memory_gb": memory_gb,
+        "vcpu_count": cpu.get("cores", 0),
+        "ram_gib": hardware.get("ram_gib", 0),
+        "backends": hardware.get("backends", []),
+    }
+
+
+@transaction.atomic
+def machine_register(
+    *, registration_token: str, name: str, hardware: dict, agent_version: str = ""
+) -> tuple[Machine, str]:
+    """Exchanges a one-time registration token for a machine and its agent credential."""
+    token = (
+        RegistrationToken.objects.select_for_update()
+        .filter(key_hash=token_hash(registration_token))
+        .first()
+    )
+    if token is None or token.used_at is not None or token.expires_at <= timezone.now():
+        # One message for unknown, used and expired tokens: no oracle for guessing.
+        raise ApplicationError(
+            "Registration token is invalid, used or expired.",
+            code="providers_bad_registration_token",
+            status_code=401,
+        )
+    now = timezone.now()
+    machine = Machine.objects.create(
+        provider_id=token.provider_id,
+        name=name,
+        hardware=hardware,
+        agent_version=agent_version,
+        last_heartbeat_at=now,
+        state_changed_at=now,
+        **_summary_from_hardware(hardware),
+    )
+    raw = token_generate(AGENT_TOKEN_PREFIX)
+    AgentCredential.objects.create(
+        machine=machine, key_hash=token_hash(raw), display_prefix=token_display_prefix(raw)
+    )
+    token.used_at = now
+    token.machine = machine
+    token.save(update_fields=["used_at", "machine", "updated_at"])
+    return machine, raw
+
+
+def _machine_transition(machine_id: int, target: str, reason: str = "") -> Machine:
+    """Locks the machine, checks the transition, writes it. Callers hold a transaction."""
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if target not in MACHINE_TRANSITIONS[machine.state]:
+        raise InvalidTransition(
+            entity="Machine", entity_id=machine.pk, current=machine.state, target=target
+        )
+    machine.state = target
+    machine.state_reason = reason
+    machine.state_changed_at = timezone.now()
+    machine.save(update_fields=["state", "state_reason", "state_changed_at", "updated_at"])
+    _listings_sync(machine.pk)
+    return machine
+
+
+def _listings_sync(machine_id: int) -> None:
+    # Imported here: listings depends on providers, not the other way round.
+    from marketplace.listings.services import listing_sync_searchable
+
+    listing_sync_searchable(machine_id=machine_id)
+
+
+@transaction.atomic
+def machine_heartbeat(*, machine_id: int) -> Machine:
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    machine.last_heartbeat_at = timezone.now()
+    fields = ["last_heartbeat_at", "updated_at"]
+    if machine.state == State.OFFLINE:
+        machine.state = machine.resume_state or State.REGISTERED
+        machine.resume_state = ""
+        machine.state_reason = "heartbeats resumed"
+        machine.state_changed_at = machine.last_heartbeat_at
+        fields += ["state", "resume_state", "state_reason", "state_changed_at"]
+    machine.save(update_fields=fields)
+    if "state" in fields:
+        _listings_sync(machine.pk)
+    return machine
+
+
+@transaction.atomic
+def machine_mark_offline(*, machine_id: int) -> Machine | None:
+    """Called by beat for a machine whose heartbeats stopped. Returns None if it came back."""
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    deadline = timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
+    if machine.state == State.OFFLINE or (
+        machine.last_heartbeat_at and machine.last_heartbeat_at > deadline
+    ):
+        return None
+    machine.resume_state = machine.state
+    machine.state = State.OFFLINE
+    machine.state_reason = "no heartbeat"
+    machine.state_changed_at = timezone.now()
+    machine.save(
+        update_fields=["state", "resume_state", "state_reason", "state_changed_at", "updated_at"]
+    )
+    _listings_sync(machine.pk)
+    return machine
+
+
+@transaction.atomic
+def machine_mark_verified(*, machine_id: int, reason: str = "passed verification") -> Machine:
+    """Owned by the benchmarks app: only a passed onboarding suite may call this."""
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if machine.state in (State.VERIFIED, State.LISTED):
+        return machine  # re-verification of a machine already in good standing
+    return _machine_transition(machine_id, State.VERIFIED, reason)
+
+
+@transaction.atomic
+def machine_mark_listed(*, machine_id: int) -> Machine:
+    return _machine_transition(machine_id, State.LISTED, "listing published")
+
+
+@transaction.atomic
+def machine_mark_unlisted(*, machine_id: int) -> Machine:
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if machine.state != State.LISTED:
+        return machine
+    return _machine_transition(machine_id, State.VERIFIED, "listing closed")
+
+
+@transaction.atomic
+def machine_suspend(*, machine_id: int, reason: str) -> Machine:
+    if not reason:
+        raise ApplicationError("A suspension needs a reason.", code="providers_reason_required")
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if machine.state == State.OFFLINE:
+        # Coming back online must not lift the suspension.
+        machine.resume_state = State.SUSPENDED
+        machine.state_reason = reason
+        machine.save(update_fields=["resume_state", "state_reason", "updated_at"])
+        return machine
+    return _machine_transition(machine_id, State.SUSPENDED, reason)

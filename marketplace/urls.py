@@ -1,0 +1,23 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from marketplace.core.views import HealthApi
+
+api_v1 = [
+    path("health", HealthApi.as_view(), name="health"),
+    path("", include("marketplace.accounts.urls")),
+    path("", include("marketplace.providers.urls")),
+    path("", include("marketplace.listings.urls")),
+    path("", include("marketplace.orders.urls")),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+]
+
+handler404 = "marketplace.core.views.not_found"
+handler500 = "marketplace.core.views.server_error"

@@ -1,0 +1,98 @@
+import pytest
+from rest_framework.test import APIClient
+
+from marketplace.accounts.models import User
+from marketplace.accounts.services import api_token_create
+from marketplace.providers.services import registration_token_create
+from tests.factories import ListingFactory, ProviderFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_throttle_state_between_tests():
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+def client_for(user: User | None = None, *, token: str | None = None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        _, token = api_token_create(user=user)
+    if token is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def alice(db):
+    """A renter."""
+    return UserFactory(username="alice", role=User.Role.RENTER)
+
+
+@pytest.fixture
+def carol(db):
+    """Another renter, who must never see alice's orders."""
+    return UserFactory(username="carol", role=User.Role.RENTER)
+
+
+@pytest.fixture
+def bob(db):
+    """An honest provider owner."""
+    return UserFactory(username="bob", role=User.Role.PROVIDER_OWNER)
+
+
+@pytest.fixture
+def mallory(db):
+    """A provider owner who tries what bob's account may do, on bob's objects."""
+    return UserFactory(username="mallory", role=User.Role.PROVIDER_OWNER)
+
+
+@pytest.fixture
+def staff(db):
+    return UserFactory(username="sam", role=User.Role.RENTER, is_staff=True)
+
+
+@pytest.fixture
+def bob_provider(bob):
+    return ProviderFactory(owner=bob, wallet_address="0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+
+
+@pytest.fixture
+def listing(bob_provider):
+    return ListingFactory(machine__provider=bob_provider)
+
+
+@pytest.fixture
+def agent_of(db):
+    """Registers a machine for a provider through the real token exchange; returns (machine_id,
+    an APIClient holding its agent credential)."""
+    from marketplace.providers.services import machine_register
+
+    def make(provider, *, hardware=None):
+        _, raw = registration_token_create(provider=provider, user=provider.owner)
+        machine, credential = machine_register(
+            registration_token=raw,
+            name="agent-box",
+            hardware=hardware
+            or {
+                "accelerators": [
+                    {"kind": "gpu", "vendor": "NVIDIA", "model": "H100 80GB HBM3", "memory_gb": 80}
+                ]
+                * 2,
+                "cpu": {"cores": 32},
+                "ram_gib": 256,
+            },
+        )
+        return machine, client_for(token=credential)
+
+    return make

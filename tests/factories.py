@@ -1,0 +1,72 @@
+import factory
+
+from marketplace.accounts.models import User
+from marketplace.listings.models import Listing
+from marketplace.providers.models import Machine, Provider
+
+WALLETS = [
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+    "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+]
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    role = User.Role.RENTER
+    password = factory.django.Password("correct horse battery")
+
+
+class ProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Provider
+
+    owner = factory.SubFactory(UserFactory, role=User.Role.PROVIDER_OWNER)
+    name = factory.Sequence(lambda n: f"provider {n}")
+    wallet_address = factory.Iterator(WALLETS)
+
+
+class MachineFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Machine
+
+    provider = factory.SubFactory(ProviderFactory)
+    name = factory.Sequence(lambda n: f"box-{n}")
+    state = Machine.State.VERIFIED
+    accelerator_kind = Machine.AcceleratorKind.GPU
+    accelerator_vendor = "NVIDIA"
+    accelerator_model = "H100 80GB HBM3"
+    accelerator_count = 8
+    accelerator_memory_gb = 80
+    vcpu_count = 192
+    ram_gib = 2048
+    hardware = factory.LazyFunction(dict)
+
+
+class ListingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Listing
+
+    machine = factory.SubFactory(MachineFactory, state=Machine.State.LISTED)
+    provider = factory.SelfAttribute("machine.provider")
+    status = Listing.Status.ACTIVE
+    is_searchable = True
+    accelerator_kind = "gpu"
+    vendor = "NVIDIA"
+    model = "H100 80GB HBM3"
+    accelerator_count = 8
+    memory_per_accelerator_gb = 80
+    memory_bandwidth_gbps = 3350
+    interconnect = "nvlink"
+    precisions = ",bf16,fp16,fp32,fp8,int8,tf32,"
+    vcpu_count = 192
+    ram_gib = 2048
+    storage_gb = 30000
+    network_gbps = 3200
+    region = "eu-west"
+    price_per_hour = 2_498_400
+    interruptible_floor_per_hour = 1_000_800
