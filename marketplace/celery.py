@@ -6,4 +6,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
 
 app = Celery("marketplace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["workers"])
+# Task modules by concern; beat and workers import all of them.
+app.conf.imports = ["workers.tasks", "workers.benchmark_tasks", "workers.chain_tasks"]

@@ -10,6 +10,8 @@ api_v1 = [
     path("", include("marketplace.providers.urls")),
     path("", include("marketplace.listings.urls")),
     path("", include("marketplace.orders.urls")),
+    path("", include("marketplace.benchmarks.urls")),
+    path("", include("marketplace.payments.urls")),
 ]
 
 urlpatterns = [

@@ -24,6 +24,7 @@ from marketplace.listings.models import (
 from marketplace.listings.services import price_validate
 from marketplace.orders import selectors
 from marketplace.orders.models import Order
+from marketplace.orders.signals import order_ended
 
 State = Order.State
 Mode = Order.PricingMode
@@ -264,6 +265,9 @@ def _transition(order: Order, target: str, **fields) -> Order:
     for name, value in fields.items():
         setattr(order, name, value)
     order.save(update_fields=["state", "updated_at", *fields])
+    if target in Order.AWAITS_SETTLEMENT:
+        order_pk = order.pk
+        transaction.on_commit(lambda: order_ended.send(sender=Order, order_id=order_pk))
     return order
 
 

@@ -1,0 +1,1 @@
+"""Celery tasks; thin: each loads by id and calls one service."""
