@@ -1,0 +1,223 @@
+"""The reentrancy guards hold against a token that calls back and a receiver that calls back.
+
+Each attack has a control run with a harmless payload, so a broken hook cannot make the attack
+tests pass vacuously.
+"""
+
+import pytest
+
+from .conftest import MAX_UINT, USDC, lease_id
+
+RATE = 1_000
+DURATION = 600
+AMOUNT = RATE * DURATION
+DELAY = 3_600
+
+
+@pytest.fixture
+def evil_token(deploy_contract):
+    return deploy_contract("ReentrantToken")
+
+
+@pytest.fixture
+def evil_escrow(chain, deploy_contract, evil_token, actors):
+    escrow = deploy_contract(
+        "LeaseEscrow", evil_token.address, actors.operator, actors.treasury, 250, DELAY
+    )
+    for renter in (actors.alice, actors.carol):
+        chain.transact(evil_token.functions.mint(renter, 1_000 * USDC), actors.owner)
+        chain.transact(evil_token.functions.approve(escrow.address, MAX_UINT), renter)
+    return escrow
+
+
+@pytest.fixture
+def evil_staking(chain, deploy_contract, evil_token, actors):
+    staking = deploy_contract(
+        "ProviderStaking", evil_token.address, actors.operator, actors.treasury, DELAY
+    )
+    for provider in (actors.bob, actors.mallory):
+        chain.transact(evil_token.functions.mint(provider, 1_000 * USDC), actors.owner)
+        chain.transact(evil_token.functions.approve(staking.address, MAX_UINT), provider)
+    return staking
+
+
+@pytest.fixture
+def receiver(deploy_contract):
+    return deploy_contract("MaliciousReceiver")
+
+
+def fund(chain, escrow, renter, n):
+    chain.transact(
+        escrow.functions.fund(lease_id(n), renter_provider(n), AMOUNT, RATE, DURATION), renter
+    )
+
+
+def renter_provider(n):
+    # Any non-zero address works as provider; a fixed one keeps lease setup short.
+    return "0x" + f"{n:040x}"
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        ("settle", [lease_id(2), 10]),
+        ("fail", [lease_id(2), 10, b"\x00" * 32]),
+        ("settleBatch", [[lease_id(2)], [10]]),
+        ("reclaim", [lease_id(2)]),
+        ("fund", [lease_id(3), renter_provider(3), AMOUNT, RATE, DURATION]),
+    ],
+)
+def test_token_reentering_escrow_during_settle_is_refused(
+    chain, evil_token, evil_escrow, actors, attack
+):
+    fund(chain, evil_escrow, actors.alice, 1)
+    fund(chain, evil_escrow, actors.alice, 2)
+    name, args = attack
+    chain.transact(
+        evil_token.functions.arm(evil_escrow.address, evil_escrow.encode_abi(name, args)),
+        actors.mallory,
+    )
+
+    chain.expect_revert(
+        evil_escrow.functions.settle(lease_id(1), 10),
+        actors.operator,
+        "ReentrantCall",
+        evil_escrow,
+    )
+    assert evil_escrow.functions.getLease(lease_id(1)).call()[-1] == 1  # still Funded
+    assert evil_token.functions.balanceOf(evil_escrow.address).call() == 2 * AMOUNT
+
+
+def test_token_reentering_escrow_during_fund_is_refused(chain, evil_token, evil_escrow, actors):
+    fund(chain, evil_escrow, actors.alice, 1)
+    chain.transact(
+        evil_token.functions.arm(
+            evil_escrow.address, evil_escrow.encode_abi("settle", [lease_id(1), 0])
+        ),
+        actors.mallory,
+    )
+    chain.expect_revert(
+        evil_escrow.functions.fund(lease_id(2), actors.bob, AMOUNT, RATE, DURATION),
+        actors.carol,
+        "ReentrantCall",
+        evil_escrow,
+    )
+
+
+def test_control_harmless_token_callback_lets_settle_through(
+    chain, evil_token, evil_escrow, actors
+):
+    fund(chain, evil_escrow, actors.alice, 1)
+    chain.transact(
+        evil_token.functions.arm(
+            evil_escrow.address, evil_escrow.encode_abi("quote", [lease_id(1), 1])
+        ),
+        actors.mallory,
+    )
+    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
+    assert not evil_token.functions.armed().call()
+
+
+@pytest.mark.parametrize(
+    ("action", "attack"),
+    [
+        ("stake", ("withdraw", [])),
+        ("stake", ("stake", [USDC])),
+        ("fundRewards", ("requestUnstake", [USDC])),
+    ],
+)
+def test_token_reentering_staking_is_refused(
+    chain, evil_token, evil_staking, actors, action, attack
+):
+    chain.transact(evil_staking.functions.stake(10 * USDC), actors.bob)
+    name, args = attack
+    chain.transact(
+        evil_token.functions.arm(evil_staking.address, evil_staking.encode_abi(name, args)),
+        actors.mallory,
+    )
+    chain.expect_revert(
+        getattr(evil_staking.functions, action)(USDC), actors.bob, "ReentrantCall", evil_staking
+    )
+    assert evil_staking.functions.totalStaked().call() == 10 * USDC
+
+
+def test_token_reentering_staking_during_slash_is_refused(chain, evil_token, evil_staking, actors):
+    chain.transact(evil_staking.functions.stake(10 * USDC), actors.mallory)
+    chain.transact(
+        evil_token.functions.arm(
+            evil_staking.address,
+            evil_staking.encode_abi("slash", [actors.mallory, USDC, b"\x00" * 32]),
+        ),
+        actors.mallory,
+    )
+    chain.expect_revert(
+        evil_staking.functions.slash(actors.mallory, 5 * USDC, b"\x01" * 32),
+        actors.operator,
+        "ReentrantCall",
+        evil_staking,
+    )
+    assert evil_staking.functions.stakeOf(actors.mallory).call()[0] == 10 * USDC
+
+
+def _receiver_funds_a_lease(chain, evil_token, evil_escrow, receiver, actors):
+    chain.transact(evil_token.functions.mint(receiver.address, 10 * AMOUNT), actors.owner)
+    for target, data in (
+        (evil_token, evil_token.encode_abi("approve", [evil_escrow.address, MAX_UINT])),
+        (
+            evil_escrow,
+            evil_escrow.encode_abi("fund", [lease_id(1), actors.bob, AMOUNT, RATE, DURATION]),
+        ),
+    ):
+        chain.transact(receiver.functions.execute(target.address, data), actors.mallory)
+    chain.transact(evil_token.functions.setHookReceiver(receiver.address, True), actors.mallory)
+    funded_at = evil_escrow.functions.getLease(lease_id(1)).call()[5]
+    chain.next_block_at(funded_at + DELAY)
+
+
+def test_receiver_reentering_reclaim_is_refused(chain, evil_token, evil_escrow, receiver, actors):
+    _receiver_funds_a_lease(chain, evil_token, evil_escrow, receiver, actors)
+    reclaim = evil_escrow.encode_abi("reclaim", [lease_id(1)])
+    chain.transact(receiver.functions.setAttack(evil_escrow.address, reclaim), actors.mallory)
+
+    chain.expect_revert(
+        receiver.functions.execute(evil_escrow.address, reclaim),
+        actors.mallory,
+        "ReentrantCall",
+        evil_escrow,
+    )
+    assert evil_token.functions.balanceOf(evil_escrow.address).call() == AMOUNT
+
+
+def test_control_receiver_without_attack_reclaims_once(
+    chain, evil_token, evil_escrow, receiver, actors
+):
+    _receiver_funds_a_lease(chain, evil_token, evil_escrow, receiver, actors)
+    reclaim = evil_escrow.encode_abi("reclaim", [lease_id(1)])
+
+    chain.transact(receiver.functions.execute(evil_escrow.address, reclaim), actors.mallory)
+
+    assert receiver.functions.hooksSeen().call() == 1
+    assert evil_token.functions.balanceOf(evil_escrow.address).call() == 0
+
+
+def test_receiver_reentering_withdraw_is_refused(chain, evil_token, evil_staking, receiver, actors):
+    chain.transact(evil_token.functions.mint(receiver.address, 100 * USDC), actors.owner)
+    for target, data in (
+        (evil_token, evil_token.encode_abi("approve", [evil_staking.address, MAX_UINT])),
+        (evil_staking, evil_staking.encode_abi("stake", [100 * USDC])),
+        (evil_staking, evil_staking.encode_abi("requestUnstake", [100 * USDC])),
+    ):
+        chain.transact(receiver.functions.execute(target.address, data), actors.mallory)
+    chain.transact(evil_token.functions.setHookReceiver(receiver.address, True), actors.mallory)
+    unlock = evil_staking.functions.stakeOf(receiver.address).call()[2]
+    chain.next_block_at(unlock)
+    withdraw = evil_staking.encode_abi("withdraw", [])
+    chain.transact(receiver.functions.setAttack(evil_staking.address, withdraw), actors.mallory)
+
+    chain.expect_revert(
+        receiver.functions.execute(evil_staking.address, withdraw),
+        actors.mallory,
+        "ReentrantCall",
+        evil_staking,
+    )
+    assert evil_token.functions.balanceOf(evil_staking.address).call() == 100 * USDC
