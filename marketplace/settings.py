@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and Swagger UI's static files from gunicorn, with no CDN (offline docs).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -109,6 +111,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -167,9 +173,46 @@ HEARTBEAT_TIMEOUT_SECONDS = _positive_int("HEARTBEAT_TIMEOUT_SECONDS", 90)
 # An order left unfunded this long is cancelled by beat.
 ORDER_FUNDING_TIMEOUT_SECONDS = _positive_int("ORDER_FUNDING_TIMEOUT_SECONDS", 3600)
 
+# --- Benchmarks ---------------------------------------------------------------------------
+# A job's deadline: this allowance (network, input generation, hashing, answer) plus its FLOPs at
+# BENCHMARK_MIN_RATE_FLOPS, so an honest slow CPU finishes while a stalled agent is noticed.
+BENCHMARK_DEADLINE_BASE_SECONDS = _positive_int("BENCHMARK_DEADLINE_BASE_SECONDS", 120)
+BENCHMARK_MIN_RATE_FLOPS = env.float("BENCHMARK_MIN_RATE_FLOPS", default=5e9)
+# After the challenge is issued the agent has at least this long to answer.
+BENCHMARK_ANSWER_SECONDS = _positive_int("BENCHMARK_ANSWER_SECONDS", 120)
+# A job nobody picked up this long expires (only lease and periodic jobs count against a machine).
+BENCHMARK_QUEUE_TTL_SECONDS = _positive_int("BENCHMARK_QUEUE_TTL_SECONDS", 3600)
+BENCHMARK_PERIODIC_INTERVAL_SECONDS = _positive_int("BENCHMARK_PERIODIC_INTERVAL_SECONDS", 6 * 3600)
+BENCHMARK_LEASE_INTERVAL_SECONDS = _positive_int("BENCHMARK_LEASE_INTERVAL_SECONDS", 3600)
+# Rows (planes) sampled per challenge: skipping 10% of the rows is caught with p >= 1 - 0.9**32.
+BENCHMARK_SAMPLE_COUNT = _positive_int("BENCHMARK_SAMPLE_COUNT", 32)
+# Claimed-device check (see marketplace/benchmarks/suites.py for why these figures).
+BENCHMARK_DEVICE_MIN_FRACTION = env.float("BENCHMARK_DEVICE_MIN_FRACTION", default=0.01)
+BENCHMARK_DEVICE_PROBE_MIN_FLOPS = env.float("BENCHMARK_DEVICE_PROBE_MIN_FLOPS", default=5e11)
+# CPU-sized suites for every machine: for local demos and tests without a GPU.
+BENCHMARK_SMALL_SUITES = env.bool("BENCHMARK_SMALL_SUITES", default=False)
+BENCHMARK_REPUTATION_WINDOW = _positive_int("BENCHMARK_REPUTATION_WINDOW", 50)
+BENCHMARK_LONG_POLL_MAX_SECONDS = _positive_int("BENCHMARK_LONG_POLL_MAX_SECONDS", 25)
+
 # --- Chain --------------------------------------------------------------------------------
 CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="http://127.0.0.1:8545")
 CHAIN_CONFIRMATIONS = _positive_int("CHAIN_CONFIRMATIONS", 1)
+# Signing keys. Empty means "Anvil's public dev keys", which contracts/chain.py accepts only on a
+# local chain id (31337 Anvil, 1337 Ganache, eth-tester's); anywhere else it raises
+# ImproperlyConfigured, so a missing key can never sign with a publicly known one.
+CHAIN_OPERATOR_PRIVATE_KEY = env.str("CHAIN_OPERATOR_PRIVATE_KEY", default="")
+CHAIN_DEPLOYER_PRIVATE_KEY = env.str("CHAIN_DEPLOYER_PRIVATE_KEY", default="")
+CHAIN_TREASURY_ADDRESS = env.str("CHAIN_TREASURY_ADDRESS", default="")
+# Escrow and staking parameters fixed at deployment.
+ESCROW_RECLAIM_DELAY_SECONDS = _positive_int("ESCROW_RECLAIM_DELAY_SECONDS", 86_400)
+STAKING_UNSTAKE_DELAY_SECONDS = _positive_int("STAKING_UNSTAKE_DELAY_SECONDS", 7 * 86_400)
+# Token units (6 decimals): slashed per failed verification (capped at the indexed stake), and
+# paid per provider per reward period whose verifications all passed.
+SLASH_AMOUNT = _positive_int("SLASH_AMOUNT", 100 * 10**6)
+REWARD_AMOUNT = _positive_int("REWARD_AMOUNT", 1 * 10**6)
+REWARD_PERIOD_SECONDS = _positive_int("REWARD_PERIOD_SECONDS", 86_400)
+# eth_getLogs range per indexer step: public nodes cap it (often at 1,000-10,000 blocks).
+CHAIN_INDEXER_MAX_BLOCKS = max(1, _positive_int("CHAIN_INDEXER_MAX_BLOCKS", 2_000))
 
 LOGGING = {
     "version": 1,
@@ -189,4 +232,19 @@ CELERY_BEAT_SCHEDULE = {
     # nothing: billable time is capped at the paid duration.
     "orders-meter": {"task": "workers.tasks.orders_meter", "schedule": 15},
     "orders-expire-unfunded": {"task": "workers.tasks.orders_expire_unfunded", "schedule": 300},
+    # Deadlines are minutes long; checking every 30 s adds at most 30 s to a stalled job.
+    "benchmarks-expire-overdue": {
+        "task": "workers.benchmark_tasks.benchmarks_expire_overdue",
+        "schedule": 30,
+    },
+    # Cheap (one query per machine due); the intervals themselves are in the settings above.
+    "benchmarks-schedule-reverification": {
+        "task": "workers.benchmark_tasks.benchmarks_schedule_reverification",
+        "schedule": 300,
+    },
+    # One uptime sample a minute: fine enough for an hourly-billed market.
+    "benchmarks-sample-uptime": {
+        "task": "workers.benchmark_tasks.benchmarks_sample_uptime",
+        "schedule": 60,
+    },
 }

@@ -1,1 +1,113 @@
+from django.db import models
+from django.db.models import Q
 
+from marketplace.core.models import TimestampedModel
+from marketplace.providers.models import Machine
+
+
+class Purpose(models.TextChoices):
+    ONBOARDING = "onboarding"
+    PERIODIC = "periodic"
+    LEASE = "lease"
+
+
+class BenchmarkSuite(TimestampedModel):
+    """The onboarding jobs of one machine: it passes only when every one of them is verified."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        PASSED = "passed"
+        FAILED = "failed"
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="benchmark_suites")
+    purpose = models.CharField(max_length=12, choices=Purpose.choices, default=Purpose.ONBOARDING)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.RUNNING, db_index=True
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome_reason = models.CharField(max_length=40, blank=True)
+
+    class Meta:
+        constraints = [
+            # Two concurrent first polls must not start two onboarding suites for one machine.
+            models.UniqueConstraint(
+                fields=["machine"],
+                condition=Q(state="running"),
+                name="benchmarks_one_running_suite_per_machine",
+            )
+        ]
+
+
+class BenchmarkJob(TimestampedModel):
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        DISPATCHED = "dispatched"
+        COMMITTED = "committed"
+        CHALLENGED = "challenged"
+        VERIFIED = "verified"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+
+    OPEN_STATES = (State.QUEUED, State.DISPATCHED, State.COMMITTED, State.CHALLENGED)
+    FINAL_STATES = (State.VERIFIED, State.REJECTED, State.EXPIRED)
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="benchmark_jobs")
+    purpose = models.CharField(max_length=12, choices=Purpose.choices)
+    order = models.ForeignKey(
+        "orders.Order",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="benchmark_jobs",
+    )
+    suite = models.ForeignKey(
+        BenchmarkSuite, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+    )
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+
+    kind = models.CharField(max_length=10)
+    spec = models.JSONField()
+    precision = models.CharField(max_length=8)
+    flops = models.PositiveBigIntegerField()
+    # Secret until dispatch: whoever knows it can compute the result before the clock starts.
+    seed = models.CharField(max_length=128)
+
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    commitment_root = models.CharField(max_length=64, blank=True)
+    agent_seconds = models.FloatField(null=True, blank=True)
+    committed_at = models.DateTimeField(null=True, blank=True)
+    # Created only after the commitment arrives, so the agent cannot shape C around it.
+    challenge = models.JSONField(null=True, blank=True)
+    challenged_at = models.DateTimeField(null=True, blank=True)
+    # Kept for rejected jobs as evidence behind a slash; cleared once a job is verified.
+    answer = models.JSONField(null=True, blank=True)
+    answer_received_at = models.DateTimeField(null=True, blank=True)
+
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome_reason = models.CharField(max_length=40, blank=True)
+    outcome_detail = models.TextField(blank=True)
+    checks = models.JSONField(default=dict, blank=True)
+    report_hash = models.CharField(max_length=64, blank=True)
+    # Dispatch to commitment on the server's clock (or the agent's, when that is longer).
+    measured_seconds = models.FloatField(null=True, blank=True)
+    measured_tflops = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["machine", "state", "created_at"]),
+            models.Index(fields=["machine", "kind", "precision", "state"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} {self.kind}/{self.precision} on machine {self.machine_id}"
+
+
+class MachineUptime(TimestampedModel):
+    """Heartbeat-based availability, sampled by beat: the uptime half of reputation."""
+
+    machine = models.OneToOneField(Machine, on_delete=models.CASCADE, related_name="uptime")
+    samples = models.PositiveIntegerField(default=0)
+    online_samples = models.PositiveIntegerField(default=0)

@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is what they call.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQ_STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt workers/agent/requirements.txt 2>/dev/null | sha256sum | cut -c1-16)
+NODE_STAMP := node_modules/.installed-$(shell cat package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: run test install lint demo clean-run
+
+$(REQ_STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+$(NODE_STAMP):
+	npm ci --no-audit --no-fund --loglevel=error
+	@rm -f node_modules/.installed-*; touch $@
+
+install: $(REQ_STAMP) $(NODE_STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+# Unit, adversarial and integration tests (real Redis, real Anvil). SQLite unless DATABASE_URL
+# says otherwise. The Ganache run of the chain integration tests is `make test-ganache`.
+test: lint
+	bash scripts/ensure_redis.sh
+	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
+	$(BIN)/pytest -q -m "not ganache"
+
+test-ganache: install
+	$(BIN)/pytest -q -m ganache
+
+# The whole marketplace on this machine: web, worker, beat, a local chain and a demo provider.
+run: install
+	bash scripts/run.sh
+
+clean-run:
+	rm -rf .run db.sqlite3

@@ -1,0 +1,164 @@
+import pytest
+
+from marketplace.listings.models import Listing
+from marketplace.listings.services import listing_record_verified_tflops
+from marketplace.providers.models import Machine
+from tests.conftest import client_for
+from tests.factories import ListingFactory, MachineFactory
+
+pytestmark = pytest.mark.django_db
+
+SHEET = {
+    "accelerator_kind": "gpu",
+    "vendor": "NVIDIA",
+    "model": "A100 80GB",
+    "accelerator_count": 4,
+    "memory_per_accelerator_gb": 80,
+    "memory_bandwidth_gbps": 2039,
+    "interconnect": "nvlink",
+    "precisions": ["fp32", "tf32", "bf16", "fp16", "int8"],
+    "vcpu_count": 64,
+    "ram_gib": 512,
+    "storage_gb": 8000,
+    "network_gbps": 100,
+    "region": "us-east",
+    "price_per_hour": 1_800_000,
+    "interruptible_floor_per_hour": 720_000,
+    "reserved_prices": {"1m": 1_440_000, "1y": 1_080_000},
+}
+
+
+def test_a_verified_machine_is_published_and_found_in_search(bob, bob_provider, anon):
+    machine = MachineFactory(provider=bob_provider, state=Machine.State.VERIFIED)
+    response = client_for(bob).post(
+        "/api/v1/listings", {**SHEET, "machine_id": machine.pk}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    listing = response.json()
+    assert listing["reserved_prices"] == {"1m": 1_440_000, "1y": 1_080_000}
+    machine.refresh_from_db()
+    assert machine.state == Machine.State.LISTED
+    found = anon.get("/api/v1/listings").json()["results"]
+    assert [item["id"] for item in found] == [listing["id"]]
+
+
+@pytest.mark.parametrize("state", ["registered", "suspended", "offline", "listed"])
+def test_only_a_verified_machine_can_be_listed(bob, bob_provider, state):
+    machine = MachineFactory(provider=bob_provider, state=state)
+    response = client_for(bob).post(
+        "/api/v1/listings", {**SHEET, "machine_id": machine.pk}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "listings_machine_not_verified"
+    assert not Listing.objects.exists()
+
+
+def test_a_price_off_the_per_second_grid_is_refused_with_the_nearest_valid_one(bob, bob_provider):
+    machine = MachineFactory(provider=bob_provider)
+    response = client_for(bob).post(
+        "/api/v1/listings",
+        {**SHEET, "machine_id": machine.pk, "price_per_hour": 2_500_000},
+        format="json",
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "listings_price_not_per_second"
+    assert error["detail"]["nearest_valid"] == 2_498_400
+    assert not Listing.objects.exists()
+    assert Machine.objects.get(pk=machine.pk).state == Machine.State.VERIFIED
+
+
+def test_another_owners_machine_cannot_be_listed(mallory, bob_provider):
+    machine = MachineFactory(provider=bob_provider)
+    response = client_for(mallory).post(
+        "/api/v1/listings", {**SHEET, "machine_id": machine.pk}, format="json"
+    )
+    assert response.status_code == 404
+
+
+def test_repricing_keeps_price_per_tflop_hour_in_step(bob, bob_provider):
+    listing = ListingFactory(machine__provider=bob_provider, accelerator_count=8)
+    listing_record_verified_tflops(machine_id=listing.machine_id, tflops=400.0)
+    listing.refresh_from_db()
+    assert listing.price_per_tflop_hour == round(listing.price_per_hour * 8 / 400)
+    response = client_for(bob).patch(
+        f"/api/v1/listings/{listing.pk}/prices", {"price_per_hour": 3_600_000}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["price_per_tflop_hour"] == 3_600_000 * 8 // 400
+
+
+@pytest.fixture
+def market(bob_provider):
+    """Four listings that differ on every searchable axis."""
+    rows = [
+        dict(model="H100 80GB HBM3", accelerator_count=8, memory_per_accelerator_gb=80,
+             price_per_hour=3_600_000, region="eu-west", interconnect="nvlink",
+             precisions=",bf16,fp16,fp32,fp8,", verified_tflops=400.0),
+        dict(model="A100 40GB", accelerator_count=4, memory_per_accelerator_gb=40,
+             price_per_hour=1_440_000, region="us-east", interconnect="pcie",
+             precisions=",bf16,fp16,fp32,", verified_tflops=70.0),
+        dict(model="L4", accelerator_count=1, memory_per_accelerator_gb=24,
+             price_per_hour=360_000, region="us-east", interconnect="pcie",
+             precisions=",fp16,fp32,int8,", verified_tflops=None),
+        dict(model="Trainium", accelerator_kind="inference_asic", accelerator_count=16,
+             memory_per_accelerator_gb=32, price_per_hour=720_000, region="ap-south",
+             interconnect="neuronlink", precisions=",bf16,fp32,", verified_tflops=190.0),
+    ]
+    listings = {}
+    for row in rows:
+        tflops = row.pop("verified_tflops")
+        listing = ListingFactory(machine__provider=bob_provider, **row)
+        if tflops:
+            listing_record_verified_tflops(machine_id=listing.machine_id, tflops=tflops)
+        listings[row["model"]] = listing
+    ListingFactory(machine__provider=bob_provider, model="hidden", is_searchable=False)
+    return listings
+
+
+def search(anon, query: str) -> list[str]:
+    response = anon.get(f"/api/v1/listings?{query}")
+    assert response.status_code == 200, response.json()
+    return [item["model"] for item in response.json()["results"]]
+
+
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("", ["L4", "Trainium", "A100 40GB", "H100 80GB HBM3"]),
+        ("kind=inference_asic", ["Trainium"]),
+        ("model=a100", ["A100 40GB"]),
+        ("min_count=8", ["Trainium", "H100 80GB HBM3"]),
+        ("min_memory=40", ["A100 40GB", "H100 80GB HBM3"]),
+        ("max_price=1440000", ["L4", "Trainium", "A100 40GB"]),
+        ("region=US-EAST", ["L4", "A100 40GB"]),
+        ("interconnect=pcie", ["L4", "A100 40GB"]),
+        ("precision=int8", ["L4"]),
+        ("precision=bf16&min_tflops=100", ["Trainium", "H100 80GB HBM3"]),
+        ("sort=-price", ["H100 80GB HBM3", "A100 40GB", "Trainium", "L4"]),
+        ("sort=-tflops", ["H100 80GB HBM3", "Trainium", "A100 40GB"]),
+        ("sort=tflops", ["A100 40GB", "Trainium", "H100 80GB HBM3"]),
+        # 720000*16/190 = 60632; 3600000*8/400 = 72000; 1440000*4/70 = 82286
+        ("sort=price_per_tflop_hour", ["Trainium", "H100 80GB HBM3", "A100 40GB"]),
+    ],
+)
+def test_search_filters_and_sorts(anon, market, query, expected):
+    assert search(anon, query) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["kind=quantum", "interconnect=smoke-signals", "precision=fp4", "sort=random",
+     "min_count=-1", "min_count=abc", "max_price=1e400", "page=0", "page_size=x"],
+)
+def test_search_rejects_bad_filters_with_400(anon, market, query):
+    response = anon.get(f"/api/v1/listings?{query}")
+    assert response.status_code in (400, 404)
+    assert "error" in response.json()
+
+
+def test_search_is_paginated(anon, market):
+    page = anon.get("/api/v1/listings?page_size=3").json()
+    assert page["count"] == 4
+    assert len(page["results"]) == 3
+    assert page["next"] is not None
