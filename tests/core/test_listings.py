@@ -92,18 +92,47 @@ def test_repricing_keeps_price_per_tflop_hour_in_step(bob, bob_provider):
 def market(bob_provider):
     """Four listings that differ on every searchable axis."""
     rows = [
-        dict(model="H100 80GB HBM3", accelerator_count=8, memory_per_accelerator_gb=80,
-             price_per_hour=3_600_000, region="eu-west", interconnect="nvlink",
-             precisions=",bf16,fp16,fp32,fp8,", verified_tflops=400.0),
-        dict(model="A100 40GB", accelerator_count=4, memory_per_accelerator_gb=40,
-             price_per_hour=1_440_000, region="us-east", interconnect="pcie",
-             precisions=",bf16,fp16,fp32,", verified_tflops=70.0),
-        dict(model="L4", accelerator_count=1, memory_per_accelerator_gb=24,
-             price_per_hour=360_000, region="us-east", interconnect="pcie",
-             precisions=",fp16,fp32,int8,", verified_tflops=None),
-        dict(model="Trainium", accelerator_kind="inference_asic", accelerator_count=16,
-             memory_per_accelerator_gb=32, price_per_hour=720_000, region="ap-south",
-             interconnect="neuronlink", precisions=",bf16,fp32,", verified_tflops=190.0),
+        dict(
+            model="H100 80GB HBM3",
+            accelerator_count=8,
+            memory_per_accelerator_gb=80,
+            price_per_hour=3_600_000,
+            region="eu-west",
+            interconnect="nvlink",
+            precisions=",bf16,fp16,fp32,fp8,",
+            verified_tflops=400.0,
+        ),
+        dict(
+            model="A100 40GB",
+            accelerator_count=4,
+            memory_per_accelerator_gb=40,
+            price_per_hour=1_440_000,
+            region="us-east",
+            interconnect="pcie",
+            precisions=",bf16,fp16,fp32,",
+            verified_tflops=70.0,
+        ),
+        dict(
+            model="L4",
+            accelerator_count=1,
+            memory_per_accelerator_gb=24,
+            price_per_hour=360_000,
+            region="us-east",
+            interconnect="pcie",
+            precisions=",fp16,fp32,int8,",
+            verified_tflops=None,
+        ),
+        dict(
+            model="Trainium",
+            accelerator_kind="inference_asic",
+            accelerator_count=16,
+            memory_per_accelerator_gb=32,
+            price_per_hour=720_000,
+            region="ap-south",
+            interconnect="neuronlink",
+            precisions=",bf16,fp32,",
+            verified_tflops=190.0,
+        ),
     ]
     listings = {}
     for row in rows:
@@ -148,8 +177,17 @@ def test_search_filters_and_sorts(anon, market, query, expected):
 
 @pytest.mark.parametrize(
     "query",
-    ["kind=quantum", "interconnect=smoke-signals", "precision=fp4", "sort=random",
-     "min_count=-1", "min_count=abc", "max_price=1e400", "page=0", "page_size=x"],
+    [
+        "kind=quantum",
+        "interconnect=smoke-signals",
+        "precision=fp4",
+        "sort=random",
+        "min_count=-1",
+        "min_count=abc",
+        "max_price=1e400",
+        "page=0",
+        "page_size=x",
+    ],
 )
 def test_search_rejects_bad_filters_with_400(anon, market, query):
     response = anon.get(f"/api/v1/listings?{query}")

@@ -34,7 +34,11 @@ def drive_to(order: Order, state: str) -> Order:
         State.CREATED: [],
         State.FUNDED: [services.order_mark_funded],
         State.ACTIVE: [services.order_mark_funded, services.order_activate],
-        State.COMPLETED: [services.order_mark_funded, services.order_activate, services.order_complete],
+        State.COMPLETED: [
+            services.order_mark_funded,
+            services.order_activate,
+            services.order_complete,
+        ],
         State.CANCELLED: [lambda order_id: services.order_cancel(order_id=order_id)],
         State.FAILED: [
             services.order_mark_funded,
@@ -124,7 +128,9 @@ def test_a_failed_lease_pays_only_the_seconds_it_ran(alice, listing):
     Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=600))
     order = services.order_fail(order_id=order.pk, reason="failed re-verification")
     assert 600 <= order.billable_seconds <= 601
-    assert order.refund_amount == order.escrow_amount - order.billable_seconds * order.rate_per_second
+    assert (
+        order.refund_amount == order.escrow_amount - order.billable_seconds * order.rate_per_second
+    )
 
 
 def test_a_reserved_term_is_owed_in_full_when_the_renter_stops_early(alice, listing):
@@ -150,13 +156,31 @@ def test_interruptible_bid_below_the_floor_is_refused(alice, listing):
 
 def test_a_higher_bid_preempts_the_lowest_interruptible_lease(alice, carol, listing):
     floor = listing.interruptible_floor_per_hour
-    low = make_order(alice, listing, key="low-bid-1", accelerators=4,
-                     pricing_mode="interruptible", bid_per_hour=floor)
-    mid = make_order(alice, listing, key="mid-bid-1", accelerators=4,
-                     pricing_mode="interruptible", bid_per_hour=floor + 3600)
+    low = make_order(
+        alice,
+        listing,
+        key="low-bid-1",
+        accelerators=4,
+        pricing_mode="interruptible",
+        bid_per_hour=floor,
+    )
+    mid = make_order(
+        alice,
+        listing,
+        key="mid-bid-1",
+        accelerators=4,
+        pricing_mode="interruptible",
+        bid_per_hour=floor + 3600,
+    )
     drive_to(low, State.ACTIVE)
-    high = make_order(carol, listing, key="high-bid-1", accelerators=4,
-                      pricing_mode="interruptible", bid_per_hour=floor + 7200)
+    high = make_order(
+        carol,
+        listing,
+        key="high-bid-1",
+        accelerators=4,
+        pricing_mode="interruptible",
+        bid_per_hour=floor + 7200,
+    )
     low.refresh_from_db()
     mid.refresh_from_db()
     assert low.state == State.COMPLETED and low.end_reason == "preempted"
@@ -166,8 +190,14 @@ def test_a_higher_bid_preempts_the_lowest_interruptible_lease(alice, carol, list
 
 def test_on_demand_order_preempts_interruptible_but_never_on_demand(alice, carol, listing):
     make_order(alice, listing, key="ondemand-1", accelerators=6)
-    bid = make_order(alice, listing, key="bid-00001", accelerators=2,
-                     pricing_mode="interruptible", bid_per_hour=listing.interruptible_floor_per_hour)
+    bid = make_order(
+        alice,
+        listing,
+        key="bid-00001",
+        accelerators=2,
+        pricing_mode="interruptible",
+        bid_per_hour=listing.interruptible_floor_per_hour,
+    )
     make_order(carol, listing, key="ondemand-2", accelerators=2)
     bid.refresh_from_db()
     assert bid.state == State.CANCELLED and bid.end_reason == "preempted"
@@ -177,8 +207,14 @@ def test_on_demand_order_preempts_interruptible_but_never_on_demand(alice, carol
 
 
 def test_a_refused_preemption_changes_nothing(alice, carol, listing):
-    bid = make_order(alice, listing, key="bid-00002", accelerators=8,
-                     pricing_mode="interruptible", bid_per_hour=listing.price_per_hour + 3600)
+    bid = make_order(
+        alice,
+        listing,
+        key="bid-00002",
+        accelerators=8,
+        pricing_mode="interruptible",
+        bid_per_hour=listing.price_per_hour + 3600,
+    )
     with pytest.raises(ConflictError):
         make_order(carol, listing, key="ondemand-4", accelerators=1)
     bid.refresh_from_db()
@@ -230,7 +266,9 @@ def test_orders_on_a_machine_that_went_offline_fail_or_cancel(alice, listing):
     assert waiting.state == State.CANCELLED
 
 
-def test_ending_a_lease_announces_it_after_commit(alice, listing, django_capture_on_commit_callbacks):
+def test_ending_a_lease_announces_it_after_commit(
+    alice, listing, django_capture_on_commit_callbacks
+):
     from marketplace.orders.signals import order_ended
 
     heard = []
