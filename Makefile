@@ -12,8 +12,10 @@ $(REQ_STAMP):
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
+# `npm install`, not `npm ci`: npm 11's ci refuses @foundry-rs/anvil's per-platform optional
+# packages that the lock file (correctly) leaves out for other platforms. The lock is still used.
 $(NODE_STAMP):
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@rm -f node_modules/.installed-*; touch $@
 
 install: $(REQ_STAMP) $(NODE_STAMP)
