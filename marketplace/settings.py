@@ -148,6 +148,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "marketplace.core.schema.document_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "AcceleratorKindEnum": "marketplace.providers.models.Machine.AcceleratorKind",
     },

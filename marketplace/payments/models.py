@@ -52,6 +52,9 @@ class NonceCursor(models.Model):
             models.UniqueConstraint(fields=["chain_id", "address"], name="one_nonce_per_sender"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.address}@{self.chain_id}: next nonce {self.next_nonce}"
+
 
 class ChainTransaction(TimestampedModel):
     """A signed transaction, recorded before it is broadcast: a worker that dies after sending
@@ -70,7 +73,7 @@ class ChainTransaction(TimestampedModel):
     purpose = models.CharField(max_length=40)
     idempotency_key = models.CharField(max_length=200)
     raw_tx = models.TextField()
-    tx_hash = models.CharField(max_length=66, unique=True)
+    tx_hash = models.CharField(max_length=66)
     status = models.CharField(
         max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
     )
@@ -98,6 +101,11 @@ class ChainTransaction(TimestampedModel):
                 condition=~Q(status="failed"),
                 name="one_live_tx_per_idempotency_key",
             ),
+            # A local chain that was reset replays identical transactions (same hash); the
+            # old ones are failed by then.
+            models.UniqueConstraint(
+                fields=["tx_hash"], condition=~Q(status="failed"), name="one_live_tx_per_hash"
+            ),
             models.UniqueConstraint(
                 fields=["chain_id", "sender", "nonce"],
                 condition=~Q(status="failed"),
@@ -122,6 +130,9 @@ class IndexerCursor(models.Model):
             models.UniqueConstraint(fields=["chain_id", "address"], name="one_cursor_per_contract"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.name}@{self.chain_id} up to block {self.last_block}"
+
 
 class IndexedBlock(models.Model):
     """The hash the indexer saw for a block; a different hash later means a reorg."""
@@ -135,6 +146,9 @@ class IndexedBlock(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "number"], name="one_hash_per_block"),
         ]
+
+    def __str__(self) -> str:
+        return f"block {self.number}@{self.chain_id} {self.hash}"
 
 
 class ChainEvent(TimestampedModel):
@@ -157,7 +171,11 @@ class ChainEvent(TimestampedModel):
     flagged = models.BooleanField(default=False)
     flag_reason = models.TextField(blank=True)
     order = models.ForeignKey(
-        "orders.Order", null=True, blank=True, on_delete=models.PROTECT, related_name="chain_events"
+        "orders.Order",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="chain_events",
     )
 
     class Meta:
@@ -191,7 +209,8 @@ class Stake(TimestampedModel):
 
 
 class Slash(TimestampedModel):
-    event = models.OneToOneField(ChainEvent, on_delete=models.PROTECT, related_name="slash")
+    # Only a local chain reset deletes final events (see services.chain_reset_forget).
+    event = models.OneToOneField(ChainEvent, on_delete=models.CASCADE, related_name="slash")
     address = models.CharField(max_length=42, db_index=True)
     provider = models.ForeignKey(
         "providers.Provider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -202,7 +221,7 @@ class Slash(TimestampedModel):
 
 
 class Reward(TimestampedModel):
-    event = models.OneToOneField(ChainEvent, on_delete=models.PROTECT, related_name="reward")
+    event = models.OneToOneField(ChainEvent, on_delete=models.CASCADE, related_name="reward")
     address = models.CharField(max_length=42, db_index=True)
     provider = models.ForeignKey(
         "providers.Provider", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -1,0 +1,557 @@
+"""Writes of the payments app: deployments, settlement, slashing, rewards and the effects of final
+chain events. Chain calls happen outside database transactions (see contracts/chain.py)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from eth_utils import keccak
+from hexbytes import HexBytes
+from web3 import Web3
+
+from contracts import chain
+from contracts.deploy import TOKEN_NAME, TOKEN_SYMBOL, load_artifact
+from marketplace.core.errors import ApplicationError
+from marketplace.orders import services as order_services
+from marketplace.orders.models import Order
+from marketplace.payments.models import (
+    ChainEvent,
+    ChainTransaction,
+    ContractDeployment,
+    IndexedBlock,
+    IndexerCursor,
+    Reward,
+    Slash,
+    Stake,
+    VerificationOutcome,
+)
+from marketplace.providers.models import Provider
+
+logger = logging.getLogger(__name__)
+
+ZERO_HASH = "0x" + "00" * 32
+
+
+# ------------------------------------------------------------------------------ deployment
+
+
+def contracts_deploy(*, reward_pool: int = 0) -> dict[str, ContractDeployment]:
+    """Deploys token, escrow and staking unless the recorded ones still have code on this chain.
+
+    Each deployment is a recorded, keyed transaction ("deploy:<chain>:<name>:<generation>"), so a
+    command interrupted half-way resumes instead of deploying twice."""
+    w3 = chain.get_web3()
+    cid = chain.chain_id(w3)
+    deployer = chain.account("deployer", w3)
+    operator = chain.account("operator", w3)
+    treasury = chain.treasury_address(w3)
+
+    recorded = {d.name: d for d in ContractDeployment.objects.filter(chain_id=cid)}
+    if recorded and all(
+        name in recorded and w3.eth.get_code(recorded[name].address) not in (b"", HexBytes("0x"))
+        for name in chain.CONTRACT_ARTIFACTS
+    ):
+        return recorded
+    if recorded:
+        # The chain lost our contracts (a local node restarted without its state).
+        chain_reset_forget(cid=cid)
+        for address in (deployer.address, operator.address):
+            chain.nonce_cursor_reset(w3=w3, address=address)
+    generation = max((d.generation for d in recorded.values()), default=0) + 1
+
+    def deploy_one(name: str, *args) -> ContractDeployment:
+        artifact = load_artifact(chain.CONTRACT_ARTIFACTS[name])
+        factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        tx = chain.send(
+            idempotency_key=f"deploy:{cid}:{name}:{generation}",
+            purpose=f"deploy_{name}",
+            to=None,
+            data=factory.constructor(*args).data_in_transaction,
+            role="deployer",
+            w3=w3,
+        )
+        tx = _confirm_blocking(tx, w3)
+        receipt = w3.eth.get_transaction_receipt(tx.tx_hash)
+        row, _ = ContractDeployment.objects.update_or_create(
+            chain_id=cid,
+            name=name,
+            defaults={
+                "address": receipt["contractAddress"],
+                "generation": generation,
+                "block_number": receipt["blockNumber"],
+                "tx_hash": tx.tx_hash,
+            },
+        )
+        return row
+
+    token = deploy_one("token", TOKEN_NAME, TOKEN_SYMBOL)
+    escrow = deploy_one(
+        "escrow",
+        token.address,
+        operator.address,
+        treasury,
+        settings.PLATFORM_FEE_BPS,
+        settings.ESCROW_RECLAIM_DELAY_SECONDS,
+    )
+    staking = deploy_one(
+        "staking",
+        token.address,
+        operator.address,
+        treasury,
+        settings.STAKING_UNSTAKE_DELAY_SECONDS,
+    )
+    if reward_pool and chain.is_local_chain(cid):
+        _fund_reward_pool(w3, cid, generation, reward_pool)
+    return {"token": token, "escrow": escrow, "staking": staking}
+
+
+@transaction.atomic
+def chain_reset_forget(*, cid: int) -> None:
+    """Forgets what we knew of a local chain that was reset: its transactions, blocks, events
+    and stakes describe money that no longer exists, and a fresh chain replays identical
+    transactions (same hashes, same log positions). Never on a real chain."""
+    if not chain.is_local_chain(cid):
+        raise chain.ChainError(f"chain {cid} lost our contracts; refusing to forget its history")
+    ChainTransaction.objects.filter(chain_id=cid).exclude(
+        status=ChainTransaction.Status.FAILED
+    ).update(status=ChainTransaction.Status.FAILED, error="the chain was reset")
+    IndexerCursor.objects.filter(chain_id=cid).delete()
+    IndexedBlock.objects.filter(chain_id=cid).delete()
+    ChainEvent.objects.filter(chain_id=cid).delete()
+    Stake.objects.filter(chain_id=cid).delete()
+
+
+def _fund_reward_pool(w3: Web3, cid: int, generation: int, amount: int) -> None:
+    token, staking = chain.contract("token", w3), chain.contract("staking", w3)
+    deployer = chain.account("deployer", w3).address
+    for step, fn in (
+        ("mint", token.functions.mint(deployer, amount)),
+        ("approve", token.functions.approve(staking.address, amount)),
+        ("fund", staking.functions.fundRewards(amount)),
+    ):
+        tx = chain.send_call(
+            fn,
+            idempotency_key=f"reward_pool:{cid}:{generation}:{step}",
+            purpose=f"reward_pool_{step}",
+            role="deployer",
+            w3=w3,
+        )
+        _confirm_blocking(tx, w3)
+
+
+def _confirm_blocking(tx: ChainTransaction, w3: Web3, timeout: float = 60.0) -> ChainTransaction:
+    """For management commands only; tasks retry instead of waiting."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return chain.confirm(tx, w3=w3)
+        except chain.NotConfirmed:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def demo_renter_fund(*, address: str, amount: int, eth_wei: int = 10**19) -> dict:
+    """Mints test stablecoin to `address` and gives it gas money; local chains only."""
+    w3 = chain.get_web3()
+    cid = chain.chain_id(w3)
+    if not chain.is_local_chain(cid):
+        raise ApplicationError(
+            f"Chain {cid} is not a local chain; test tokens are minted only locally.",
+            code="payments_not_local_chain",
+        )
+    if not Web3.is_address(address):
+        raise ApplicationError("Not an address.", code="payments_bad_address")
+    address = Web3.to_checksum_address(address)
+    token = chain.contract("token", w3)
+    # A fresh key each call: minting twice is what the caller asked for.
+    tx = chain.send_call(
+        token.functions.mint(address, amount),
+        idempotency_key=f"demo_mint:{cid}:{address}:{timezone.now().isoformat()}",
+        purpose="demo_mint",
+        role="deployer",
+        w3=w3,
+    )
+    _confirm_blocking(tx, w3)
+    gave_eth = False
+    if w3.eth.get_balance(address) < eth_wei // 10:
+        if cid == chain.ETH_TESTER_CHAIN_ID:
+            raw = w3.eth.account.sign_transaction(
+                {
+                    "to": address,
+                    "value": eth_wei,
+                    "gas": 21_000,
+                    "gasPrice": w3.eth.gas_price,
+                    "nonce": w3.eth.get_transaction_count(w3.eth.accounts[0]),
+                    "chainId": cid,
+                },
+                "0x" + "00" * 31 + "01",  # eth-tester's first funded account
+            )
+            w3.eth.send_raw_transaction(raw.raw_transaction)
+        else:
+            # Anvil names it anvil_setBalance; Ganache evm_setAccountBalance.
+            method = (
+                "evm_setAccountBalance" if cid == chain.GANACHE_CHAIN_ID else "anvil_setBalance"
+            )
+            w3.provider.make_request(method, [address, hex(eth_wei)])
+        gave_eth = True
+    return {"address": address, "minted": amount, "tx_hash": tx.tx_hash, "gave_eth": gave_eth}
+
+
+# ------------------------------------------------------------------------------ leases
+
+
+def _lease_bytes(order: Order) -> bytes:
+    return bytes(HexBytes(order.lease_id))
+
+
+def order_is_funded_on_chain(*, order: Order) -> bool:
+    return ChainEvent.objects.filter(
+        name="LeaseFunded", lease_id=order.lease_id, is_final=True, flagged=False
+    ).exists()
+
+
+def lease_start(*, order_id: int) -> ChainTransaction | None:
+    """Marks the lease started on chain, which ends the renter's right to reclaim it."""
+    order = Order.objects.get(pk=order_id)
+    if order.state != Order.State.ACTIVE:
+        return None
+    escrow = chain.contract("escrow")
+    tx = chain.send_call(
+        escrow.functions.start(_lease_bytes(order)),
+        idempotency_key=f"start:{order.pk}",
+        purpose="lease_start",
+        order_id=order.pk,
+    )
+    return chain.confirm(tx)
+
+
+def order_failure_report_hash(*, order: Order) -> str:
+    """The report of the failed verification that ended this lease, if there was one."""
+    failures = VerificationOutcome.objects.filter(passed=False).order_by("-pk")
+    outcome = failures.filter(order=order).first()
+    if outcome is None and order.started_at is not None:
+        outcome = failures.filter(
+            machine_id=order.machine_id, order__isnull=True, created_at__gte=order.started_at
+        ).first()
+    return outcome.report_hash if outcome is not None else ZERO_HASH
+
+
+def lease_settle(*, order_id: int) -> ChainTransaction | None:
+    """Closes an ended lease on chain: completed → settle(billable seconds); failed → fail(...,
+    report hash); cancelled after funding → settle(0), a full refund; never funded → nothing.
+    The DB learns the outcome only from the indexed LeaseSettled/LeaseFailed event."""
+    order = Order.objects.get(pk=order_id)
+    if order.state not in Order.AWAITS_SETTLEMENT:
+        return None
+    if order.state == Order.State.CANCELLED and not order_is_funded_on_chain(order=order):
+        return None
+    escrow = chain.contract("escrow")
+    lease = _lease_bytes(order)
+    seconds = order.billable_seconds or 0
+    if order.state == Order.State.CANCELLED:
+        seconds = 0
+    if order.state == Order.State.FAILED:
+        report = order_failure_report_hash(order=order)
+        fn, purpose = escrow.functions.fail(lease, seconds, bytes(HexBytes(report))), "lease_fail"
+    else:
+        fn, purpose = escrow.functions.settle(lease, seconds), "lease_settle"
+    tx = chain.send_call(
+        fn, idempotency_key=f"settle:{order.pk}", purpose=purpose, order_id=order.pk
+    )
+    return chain.confirm(tx)
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+def verification_outcome_record(
+    *,
+    machine_id: int,
+    job_id,
+    report_hash: str,
+    passed: bool,
+    reason: str = "",
+    order_id: int | None = None,
+) -> VerificationOutcome:
+    """Idempotent by job id: a signal delivered twice records one outcome."""
+    try:
+        with transaction.atomic():
+            outcome, _ = VerificationOutcome.objects.get_or_create(
+                job_id=str(job_id),
+                defaults={
+                    "machine_id": machine_id,
+                    "passed": passed,
+                    "report_hash": report_hash.lower(),
+                    "reason": reason[:100],
+                    "order_id": order_id,
+                },
+            )
+    except IntegrityError:
+        outcome = VerificationOutcome.objects.get(job_id=str(job_id))
+    return outcome
+
+
+def provider_stake_available(*, cid: int, address: str) -> int:
+    stake = Stake.objects.filter(chain_id=cid, address=address).first()
+    return int(stake.staked + stake.pending) if stake is not None else 0
+
+
+def provider_slash(*, job_id) -> ChainTransaction | None:
+    """Slashes the provider of a failed verification: SLASH_AMOUNT capped at its indexed stake,
+    with the report hash on chain. One transaction per job."""
+    outcome = VerificationOutcome.objects.select_related("machine__provider").get(
+        job_id=str(job_id), passed=False
+    )
+    provider = outcome.machine.provider
+    w3 = chain.get_web3()
+    wallet = Web3.to_checksum_address(provider.wallet_address)
+    amount = min(
+        settings.SLASH_AMOUNT,
+        provider_stake_available(cid=chain.chain_id(w3), address=wallet),
+    )
+    if (
+        amount <= 0
+        and not ChainTransaction.objects.filter(idempotency_key=f"slash:{outcome.job_id}").exists()
+    ):
+        logger.info("provider %s has no stake to slash for job %s", provider.pk, job_id)
+        return None
+    staking = chain.contract("staking", w3)
+    tx = chain.send_call(
+        staking.functions.slash(wallet, amount, bytes(HexBytes(outcome.report_hash))),
+        idempotency_key=f"slash:{outcome.job_id}",
+        purpose="provider_slash",
+        provider_id=provider.pk,
+        w3=w3,
+    )
+    return chain.confirm(tx, w3=w3)
+
+
+def reward_period(*, now: datetime) -> tuple[datetime, datetime]:
+    """The last complete reward period before `now`, aligned to the epoch."""
+    length = settings.REWARD_PERIOD_SECONDS
+    end_ts = int(now.timestamp()) // length * length
+    end = datetime.fromtimestamp(end_ts, tz=UTC)
+    return end - timedelta(seconds=length), end
+
+
+def providers_reward(*, now: datetime | None = None) -> list[ChainTransaction]:
+    """Rewards each provider whose machines passed every verification of the last period (and
+    had at least one). The report hash is keccak of the period's pass report hashes, sorted,
+    so anyone holding the reports can check it. One transaction per provider and period."""
+    start, end = reward_period(now=now or timezone.now())
+    in_period = VerificationOutcome.objects.filter(created_at__gte=start, created_at__lt=end)
+    failed = set(in_period.filter(passed=False).values_list("machine__provider_id", flat=True))
+    passes: dict[int, list[bytes]] = {}
+    for provider_id, report in in_period.filter(passed=True).values_list(
+        "machine__provider_id", "report_hash"
+    ):
+        if provider_id not in failed:
+            passes.setdefault(provider_id, []).append(bytes(HexBytes(report)))
+    if not passes:
+        return []
+    w3 = chain.get_web3()
+    staking = chain.contract("staking", w3)
+    sent = []
+    for provider in Provider.objects.filter(pk__in=passes).order_by("pk"):
+        report = keccak(b"".join(sorted(passes[provider.pk])))
+        try:
+            sent.append(
+                chain.send_call(
+                    staking.functions.reward(
+                        Web3.to_checksum_address(provider.wallet_address),
+                        settings.REWARD_AMOUNT,
+                        report,
+                    ),
+                    idempotency_key=f"reward:{provider.pk}:{int(start.timestamp())}",
+                    purpose="provider_reward",
+                    provider_id=provider.pk,
+                    w3=w3,
+                )
+            )
+        except chain.TransactionReverted as exc:
+            # Typically an empty reward pool; the others may still be payable.
+            logger.warning("reward for provider %s not sent: %s", provider.pk, exc)
+    return sent
+
+
+def transactions_confirm_pending(*, limit: int = 100) -> int:
+    """Beat: rebroadcasts pending transactions the node lost and records confirmations of the
+    ones no task is waiting on any more (e.g. rewards). Returns how many got confirmed."""
+    confirmed = 0
+    live = ChainTransaction.objects.filter(
+        status__in=[ChainTransaction.Status.PENDING, ChainTransaction.Status.MINED]
+    ).order_by("chain_id", "sender", "nonce")[:limit]
+    for tx in live:
+        try:
+            chain.confirm(tx)
+            confirmed += 1
+        except chain.ChainError as exc:
+            logger.info("transaction %s: %s", tx.tx_hash, exc)
+    return confirmed
+
+
+# ------------------------------------------------------------------------------ chain events
+
+
+def _flag(event: ChainEvent, reason: str) -> None:
+    event.flagged = True
+    event.flag_reason = reason
+    logger.warning("chain event %s flagged: %s", event, reason)
+
+
+def _lease_funded(event: ChainEvent) -> None:
+    order = Order.objects.select_related("provider").filter(lease_id=event.lease_id).first()
+    if order is None:
+        _flag(event, "no order has this lease id")
+        return
+    event.order = order
+    args = event.args
+    expected = {
+        "amount": order.escrow_amount,
+        "ratePerSecond": order.rate_per_second,
+        "maxDuration": order.duration_seconds,
+    }
+    wrong = [f"{k} {args[k]} != {v}" for k, v in expected.items() if int(args[k]) != v]
+    if args["provider"] != Web3.to_checksum_address(order.provider.wallet_address):
+        wrong.append(f"provider {args['provider']} != {order.provider.wallet_address}")
+    if wrong:
+        # The renter's money is in escrow but not on the terms the order was priced at; it
+        # stays there until the renter reclaims it. The order never activates on it.
+        _flag(event, "funding does not match the order: " + "; ".join(wrong))
+        return
+    if order.state != Order.State.CREATED:
+        _flag(event, f"order is {order.state}, not awaiting funding")
+        return
+    order_services.order_mark_funded(order_id=order.pk)
+    order_services.order_activate(order_id=order.pk)
+    # Start on chain only once this activation is committed.
+    order_pk = order.pk
+    transaction.on_commit(lambda: _enqueue("lease_start", order_pk))
+
+
+def _lease_closed(event: ChainEvent) -> None:
+    order = Order.objects.filter(lease_id=event.lease_id).first()
+    if order is None:
+        _flag(event, "no order has this lease id")
+        return
+    event.order = order
+    if order.state not in Order.AWAITS_SETTLEMENT:
+        _flag(event, f"order is {order.state}, not awaiting settlement")
+        return
+    expected_seconds = 0 if order.state == Order.State.CANCELLED else order.billable_seconds or 0
+    if int(event.args["secondsUsed"]) != expected_seconds:
+        _flag(event, f"settled {event.args['secondsUsed']} s, order billed {expected_seconds} s")
+    order_services.order_mark_settled(order_id=order.pk)
+
+
+def _lease_reclaimed(event: ChainEvent) -> None:
+    order = Order.objects.filter(lease_id=event.lease_id).first()
+    event.order = order
+    if order is None or order.state not in (Order.State.CANCELLED, Order.State.SETTLED):
+        _flag(event, f"reclaimed while the order is {order.state if order else 'unknown'}")
+
+
+def _provider_for(address: str) -> Provider | None:
+    return Provider.objects.filter(wallet_address__iexact=address).order_by("pk").first()
+
+
+def stake_recompute(*, cid: int, address: str) -> Stake:
+    """The stake as the final staking events of `address` add up, replayed in chain order, the
+    way ProviderStaking computes it (slashes take from the stake first, then from pending)."""
+    staked = pending = unlock = 0
+    for ev in ChainEvent.objects.filter(
+        chain_id=cid, contract="staking", account=address, is_final=True
+    ).order_by("block_number", "log_index"):
+        amount = int(ev.args.get("amount", 0))
+        if ev.name == "Staked":
+            staked += amount
+        elif ev.name == "UnstakeRequested":
+            staked -= amount
+            pending += amount
+            unlock = int(ev.args["unlockTime"])
+        elif ev.name == "Withdrawn":
+            pending, unlock = 0, 0
+        elif ev.name == "Slashed":
+            from_stake = min(amount, staked)
+            staked -= from_stake
+            pending -= amount - from_stake
+    stake, _ = Stake.objects.update_or_create(
+        chain_id=cid,
+        address=address,
+        defaults={
+            "staked": staked,
+            "pending": pending,
+            "unlock_time": unlock,
+            "provider": _provider_for(address),
+        },
+    )
+    return stake
+
+
+def _staking_event(event: ChainEvent) -> None:
+    if event.name in ("Slashed", "Rewarded"):
+        model = Slash if event.name == "Slashed" else Reward
+        model.objects.get_or_create(
+            event=event,
+            defaults={
+                "address": event.account,
+                "provider": _provider_for(event.account),
+                "amount": int(event.args["amount"]),
+                "report_hash": event.args["reportHash"],
+                "tx_hash": event.tx_hash,
+            },
+        )
+    if event.name in ("Staked", "UnstakeRequested", "Withdrawn", "Slashed"):
+        stake_recompute(cid=event.chain_id, address=event.account)
+
+
+_HANDLERS = {
+    "LeaseFunded": _lease_funded,
+    "LeaseSettled": _lease_closed,
+    "LeaseFailed": _lease_closed,
+    "LeaseReclaimed": _lease_reclaimed,
+    "Staked": _staking_event,
+    "UnstakeRequested": _staking_event,
+    "Withdrawn": _staking_event,
+    "Slashed": _staking_event,
+    "Rewarded": _staking_event,
+}
+
+
+def chain_event_finalize(*, event_id: int) -> bool:
+    """Applies a stored event's effects once it has enough confirmations. Exactly once: the
+    row is locked and the is_final flip commits with the effects."""
+    with transaction.atomic():
+        event = ChainEvent.objects.select_for_update().filter(pk=event_id, is_final=False).first()
+        if event is None:
+            return False
+        event.is_final = True
+        event.save(update_fields=["is_final", "updated_at"])
+        handler = _HANDLERS.get(event.name)
+        if handler is not None:
+            handler(event)
+            event.save(update_fields=["order", "flagged", "flag_reason", "updated_at"])
+        # A transaction of ours whose effect is final is confirmed, whatever its task saw.
+        ChainTransaction.objects.filter(tx_hash=event.tx_hash).filter(
+            Q(status=ChainTransaction.Status.PENDING) | Q(status=ChainTransaction.Status.MINED)
+        ).update(
+            status=ChainTransaction.Status.CONFIRMED,
+            block_number=event.block_number,
+            block_hash=event.block_hash,
+        )
+    return True
+
+
+def _enqueue(task_name: str, *args) -> None:
+    # Imported late: workers.chain_tasks imports this module.
+    from workers import chain_tasks
+
+    getattr(chain_tasks, task_name).delay(*args)
