@@ -12,6 +12,10 @@ import {ReentrancyGuard} from "./ReentrancyGuard.sol";
 ///         is guaranteed payment for the whole promised duration. Billing is capped at
 ///         `maxDuration` seconds, so anything funded above the cap always comes back to the renter.
 ///
+///         `settle` and `fail` accept a lease that was never started, so the operator can
+///         refund a renter at once (0 seconds) when a provider never comes up, instead of
+///         leaving the renter to wait out `reclaimDelay`.
+///
 ///         The fee rate is snapshotted at funding, so the owner cannot raise the fee on a lease
 ///         that is already running.
 ///

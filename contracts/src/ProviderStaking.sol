@@ -74,6 +74,8 @@ contract ProviderStaking is ReentrancyGuard {
         if (address(token_) == address(0) || operator_ == address(0) || treasury_ == address(0)) {
             revert ZeroAddress();
         }
+        // unlockTime is stored as uint64; a delay this large would be a deployment mistake.
+        if (unstakeDelay_ > type(uint32).max) revert ValueTooLarge();
         token = token_;
         unstakeDelay = unstakeDelay_;
         owner = msg.sender;
@@ -110,7 +112,8 @@ contract ProviderStaking is ReentrancyGuard {
         if (amount == 0) revert ZeroAmount();
         Stake storage s = _stakes[msg.sender];
         uint256 newStake = uint256(s.staked) + amount;
-        if (newStake > type(uint128).max) revert ValueTooLarge();
+        // Bounding staked + pending keeps the later move from staked to pending in range.
+        if (newStake + s.pending > type(uint128).max) revert ValueTooLarge();
         s.staked = uint128(newStake);
         totalStaked += amount;
         emit Staked(msg.sender, amount, newStake);
@@ -122,13 +125,10 @@ contract ProviderStaking is ReentrancyGuard {
         Stake storage s = _stakes[msg.sender];
         if (amount > s.staked) revert InsufficientStake(s.staked, amount);
         uint256 unlockTime = block.timestamp + unstakeDelay;
-        // pending + amount <= all tokens this provider ever staked, itself < 2**128.
-        unchecked {
-            s.staked -= uint128(amount);
-            s.pending += uint128(amount);
-            totalStaked -= amount;
-            totalPending += amount;
-        }
+        s.staked -= uint128(amount);
+        s.pending += uint128(amount);
+        totalStaked -= amount;
+        totalPending += amount;
         s.unlockTime = uint64(unlockTime);
         emit UnstakeRequested(msg.sender, amount, unlockTime);
     }
