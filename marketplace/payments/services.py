@@ -213,8 +213,10 @@ def _lease_bytes(order: Order) -> bytes:
 
 
 def order_is_funded_on_chain(*, order: Order) -> bool:
+    # Flagged deposits count: whatever their terms, the money is in escrow and settle(0) on a
+    # cancelled order returns all of it.
     return ChainEvent.objects.filter(
-        name="LeaseFunded", lease_id=order.lease_id, is_final=True, flagged=False
+        name="LeaseFunded", lease_id=order.lease_id, is_final=True
     ).exists()
 
 
@@ -429,6 +431,10 @@ def _lease_funded(event: ChainEvent) -> None:
         return
     if order.state != Order.State.CREATED:
         _flag(event, f"order is {order.state}, not awaiting funding")
+        if order.state == Order.State.CANCELLED:
+            # Funded after it was cancelled: give it all back rather than wait for a reclaim.
+            order_pk = order.pk
+            transaction.on_commit(lambda: _enqueue("lease_settle", order_pk))
         return
     order_services.order_mark_funded(order_id=order.pk)
     order_services.order_activate(order_id=order.pk)

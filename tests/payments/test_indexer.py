@@ -1,0 +1,322 @@
+"""The indexer on the in-process chain: funding, settlement, stakes, reorgs, idempotency."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from eth_utils import keccak
+from web3 import Web3
+
+from contracts import chain
+from contracts.indexer import index
+from marketplace.benchmarks.signals import (
+    machine_verification_failed,
+    machine_verification_passed,
+)
+from marketplace.orders import services as order_services
+from marketplace.orders.models import Order
+from marketplace.payments import services
+from marketplace.payments.models import (
+    ChainEvent,
+    ChainTransaction,
+    IndexedBlock,
+    IndexerCursor,
+    Reward,
+    Slash,
+    Stake,
+    VerificationOutcome,
+)
+from marketplace.payments.selectors import order_funding_instructions
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    BOB_KEY,
+    USDC,
+    fund_with_instructions,
+    make_order,
+    sign_and_send,
+    token_balance,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def order(alice, listing, rich_alice):
+    return make_order(renter=alice, listing=listing)
+
+
+def _fund(chain_w3, alice, order):
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
+    )
+
+
+def test_funding_is_indexed_once_and_activates_the_order(
+    chain_w3, alice, order, eager, django_capture_on_commit_callbacks
+):
+    _fund(chain_w3, alice, order)
+    with django_capture_on_commit_callbacks(execute=True):
+        index()
+    order.refresh_from_db()
+    assert order.state == Order.State.ACTIVE and order.funded_at and order.started_at
+    funded = ChainEvent.objects.get(name="LeaseFunded")
+    assert funded.is_final and not funded.flagged and funded.order == order
+    assert funded.block_hash == chain_w3.eth.get_block(funded.block_number)["hash"].to_0x_hex()
+    # Activation started the lease on chain (the renter can no longer reclaim it) ...
+    assert ChainTransaction.objects.get(idempotency_key=f"start:{order.pk}").status == "confirmed"
+    index()
+    assert ChainEvent.objects.filter(name="LeaseStarted").count() == 1
+    # ... and running again, or re-reading the same blocks, stores nothing twice.
+    stored = ChainEvent.objects.count()
+    assert index().stored == 0
+    IndexerCursor.objects.update(last_block=0)
+    index()
+    assert ChainEvent.objects.count() == stored
+
+
+def test_a_mismatching_deposit_is_flagged_and_never_activates(chain_w3, alice, order, deployed):
+    funding = order_funding_instructions(user=alice, order_id=order.pk)
+    escrow = deployed["escrow"]
+    bigger = order.escrow_amount + 1
+    sign_and_send(
+        chain_w3,
+        ALICE_KEY,
+        funding["token_address"],
+        deployed["token"].encode_abi("approve", [escrow.address, bigger]),
+    )
+    sign_and_send(
+        chain_w3,
+        ALICE_KEY,
+        escrow.address,
+        escrow.encode_abi(
+            "fund",
+            [
+                bytes.fromhex(order.lease_id[2:]),
+                funding["provider_wallet"],
+                bigger,
+                order.rate_per_second,
+                order.duration_seconds,
+            ],
+        ),
+    )
+    index()
+    event = ChainEvent.objects.get(name="LeaseFunded")
+    assert event.flagged and "amount" in event.flag_reason
+    order.refresh_from_db()
+    assert order.state == Order.State.CREATED
+
+
+def test_a_reorg_rewinds_unconfirmed_events(chain_w3, alice, order, settings):
+    settings.CHAIN_CONFIRMATIONS = 3
+    tester = chain_w3.provider.ethereum_tester
+    before = tester.take_snapshot()
+    _fund(chain_w3, alice, order)
+    index()
+    funded = ChainEvent.objects.get(name="LeaseFunded")
+    assert not funded.is_final
+    order.refresh_from_db()
+    assert order.state == Order.State.CREATED  # not final yet: no effect
+
+    # The funding block is replaced by a fork of the same height without the deposit.
+    tester.revert_to_snapshot(before)
+    tester.mine_blocks(3)
+    result = index()
+    assert result.rewound_to is not None and result.rewound_to < funded.block_number
+    assert not ChainEvent.objects.filter(name="LeaseFunded").exists()
+    order.refresh_from_db()
+    assert order.state == Order.State.CREATED
+
+
+def test_a_tampered_block_hash_rewinds_and_rereads(chain_w3, alice, order, settings):
+    settings.CHAIN_CONFIRMATIONS = 10
+    _fund(chain_w3, alice, order)
+    index()
+    event = ChainEvent.objects.get(name="LeaseFunded")
+    IndexedBlock.objects.filter(number=event.block_number).update(hash="0x" + "00" * 32)
+    result = index()
+    assert result.rewound_to == event.block_number - 1
+    # The same log is read again from the (unchanged) chain: one row, same identity.
+    again = ChainEvent.objects.get(name="LeaseFunded")
+    assert (again.tx_hash, again.log_index) == (event.tx_hash, event.log_index)
+    chain_w3.provider.ethereum_tester.mine_blocks(10)
+    index()
+    order.refresh_from_db()
+    assert order.state == Order.State.ACTIVE
+
+
+def _run_lease(chain_w3, alice, order, seconds: int, django_capture_on_commit_callbacks):
+    _fund(chain_w3, alice, order)
+    with django_capture_on_commit_callbacks(execute=True):
+        index()
+    Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_settlement_pays_out_what_the_database_says(
+    chain_w3, deployed, alice, order, eager, django_capture_on_commit_callbacks
+):
+    token = deployed["token"]
+    treasury = chain.treasury_address()
+    alice_start = token_balance(token, ALICE)
+    _run_lease(chain_w3, alice, order, 1_200, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        order_services.order_complete(order_id=order.pk)  # order_ended → settlement task
+    settle_tx = ChainTransaction.objects.get(idempotency_key=f"settle:{order.pk}")
+    assert settle_tx.status == "confirmed" and settle_tx.purpose == "lease_settle"
+    index()
+    order.refresh_from_db()
+    assert order.state == Order.State.SETTLED
+    settled = ChainEvent.objects.get(name="LeaseSettled")
+    owed = order.amount_owed
+    fee = owed * settings_fee_bps() // 10_000
+    assert int(settled.args["secondsUsed"]) == order.billable_seconds
+    assert int(settled.args["providerAmount"]) == owed - fee
+    assert int(settled.args["feeAmount"]) == fee
+    assert int(settled.args["refundAmount"]) == order.escrow_amount - owed
+    assert token_balance(token, BOB) == owed - fee
+    assert token_balance(token, treasury) == fee
+    assert token_balance(token, ALICE) == alice_start - owed
+
+
+def settings_fee_bps() -> int:
+    from django.conf import settings
+
+    return settings.PLATFORM_FEE_BPS
+
+
+def test_settlement_task_twice_sends_one_transaction(
+    chain_w3, deployed, alice, order, eager, django_capture_on_commit_callbacks
+):
+    from workers.chain_tasks import lease_settle
+
+    _run_lease(chain_w3, alice, order, 60, django_capture_on_commit_callbacks)
+    order_services.order_complete(order_id=order.pk)  # on_commit not executed: no task yet
+    first = lease_settle.apply(args=(order.pk,)).get()
+    second = lease_settle.apply(args=(order.pk,)).get()
+    assert first == second
+    assert ChainTransaction.objects.filter(purpose="lease_settle").count() == 1
+
+
+def test_cancelled_never_funded_order_sends_nothing(
+    alice, order, deployed, eager, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        order_services.order_cancel(order_id=order.pk, user=alice)
+    assert not ChainTransaction.objects.filter(order=order).exists()
+
+
+def test_funding_after_cancellation_is_refunded_in_full(
+    chain_w3, deployed, alice, order, eager, django_capture_on_commit_callbacks
+):
+    alice_start = token_balance(deployed["token"], ALICE)
+    funding = order_funding_instructions(user=alice, order_id=order.pk)
+    order_services.order_cancel(order_id=order.pk, user=alice)
+    fund_with_instructions(chain_w3, ALICE_KEY, funding)
+    with django_capture_on_commit_callbacks(execute=True):
+        index()  # flags the late deposit and settles it with 0 seconds
+    index()
+    order.refresh_from_db()
+    assert order.state == Order.State.SETTLED
+    assert ChainEvent.objects.get(name="LeaseFunded").flagged
+    assert int(ChainEvent.objects.get(name="LeaseSettled").args["refundAmount"]) == (
+        order.escrow_amount
+    )
+    assert token_balance(deployed["token"], ALICE) == alice_start
+
+
+def _bob_stakes(chain_w3, deployed, amount: int) -> None:
+    services.demo_renter_fund(address=BOB, amount=amount)
+    staking = deployed["staking"]
+    sign_and_send(
+        chain_w3,
+        BOB_KEY,
+        deployed["token"].address,
+        deployed["token"].encode_abi("approve", [staking.address, amount]),
+    )
+    sign_and_send(chain_w3, BOB_KEY, staking.address, staking.encode_abi("stake", [amount]))
+
+
+def test_a_failed_verification_slashes_with_the_report_hash(
+    chain_w3, deployed, listing, eager, django_capture_on_commit_callbacks, settings
+):
+    settings.SLASH_AMOUNT = 1_000 * USDC  # more than bob has: capped at his stake
+    _bob_stakes(chain_w3, deployed, 40 * USDC)
+    index()
+    assert Stake.objects.get(address=BOB).staked == 40 * USDC
+    report = "0x" + keccak(b"report 7").hex()
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_verification_failed.send(
+            sender=None,
+            machine_id=listing.machine_id,
+            job_id=7,
+            report_hash=report,
+            reason="wrong_result",
+            order_id=None,
+        )
+        # Delivered twice (a retried sender): still one slash.
+        machine_verification_failed.send(
+            sender=None, machine_id=listing.machine_id, job_id=7, report_hash=report
+        )
+    assert ChainTransaction.objects.filter(purpose="provider_slash").count() == 1
+    index()
+    slash = Slash.objects.get()
+    assert slash.report_hash == report and slash.amount == 40 * USDC
+    assert slash.tx_hash == ChainTransaction.objects.get(purpose="provider_slash").tx_hash
+    assert slash.provider == listing.provider
+    assert Stake.objects.get(address=BOB).staked == 0
+    assert deployed["staking"].functions.stakeOf(BOB).call()[0] == 0
+
+
+def test_failed_lease_cites_the_failing_report(
+    chain_w3, deployed, alice, order, eager, django_capture_on_commit_callbacks
+):
+    _run_lease(chain_w3, alice, order, 300, django_capture_on_commit_callbacks)
+    report = "0x" + keccak(b"bad matmul").hex()
+    services.verification_outcome_record(
+        machine_id=order.machine_id, job_id=9, report_hash=report, passed=False, order_id=order.pk
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        order_services.order_fail(order_id=order.pk, reason="failed re-verification")
+    index()
+    failed = ChainEvent.objects.get(name="LeaseFailed")
+    assert failed.args["reportHash"] == report
+    order.refresh_from_db()
+    assert order.state == Order.State.SETTLED
+
+
+def test_providers_with_only_passes_are_rewarded_once_per_period(
+    chain_w3, deployed, listing, settings
+):
+    settings.REWARD_PERIOD_SECONDS = 3_600
+    machine_verification_passed.send(
+        sender=None, machine_id=listing.machine_id, job_id=1, report_hash="0x" + "11" * 32
+    )
+    machine_verification_passed.send(
+        sender=None, machine_id=listing.machine_id, job_id=2, report_hash="0x" + "22" * 32
+    )
+    later = timezone.now() + timedelta(seconds=3_600)
+    sent = services.providers_reward(now=later)
+    services.providers_reward(now=later)
+    assert (
+        len(sent) == 1 and ChainTransaction.objects.filter(purpose="provider_reward").count() == 1
+    )
+    index()
+    reward = Reward.objects.get()
+    assert reward.amount == settings.REWARD_AMOUNT
+    assert reward.report_hash == "0x" + keccak(b"\x11" * 32 + b"\x22" * 32).hex()
+    assert token_balance(deployed["token"], Web3.to_checksum_address(BOB)) == reward.amount
+    assert VerificationOutcome.objects.filter(passed=True).count() == 2
+
+
+def test_a_provider_with_a_failure_is_not_rewarded(chain_w3, deployed, listing, settings):
+    services.verification_outcome_record(
+        machine_id=listing.machine_id, job_id=1, report_hash="0x" + "11" * 32, passed=True
+    )
+    services.verification_outcome_record(
+        machine_id=listing.machine_id, job_id=2, report_hash="0x" + "22" * 32, passed=False
+    )
+    later = timezone.now() + timedelta(seconds=settings.REWARD_PERIOD_SECONDS)
+    assert services.providers_reward(now=later) == []
