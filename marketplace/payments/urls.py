@@ -1,3 +1,13 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from marketplace.payments import apis
+
+urlpatterns = [
+    path("orders/<int:order_id>/funding", apis.OrderFundingApi.as_view(), name="order-funding"),
+    path("orders/<int:order_id>/chain", apis.OrderChainApi.as_view(), name="order-chain"),
+    path(
+        "providers/<int:provider_id>/chain",
+        apis.ProviderChainApi.as_view(),
+        name="provider-chain",
+    ),
+]
