@@ -109,13 +109,17 @@ def suite_specs(
     *, accelerator_kind: str, backends: list[str], small: bool | None = None
 ) -> list[dict[str, Any]]:
     """The onboarding suite: matmul and conv2d at every precision the machine's backends run."""
-    on_gpu = accelerator_kind != "cpu" and any(b in ("torch", "torch-cuda", "cupy") for b in backends)
+    gpu_backends = {"torch", "torch-cuda", "cupy"}
+    on_gpu = accelerator_kind != "cpu" and bool(gpu_backends & set(backends))
     small = settings.BENCHMARK_SMALL_SUITES if small is None else small
     specs: list[Spec] = []
     order = ("fp32", "tf32", "bf16", "fp16", "int8")
     for precision in order:
         if precision in _backend_precisions(backends, on_gpu=on_gpu, kind="matmul"):
-            size = CPU_MATMUL if small or not on_gpu else GPU_MATMUL.get(precision, GPU_MATMUL_DEFAULT)
+            if small or not on_gpu:
+                size = CPU_MATMUL
+            else:
+                size = GPU_MATMUL.get(precision, GPU_MATMUL_DEFAULT)
             specs.append(MatmulSpec(precision=precision, **size))
     for precision in order:
         if precision in _backend_precisions(backends, on_gpu=on_gpu, kind="conv2d"):

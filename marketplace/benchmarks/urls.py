@@ -1,3 +1,26 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from marketplace.benchmarks import apis
+
+urlpatterns = [
+    path("agent/jobs/next", apis.AgentJobNextApi.as_view(), name="agent-job-next"),
+    path("agent/jobs/<int:job_id>", apis.AgentJobDetailApi.as_view(), name="agent-job-detail"),
+    path(
+        "agent/jobs/<int:job_id>/commitment",
+        apis.AgentJobCommitmentApi.as_view(),
+        name="agent-job-commitment",
+    ),
+    path(
+        "agent/jobs/<int:job_id>/challenge",
+        apis.AgentJobChallengeApi.as_view(),
+        name="agent-job-challenge",
+    ),
+    path(
+        "agent/jobs/<int:job_id>/answer", apis.AgentJobAnswerApi.as_view(), name="agent-job-answer"
+    ),
+    path(
+        "machines/<int:machine_id>/benchmarks",
+        apis.MachineBenchmarksApi.as_view(),
+        name="machine-benchmarks",
+    ),
+]

@@ -1,0 +1,40 @@
+from django.contrib import admin
+
+from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, MachineUptime
+
+
+@admin.register(BenchmarkJob)
+class BenchmarkJobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "machine",
+        "purpose",
+        "kind",
+        "precision",
+        "state",
+        "outcome_reason",
+        "measured_tflops",
+        "created_at",
+    ]
+    list_filter = ["state", "purpose", "kind", "precision", "outcome_reason"]
+    search_fields = ["machine__name", "report_hash"]
+    # State changes only through services; the seed stays out of the admin's pages.
+    exclude = ["seed", "answer"]
+    readonly_fields = [
+        f.name for f in BenchmarkJob._meta.fields if f.name not in ("seed", "answer")
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(BenchmarkSuite)
+class BenchmarkSuiteAdmin(admin.ModelAdmin):
+    list_display = ["id", "machine", "state", "outcome_reason", "created_at", "finished_at"]
+    list_filter = ["state"]
+    readonly_fields = [f.name for f in BenchmarkSuite._meta.fields]
+
+
+@admin.register(MachineUptime)
+class MachineUptimeAdmin(admin.ModelAdmin):
+    list_display = ["machine", "samples", "online_samples", "updated_at"]

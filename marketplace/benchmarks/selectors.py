@@ -1,0 +1,87 @@
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Max
+
+from marketplace.accounts.models import User
+from marketplace.benchmarks.models import BenchmarkJob, MachineUptime
+from marketplace.benchmarks.services import NO_FAULT_REASONS
+from marketplace.core.errors import NotFoundError
+from marketplace.providers.models import Machine
+from marketplace.providers.selectors import machine_get_for
+
+State = BenchmarkJob.State
+
+
+def benchmark_job_get_for_agent(*, job_id: int, machine_id: int) -> BenchmarkJob:
+    job = BenchmarkJob.objects.filter(pk=job_id, machine_id=machine_id).first()
+    if job is None:
+        raise NotFoundError("No such benchmark job.", code="benchmarks_job_not_found")
+    return job
+
+
+def machine_benchmark_scores(*, machine_id: int) -> list[dict[str, Any]]:
+    """Best and last verified TFLOP/s per kernel x precision (server-timed)."""
+    verified = BenchmarkJob.objects.filter(machine_id=machine_id, state=State.VERIFIED)
+    rows = (
+        verified.values("kind", "precision")
+        .annotate(best_tflops=Max("measured_tflops"), verified_jobs=Count("pk"))
+        .order_by("kind", "precision")
+    )
+    scores = []
+    for row in rows:
+        last = (
+            verified.filter(kind=row["kind"], precision=row["precision"])
+            .order_by("-finished_at", "-pk")
+            .values("measured_tflops", "finished_at")
+            .first()
+        )
+        scores.append(
+            {
+                **row,
+                "last_tflops": last["measured_tflops"],
+                "last_verified_at": last["finished_at"],
+            }
+        )
+    return scores
+
+
+def machine_reputation(*, machine_id: int) -> dict[str, Any]:
+    """Pass ratio over the last BENCHMARK_REPUTATION_WINDOW decided jobs and heartbeat uptime;
+    the score is their product (a machine that cheats or is rarely up ranks low either way)."""
+    recent = list(
+        BenchmarkJob.objects.filter(
+            machine_id=machine_id, state__in=(State.VERIFIED, State.REJECTED, State.EXPIRED)
+        )
+        .exclude(outcome_reason__in=NO_FAULT_REASONS)
+        .order_by("-finished_at", "-pk")
+        .values_list("state", flat=True)[: settings.BENCHMARK_REPUTATION_WINDOW]
+    )
+    passed = sum(1 for state in recent if state == State.VERIFIED)
+    pass_ratio = passed / len(recent) if recent else None
+    uptime = MachineUptime.objects.filter(machine_id=machine_id).first()
+    uptime_ratio = uptime.online_samples / uptime.samples if uptime and uptime.samples else None
+    score = None
+    if pass_ratio is not None:
+        score = pass_ratio * (uptime_ratio if uptime_ratio is not None else 1.0)
+    return {
+        "recent_jobs": len(recent),
+        "passed_jobs": passed,
+        "pass_ratio": pass_ratio,
+        "uptime_samples": uptime.samples if uptime else 0,
+        "uptime_ratio": uptime_ratio,
+        "score": score,
+    }
+
+
+def machine_benchmarks_for(*, user: User, machine_id: int) -> dict[str, Any]:
+    """Scores, reputation and recent jobs of a machine its owner (or staff) may see."""
+    machine: Machine = machine_get_for(user=user, machine_id=machine_id)
+    jobs = BenchmarkJob.objects.filter(machine=machine).order_by("-pk")[:20]
+    return {
+        "machine_id": machine.pk,
+        "state": machine.state,
+        "scores": machine_benchmark_scores(machine_id=machine.pk),
+        "reputation": machine_reputation(machine_id=machine.pk),
+        "recent_jobs": list(jobs),
+    }

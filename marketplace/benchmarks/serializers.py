@@ -1,0 +1,88 @@
+from rest_framework import serializers
+
+from marketplace.benchmarks.models import BenchmarkJob
+
+
+class WaitQuerySerializer(serializers.Serializer):
+    wait = serializers.IntegerField(min_value=0, max_value=25, required=False, default=0)
+
+
+class AgentJobOutputSerializer(serializers.ModelSerializer):
+    """What the agent receives on dispatch: the seed is in it, so only ever for a dispatched job
+    of the asking machine."""
+
+    class Meta:
+        model = BenchmarkJob
+        fields = ["id", "kind", "precision", "spec", "seed", "dispatched_at", "deadline"]
+
+
+class CommitmentInputSerializer(serializers.Serializer):
+    """Documentation only: the view parses the raw body itself (strict JSON, no NaN)."""
+
+    root = serializers.CharField(min_length=64, max_length=64)
+    agent_seconds = serializers.FloatField()
+
+
+class AnswerInputSerializer(serializers.Serializer):
+    """Documentation only: the raw body goes, size-capped, to the protocol's own parser."""
+
+    y = serializers.ListField(child=serializers.IntegerField())
+    rows = serializers.ListField(child=serializers.DictField(), required=False)
+    planes = serializers.ListField(child=serializers.DictField(), required=False)
+
+
+class ChallengeOutputSerializer(serializers.Serializer):
+    job_id = serializers.IntegerField(source="pk")
+    challenge = serializers.JSONField()
+    deadline = serializers.DateTimeField()
+
+
+class JobStatusOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BenchmarkJob
+        fields = [
+            "id",
+            "purpose",
+            "kind",
+            "precision",
+            "spec",
+            "state",
+            "dispatched_at",
+            "deadline",
+            "committed_at",
+            "challenged_at",
+            "answer_received_at",
+            "finished_at",
+            "outcome_reason",
+            "outcome_detail",
+            "report_hash",
+            "agent_seconds",
+            "measured_seconds",
+            "measured_tflops",
+        ]
+
+
+class ScoreSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    precision = serializers.CharField()
+    best_tflops = serializers.FloatField()
+    last_tflops = serializers.FloatField()
+    last_verified_at = serializers.DateTimeField()
+    verified_jobs = serializers.IntegerField()
+
+
+class ReputationSerializer(serializers.Serializer):
+    recent_jobs = serializers.IntegerField()
+    passed_jobs = serializers.IntegerField()
+    pass_ratio = serializers.FloatField(allow_null=True)
+    uptime_samples = serializers.IntegerField()
+    uptime_ratio = serializers.FloatField(allow_null=True)
+    score = serializers.FloatField(allow_null=True)
+
+
+class MachineBenchmarksOutputSerializer(serializers.Serializer):
+    machine_id = serializers.IntegerField()
+    state = serializers.CharField()
+    scores = ScoreSerializer(many=True)
+    reputation = ReputationSerializer()
+    recent_jobs = JobStatusOutputSerializer(many=True)
