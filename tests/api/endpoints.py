@@ -1,0 +1,129 @@
+"""Every API endpoint as a valid request built from the shared fixtures, so that a test can change
+one thing (the caller, one field, the auth header) and attribute the answer to it."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rest_framework.test import APIClient
+
+from tests.api.helpers import publish_body
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    body: object = None
+    headers: dict = field(default_factory=dict)
+
+
+def send(client: APIClient, call: Call):
+    kwargs = dict(call.headers)
+    if call.body is not None:
+        kwargs["format"] = "json"
+    return getattr(client, call.method.lower())(call.path, call.body, **kwargs)
+
+
+def send_raw(client: APIClient, call: Call, raw: bytes, content_type="application/json"):
+    return getattr(client, call.method.lower())(
+        call.path, raw, content_type=content_type, **call.headers
+    )
+
+
+# fixture name -> fixture value (request.getfixturevalue)
+Fixtures = Callable[[str], object]
+
+_IDEMPOTENCY = {"HTTP_IDEMPOTENCY_KEY": "matrix-order-0001"}
+
+
+def _registration_token(f: Fixtures) -> str:
+    from marketplace.providers.services import registration_token_create
+
+    provider = f("bob_provider")
+    return registration_token_create(provider=provider, user=provider.owner)[1]
+
+
+AGENT_HARDWARE = {
+    "accelerators": [{"kind": "gpu", "vendor": "NVIDIA", "model": "L4", "memory_gb": 24}],
+    "cpu": {"cores": 8},
+    "ram_gib": 64,
+}
+
+# (method, path template) -> a valid request on bob's / alice's objects.
+ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
+    ("GET", "/api/v1/health"): lambda f: Call("GET", "/api/v1/health"),
+    ("POST", "/api/v1/auth/signup"): lambda f: Call(
+        "POST",
+        "/api/v1/auth/signup",
+        {"username": "newcomer", "password": "correct horse battery", "role": "renter"},
+    ),
+    ("POST", "/api/v1/auth/tokens"): lambda f: Call(
+        "POST",
+        "/api/v1/auth/tokens",
+        {"username": f("alice").username, "password": "correct horse battery"},
+    ),
+    ("DELETE", "/api/v1/auth/tokens/current"): lambda f: Call(
+        "DELETE", "/api/v1/auth/tokens/current"
+    ),
+    ("GET", "/api/v1/auth/me"): lambda f: Call("GET", "/api/v1/auth/me"),
+    ("GET", "/api/v1/providers"): lambda f: Call("GET", "/api/v1/providers"),
+    ("POST", "/api/v1/providers"): lambda f: Call(
+        "POST",
+        "/api/v1/providers",
+        {"name": "new provider", "wallet_address": "0x90F79bf6EB2c4f870365E785982E1f101E93b906"},
+    ),
+    ("GET", "/api/v1/providers/{id}"): lambda f: Call(
+        "GET", f"/api/v1/providers/{f('bob_provider').pk}"
+    ),
+    ("POST", "/api/v1/providers/{id}/registration-tokens"): lambda f: Call(
+        "POST", f"/api/v1/providers/{f('bob_provider').pk}/registration-tokens"
+    ),
+    ("GET", "/api/v1/machines"): lambda f: Call("GET", "/api/v1/machines"),
+    ("GET", "/api/v1/machines/{id}"): lambda f: Call(
+        "GET", f"/api/v1/machines/{f('bob_verified_machine').pk}"
+    ),
+    ("POST", "/api/v1/machines/{id}/suspend"): lambda f: Call(
+        "POST",
+        f"/api/v1/machines/{f('bob_verified_machine').pk}/suspend",
+        {"reason": "failed re-verification"},
+    ),
+    ("POST", "/api/v1/agent/register"): lambda f: Call(
+        "POST",
+        "/api/v1/agent/register",
+        {
+            "registration_token": _registration_token(f),
+            "name": "l4-box",
+            "hardware": AGENT_HARDWARE,
+        },
+    ),
+    ("POST", "/api/v1/agent/heartbeat"): lambda f: Call("POST", "/api/v1/agent/heartbeat"),
+    ("GET", "/api/v1/agent/machine"): lambda f: Call("GET", "/api/v1/agent/machine"),
+    ("GET", "/api/v1/listings"): lambda f: Call("GET", "/api/v1/listings"),
+    ("POST", "/api/v1/listings"): lambda f: Call(
+        "POST", "/api/v1/listings", publish_body(f("bob_verified_machine").pk)
+    ),
+    ("GET", "/api/v1/listings/mine"): lambda f: Call("GET", "/api/v1/listings/mine"),
+    ("GET", "/api/v1/listings/{id}"): lambda f: Call("GET", f"/api/v1/listings/{f('listing').pk}"),
+    ("PATCH", "/api/v1/listings/{id}/prices"): lambda f: Call(
+        "PATCH", f"/api/v1/listings/{f('listing').pk}/prices", {"price_per_hour": 3_600_000}
+    ),
+    ("POST", "/api/v1/listings/{id}/status"): lambda f: Call(
+        "POST", f"/api/v1/listings/{f('listing').pk}/status", {"status": "paused"}
+    ),
+    ("GET", "/api/v1/orders"): lambda f: Call("GET", "/api/v1/orders"),
+    ("POST", "/api/v1/orders"): lambda f: Call(
+        "POST",
+        "/api/v1/orders",
+        {"listing_id": f("listing").pk, "pricing_mode": "on_demand", "accelerators": 1, "hours": 1},
+        _IDEMPOTENCY,
+    ),
+    ("GET", "/api/v1/orders/{id}"): lambda f: Call("GET", f"/api/v1/orders/{f('alice_order').pk}"),
+    ("POST", "/api/v1/orders/{id}/cancel"): lambda f: Call(
+        "POST", f"/api/v1/orders/{f('alice_order').pk}/cancel"
+    ),
+    ("POST", "/api/v1/orders/{id}/stop"): lambda f: Call(
+        "POST", f"/api/v1/orders/{f('alice_active_order').pk}/stop"
+    ),
+    ("GET", "/api/schema/"): lambda f: Call("GET", "/api/schema/"),
+    ("GET", "/api/docs/"): lambda f: Call("GET", "/api/docs/"),
+}

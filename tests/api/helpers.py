@@ -1,0 +1,85 @@
+"""Helpers for the API-level tests: a snapshot of every row an API write could touch, the
+error-shape assertion, and a valid listing body to spoil field by field."""
+
+from contextlib import contextmanager
+
+from marketplace.accounts.models import ApiToken, User
+from marketplace.listings.models import Listing, ReservedPrice
+from marketplace.orders.models import Order
+from marketplace.providers.models import AgentCredential, Machine, Provider, RegistrationToken
+
+# The columns an API write may change; timestamps that every authenticated read touches
+# (last_used_at, updated_at) are left out on purpose.
+_WATCHED = {
+    User: ("username", "role", "is_staff", "is_active", "password"),
+    ApiToken: ("user_id", "revoked_at"),
+    Provider: ("owner_id", "name", "wallet_address"),
+    RegistrationToken: ("provider_id", "used_at", "machine_id"),
+    Machine: ("state", "resume_state", "state_reason", "last_heartbeat_at"),
+    AgentCredential: ("machine_id", "revoked_at"),
+    Listing: (
+        "status",
+        "is_searchable",
+        "price_per_hour",
+        "interruptible_floor_per_hour",
+        "price_per_tflop_hour",
+    ),
+    ReservedPrice: ("listing_id", "term", "price_per_hour"),
+    Order: ("state", "accelerators", "ended_at", "end_reason"),
+}
+
+
+def db_state() -> dict:
+    return {
+        model.__name__: list(model.objects.order_by("pk").values_list("pk", *fields))
+        for model, fields in _WATCHED.items()
+    }
+
+
+@contextmanager
+def nothing_written():
+    """Fails the test if any watched row was created, deleted or changed inside the block."""
+    before = db_state()
+    yield
+    after = db_state()
+    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+    assert not changed, f"rows changed: {changed}"
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    """The response is a 4xx with the one error shape, and the expected code if given."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "detail"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["code"]
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["detail"], dict)
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+def publish_body(machine_id: int, /, **overrides) -> dict:
+    """A valid POST /listings body for an 8× H100 machine."""
+    body = {
+        "machine_id": machine_id,
+        "accelerator_kind": "gpu",
+        "vendor": "NVIDIA",
+        "model": "H100 80GB HBM3",
+        "accelerator_count": 8,
+        "memory_per_accelerator_gb": 80,
+        "memory_bandwidth_gbps": 3350,
+        "interconnect": "nvlink",
+        "precisions": ["fp32", "bf16"],
+        "vcpu_count": 192,
+        "ram_gib": 2048,
+        "storage_gb": 30000,
+        "network_gbps": 3200,
+        "region": "eu-west",
+        "price_per_hour": 2_498_400,
+        "interruptible_floor_per_hour": 1_000_800,
+        "reserved_prices": {"1m": 2_160_000},
+    }
+    body.update(overrides)
+    return body
