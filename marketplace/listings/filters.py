@@ -27,7 +27,7 @@ class ListingSearchFilter(django_filters.FilterSet):
     max_price = django_filters.NumberFilter(
         field_name="price_per_hour", lookup_expr="lte", min_value=0, max_value=10**18
     )
-    region = django_filters.CharFilter(field_name="region", lookup_expr="iexact", max_length=40)
+    region = django_filters.CharFilter(method="filter_region", max_length=40)
     interconnect = django_filters.ChoiceFilter(choices=Interconnect.choices)
     precision = django_filters.ChoiceFilter(choices=Precision.choices, method="filter_precision")
     min_tflops = django_filters.NumberFilter(
@@ -40,6 +40,12 @@ class ListingSearchFilter(django_filters.FilterSet):
     class Meta:
         model = Listing
         fields: list[str] = []
+
+    def filter_region(self, queryset, name, value):
+        # Regions are stored in lower case (publishing accepts only [a-z0-9-]), so an exact match
+        # on the lowered value finds what iexact did, and can use the (is_searchable, region)
+        # index, which iexact's LIKE (SQLite) and UPPER() (PostgreSQL) cannot.
+        return queryset.filter(region=value.lower())
 
     def filter_precision(self, queryset, name, value):
         return queryset.filter(precisions__contains=f",{value},")
