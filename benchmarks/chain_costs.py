@@ -162,6 +162,46 @@ def section_staking(bench: Bench) -> None:
         print(f"  {name:<22}{value:>10,}")
 
 
+def section_indexer(rpc_url: str | None, events: int) -> None:
+    """Indexer throughput: `events` LeaseFunded logs on a fresh chain, indexed from scratch into
+    a throwaway SQLite database (Django is configured here, after the gas sections)."""
+    import os
+    import tempfile
+    import time
+
+    db = Path(tempfile.mkdtemp()) / "bench.sqlite3"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+    os.environ["DATABASE_URL"] = f"sqlite:///{db}"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from contracts import chain
+    from contracts.indexer import index
+    from marketplace.payments.models import ChainEvent, ContractDeployment
+
+    call_command("migrate", verbosity=0)
+    w3 = connect(rpc_url)
+    chain.set_web3(w3)
+    bench = setup(w3)
+    cid = w3.eth.chain_id
+    for name, contract in bench.market.items():
+        ContractDeployment.objects.create(
+            chain_id=cid, name=name, address=contract.address, block_number=0, tx_hash="0x"
+        )
+    renters, providers = bench.actors.renters, bench.actors.providers
+    for i in range(events):
+        bench.fund(renters[i % len(renters)], providers[i % len(providers)])
+    start = time.perf_counter()
+    index(w3)
+    elapsed = time.perf_counter() - start
+    stored = ChainEvent.objects.filter(name="LeaseFunded").count()
+    print(f"== Indexer ({stored:,} LeaseFunded events, from scratch, SQLite) ==")
+    print(f"  {'seconds':<22}{elapsed:>10.2f}")
+    print(f"  {'events/second':<22}{stored / elapsed:>10,.0f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rpc-url", help="JSON-RPC node to measure on instead of eth-tester")
@@ -171,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_BATCH_SIZES,
         help="comma-separated settleBatch sizes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--indexer-events",
+        type=int,
+        default=2_000,
+        help="LeaseFunded events for the indexer figure; 0 skips it (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     w3 = connect(args.rpc_url)
@@ -179,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     section_escrow(bench)
     section_batch(bench, args.batch_sizes)
     section_staking(bench)
+    if args.indexer_events:
+        section_indexer(args.rpc_url, args.indexer_events)
     return 0
 
 
