@@ -7,4 +7,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
 app = Celery("marketplace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Task modules by concern; beat and workers import all of them.
-app.conf.imports = ["workers.tasks", "workers.benchmark_tasks", "workers.chain_tasks"]
+app.conf.imports = [
+    "workers.tasks",
+    "workers.benchmark_tasks",
+    "workers.chain_tasks",
+    "workers.ops_tasks",
+    "workers.dashboard_tasks",
+]

@@ -257,4 +257,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.benchmark_tasks.benchmarks_sample_uptime",
         "schedule": 60,
     },
+    # Money drifting from the database is for a human to act on, in minutes not seconds, and a
+    # run reads every lease and stake on chain; 5 min keeps that load small while an alert still
+    # opens well within one reward or settlement cycle. Runs at the indexer's final block, so
+    # the interval need not wait for confirmations.
+    "payments-reconcile": {"task": "workers.ops_tasks.payments_reconcile", "schedule": 300},
 }
