@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "marketplace.orders",
     "marketplace.benchmarks",
     "marketplace.payments",
+    "marketplace.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -231,6 +232,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+# The market dashboard's sampling interval (its snapshot rows are keyed by interval start).
+DASHBOARD_SNAPSHOT_SECONDS = 300
+
 # The one place periodic work is declared.
 CELERY_BEAT_SCHEDULE = {
     # A third of the heartbeat timeout: a dead machine is noticed within ~1.3 timeouts.
@@ -256,6 +260,12 @@ CELERY_BEAT_SCHEDULE = {
     "benchmarks-sample-uptime": {
         "task": "workers.benchmark_tasks.benchmarks_sample_uptime",
         "schedule": 60,
+    },
+    # Dashboard trend lines are read over days; one sample per 5 minutes still shows a machine
+    # dropping out (heartbeat timeout 90 s) and keeps a week at 2,016 rows per chart.
+    "dashboard-market-snapshot": {
+        "task": "workers.dashboard_tasks.market_snapshot_take",
+        "schedule": DASHBOARD_SNAPSHOT_SECONDS,
     },
     # Money drifting from the database is for a human to act on, in minutes not seconds, and a
     # run reads every lease and stake on chain; 5 min keeps that load small while an alert still

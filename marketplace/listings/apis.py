@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.accounts.permissions import IsProviderOwner
+from marketplace.core.pagination import CappedCountPagination
 from marketplace.listings import selectors, services
 from marketplace.listings.filters import ListingSearchFilter
 from marketplace.listings.serializers import (
@@ -22,6 +23,7 @@ class ListingSearchApi(ListAPIView):
     permission_classes = [AllowAny]
     serializer_class = ListingOutputSerializer
     filterset_class = ListingSearchFilter
+    pagination_class = CappedCountPagination
 
     def get_queryset(self):
         return selectors.listing_search()

@@ -200,3 +200,18 @@ def test_search_is_paginated(anon, market):
     assert page["count"] == 4
     assert len(page["results"]) == 3
     assert page["next"] is not None
+
+
+def test_search_count_is_capped_and_says_so(anon, bob_provider, monkeypatch):
+    from marketplace.core.pagination import CappedCountPagination
+
+    monkeypatch.setattr(CappedCountPagination, "COUNT_CAP", 3)
+    for _ in range(5):
+        ListingFactory(machine__provider=bob_provider)
+    page = anon.get("/api/v1/listings?page_size=2").json()
+    assert page["count"] == 3 and page["count_is_exact"] is False
+    assert len(page["results"]) == 2
+    second = anon.get("/api/v1/listings?page_size=2&page=2").json()
+    assert len(second["results"]) == 2 and second["next"] is not None
+    exact = anon.get("/api/v1/listings?page_size=2&model=nothing-like-this").json()
+    assert exact["count"] == 0 and exact["count_is_exact"] is True
