@@ -29,6 +29,7 @@ lint: install
 # says otherwise. The Ganache run of the chain integration tests is `make test-ganache`.
 test: lint
 	bash scripts/ensure_redis.sh
+	bash scripts/ensure_chromium.sh
 	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
 	$(BIN)/pytest -q -m "not ganache"
 
@@ -38,6 +39,11 @@ test-ganache: install
 # The whole marketplace on this machine: web, worker, beat, a local chain and a demo provider.
 run: install
 	bash scripts/run.sh
+
+# A narrated end-to-end story in a few minutes: its own Anvil, Redis, web server and worker on
+# free ports and its own SQLite file under .run/demo/; it stops all of them when it ends.
+demo: install
+	BENCHMARK_SMALL_SUITES=1 $(BIN)/python scripts/demo.py
 
 clean-run:
 	rm -rf .run db.sqlite3
