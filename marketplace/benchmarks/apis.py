@@ -1,4 +1,5 @@
 import time
+import zlib
 
 from django.conf import settings
 from django.utils import timezone
@@ -47,7 +48,21 @@ def _long_poll(wait: int, attempt):
 def _read_body(request, cap: int) -> bytes:
     # Read at most cap + 1 bytes straight from the stream: DRF's parser would accept NaN and
     # Django's request.body would buffer whatever the client claims to send.
-    return request._request.read(cap + 1)
+    body = request._request.read(cap + 1)
+    # The agent gzips its answer (Content-Encoding: gzip; the magic bytes alone suffice, as no
+    # JSON text starts with 0x1f). Decompress at most cap + 1 bytes: a bomb then reads as an
+    # over-limit payload and a corrupt stream as non-JSON, both "malformed_*" rejections by
+    # the services, never a 500 and never unbounded memory.
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip"):
+        return b""
+    if encoding == "gzip" or body[:2] == b"\x1f\x8b":
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            return inflater.decompress(body, cap + 1)
+        except zlib.error:
+            return b""
+    return body
 
 
 def _outcome_response(job: BenchmarkJob, ok_status: int) -> Response:

@@ -6,6 +6,7 @@ agents by overriding exactly one step and keeping the rest honest.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from dataclasses import dataclass
@@ -66,7 +67,11 @@ class JobRunner:
         return challenge_answer(spec, output, tree, challenge)
 
     def answer_body(self, answer: dict[str, Any]) -> bytes:
-        return json.dumps(answer, separators=(",", ":")).encode()
+        # gzip: the sampled rows are small integers as decimal text, which compresses ~2.5x
+        # (n = 8192, k = 32: 1.5 MB -> 0.6 MB). The server recognises the gzip magic (and the
+        # Content-Encoding header RequestsTransport adds) and caps the decompressed size.
+        text = json.dumps(answer, separators=(",", ":")).encode()
+        return gzip.compress(text, compresslevel=6, mtime=0)
 
     # --- driving ------------------------------------------------------------------------------
 

@@ -4,13 +4,18 @@ Element `i` of tensor `name` under `seed` is a pure function of (seed, name, i):
 
     key    = first 8 bytes (little-endian) of SHA-256(DOMAIN || seed bytes || 0x00 || name)
     word j = splitmix64_mix(key + (j + 1) * GAMMA)          (all arithmetic mod 2**64)
-    byte   = byte (i mod 8) of word (i div 8), least significant byte first
-    value  = (byte * 5 >> 8) - 2                            (an integer in -2..2)
+    field  = bits 2*(i mod 32) .. 2*(i mod 32) + 1 of word (i div 32)
+    value  = FIELD_VALUES[field] = (-2, -1, 1, 2)[field]    (an integer in -2..2)
 
-Eight elements per 64-bit hash keep the generator memory-bound rather than hash-bound; the server
-regenerates A and B (2 n^2 elements) for every verification, so this is the verifier's main
-cost. The byte-to-value map is 52:51:51:51:51 over -2..2, which is irrelevant to exactness and
-to security (the seed is secret until dispatch; the values only need to be reproducible).
+Thirty-two elements per 64-bit hash (v1 took eight, one per byte): the server regenerates all
+of B (n^2 elements) for every verification, and at eight per hash the mixing alone was a third
+of that cost. Two bits per value give four values; dropping 0 keeps the set symmetric and every
+value within VALUE_BOUND, which is all exactness needs. Security does not rest on the inputs'
+distribution (the seed is secret until dispatch; the values only need to be reproducible), and
+the DOMAIN tag changed with the format so a v1 agent can never silently disagree with the server.
+
+The value map is applied one byte (four fields) at a time through a 256 x 4 table in the target
+dtype, so float32/float64 come out directly, without an int64 or int8 intermediate.
 
 Being stateless, any slice (one row of A for the verifier, the whole of B for the agent) can be
 generated independently, in any order, in chunks, on any device.
@@ -36,15 +41,16 @@ import numpy as np
 
 from .specs import VALUE_BOUND, SpecError
 
-DOMAIN = b"gpu-marketplace/kernels/v1\x00"
+DOMAIN = b"gpu-marketplace/kernels/v2\x00"
 GAMMA = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
-_SPAN = 2 * VALUE_BOUND + 1
+FIELD_VALUES = (-VALUE_BOUND, -1, 1, VALUE_BOUND)
+VALUES_PER_WORD = 32
 
-# 2**20 uint64 elements = 8 MiB per temporary: large enough to amortise NumPy call overhead,
-# small enough to stay near cache and keep peak memory flat for n = 16384.
-CHUNK = 1 << 20
+# 2**16 words = 2**21 values per chunk: large enough to amortise NumPy call overhead, small
+# enough that the temporaries (512 KiB of words) stay in cache.
+CHUNK = 1 << 16
 
 _SEED_RE = re.compile(r"\A[0-9a-f]{32,128}\Z")
 
@@ -61,18 +67,20 @@ def tensor_key(seed: str, name: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-_LUT = ((np.arange(256, dtype=np.int64) * _SPAN) >> 8) - VALUE_BOUND
+# Byte b -> its four values, field t (bits 2t..2t+1) in column t.
+_LUT4 = np.array(
+    [[FIELD_VALUES[(b >> (2 * t)) & 3] for t in range(4)] for b in range(256)], dtype=np.int8
+)
 
 
 def _fill_xp(xp: Any, key: int, start: int, out: Any) -> None:
     """Write elements start..start+len(out)-1 into the flat array `out` (any numeric dtype)."""
     gamma, mix1, mix2 = xp.uint64(GAMMA), xp.uint64(MIX1), xp.uint64(MIX2)
     key_u = xp.uint64(key)
-    # Look up in int8 and let the assignment widen: a wider table makes the gather slower.
-    lut = xp.asarray(_LUT.astype(np.int8))
+    lut = xp.asarray(_LUT4.astype(out.dtype))
     total = out.shape[0]
-    first_word, skip = divmod(start, 8)
-    words = -(-(skip + total) // 8)
+    first_word, skip = divmod(start, VALUES_PER_WORD)
+    words = -(-(skip + total) // VALUES_PER_WORD)
     for w_lo in range(0, words, CHUNK):
         w_hi = min(words, w_lo + CHUNK)
         z = xp.arange(first_word + w_lo + 1, first_word + w_hi + 1, dtype=xp.uint64)
@@ -85,9 +93,22 @@ def _fill_xp(xp: Any, key: int, start: int, out: Any) -> None:
         z ^= z >> xp.uint64(31)
         # Byte order is defined as little-endian; astype is a no-op view on little-endian hosts.
         raw = z.astype("<u8", copy=False).view(xp.uint8)
-        lo = w_lo * 8 - skip  # element index of raw[0] within `out`
-        a, b = max(0, lo), min(total, w_hi * 8 - skip)
-        out[a:b] = xp.take(lut, raw[a - lo : b - lo])
+        lo = w_lo * VALUES_PER_WORD - skip  # element index of value 0 of raw[0] within `out`
+        a, b = max(0, lo), min(total, w_hi * VALUES_PER_WORD - skip)
+        first_byte, offset = divmod(a - lo, 4)
+        last_byte = -(-(b - lo) // 4)
+        if offset == 0 and (b - a) % 4 == 0:
+            # Whole bytes: the table lookup writes straight into `out`, no temporary.
+            xp.take(lut, raw[first_byte:last_byte], axis=0, out=out[a:b].reshape(-1, 4))
+        else:
+            values = xp.take(lut, raw[first_byte:last_byte], axis=0).reshape(-1)
+            out[a:b] = values[offset : offset + b - a]
+
+
+def generate_into(seed: str, name: str, out: np.ndarray, *, start: int = 0) -> np.ndarray:
+    """Fill the flat array `out` with elements start..start+len(out)-1 (reusable buffer)."""
+    _fill_xp(np, tensor_key(seed, name), start, out)
+    return out
 
 
 def generate(seed: str, name: str, count: int, *, start: int = 0, dtype: Any = np.int8) -> Any:
@@ -122,9 +143,10 @@ def generate_torch(seed: str, name: str, count: int, *, device: Any, dtype: Any)
     key = _signed(tensor_key(seed, name))
     gamma, mix1, mix2 = _signed(GAMMA), _signed(MIX1), _signed(MIX2)
     out = torch.empty(count, dtype=dtype, device=device)
-    words = -(-count // 8)
+    words = -(-count // VALUES_PER_WORD)
+    shifts = torch.arange(0, 8, 2, dtype=torch.int16, device=device)
     # Larger chunks on a GPU: each one is a handful of kernel launches.
-    chunk = CHUNK * (16 if torch.device(device).type == "cuda" else 1)
+    chunk = CHUNK * (256 if torch.device(device).type == "cuda" else 16)
     for w_lo in range(0, words, chunk):
         w_hi = min(words, w_lo + chunk)
         z = torch.arange(w_lo + 1, w_hi + 1, dtype=torch.int64, device=device)
@@ -133,9 +155,11 @@ def generate_torch(seed: str, name: str, count: int, *, device: Any, dtype: Any)
         z = (z ^ _logical_shift(z, 27)) * mix2
         z = z ^ _logical_shift(z, 31)
         raw = z.view(torch.uint8).to(torch.int16)
-        values = ((raw * _SPAN) >> 8) - VALUE_BOUND
-        hi = min(count, w_hi * 8)
-        out[w_lo * 8 : hi] = values[: hi - w_lo * 8].to(dtype)
+        fields = (raw.unsqueeze(1) >> shifts) & 3  # (bytes, 4): field t of each byte
+        # FIELD_VALUES[f] without a gather: f - 2 + (f >> 1) maps 0, 1, 2, 3 to -2, -1, 1, 2.
+        values = (fields - 2 + (fields >> 1)).reshape(-1)
+        hi = min(count, w_hi * VALUES_PER_WORD)
+        out[w_lo * VALUES_PER_WORD : hi] = values[: hi - w_lo * VALUES_PER_WORD].to(dtype)
     return out
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from workers.kernels.generator import generate, seed_bytes
+from workers.kernels.generator import generate, generate_into, seed_bytes
 from workers.kernels.specs import PRODUCT_BOUND, Conv2dSpec, MatmulSpec, Spec
 
 from .merkle import (
@@ -61,7 +61,15 @@ MAX_SAMPLE_COUNT = 256
 MAX_ANSWER_BYTES = 64 * 2**20
 # Decimal digits of the widest honest integer (|y| < 2**56 -> 17 digits) plus sign and ", ".
 _CHARS_PER_INT = 20
-_FREIVALDS_BLOCK_ROWS = 512
+# Verifier-side randomness (drawn in answer_verify, after the answer is fixed): vectors that
+# project each sampled row, and how many extra coordinates of y Freivalds checks.
+ROW_VECTORS = 2
+_S_BOUND = 2**23
+FREIVALDS_COORDINATES = 256
+PROJECTION_IMAGES = 4
+_DIGITS = 3  # signed base-256 digits: covers |v| < 2**23 (s) and |r| <= 2**20
+# Elements per float32 BLAS call in _b_times (see there).
+_BLAS_BLOCK_ELEMENTS = 1 << 19
 
 REASONS = (
     "malformed_commitment",
@@ -294,6 +302,49 @@ class _Failed(Exception):
         self.reason, self.detail = reason, detail
 
 
+def _signed_digits(v: np.ndarray, count: int) -> np.ndarray:
+    """Columns d_0..d_{count-1} in -128..127 with v == sum_t d_t * 256**t (exact for v < 2**23 *
+    256**(count-3)); the last digit takes the rest, which the callers keep within -128..127."""
+    digits, rest = [], v.astype(np.int64)
+    for _ in range(count - 1):
+        low = ((rest + 128) & 255) - 128
+        digits.append(low)
+        rest = (rest - low) >> 8
+    digits.append(rest)
+    return np.stack(digits, axis=1)
+
+
+def _b_times(seed: str, n: int, vectors: np.ndarray) -> np.ndarray:
+    """B . v for each column v of `vectors` (n x c, |v| < 2**23), exactly, in int64.
+
+    B is generated in blocks of a few rows into one reused float32 buffer and multiplied while
+    still in cache, so it is never materialised (n = 16384 would be 1 GiB). float32 BLAS is
+    exact here: each vector is split into signed base-256 digits (|d| <= 128) and every partial
+    sum of B . d is an integer of magnitude <= 2 * n * 128 <= 2**22 < 2**24. The digits are
+    recombined in int64. Blocks stay below OpenBLAS's threading threshold: on a shared 2-core
+    server its threads spin and cost more than they save.
+    """
+    digits = np.concatenate([_signed_digits(v, _DIGITS) for v in vectors.T], axis=1)
+    digits_f = digits.astype(np.float32)
+    rows = max(1, _BLAS_BLOCK_ELEMENTS // (n * digits.shape[1]))
+    buffer = np.empty(rows * n, dtype=np.float32)
+    product = np.empty((n, digits.shape[1]), dtype=np.float32)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        block = generate_into(seed, "B", buffer[: (hi - lo) * n], start=lo * n)
+        np.matmul(block.reshape(hi - lo, n), digits_f, out=product[lo:hi])
+    weights = 256 ** np.arange(_DIGITS, dtype=np.int64)
+    per_digit = product.astype(np.int64).reshape(n, vectors.shape[1], _DIGITS)
+    return per_digit @ weights
+
+
+def _a_rows(seed: str, n: int, indices: list[int]) -> np.ndarray:
+    out = np.empty((len(indices), n), dtype=np.int64)
+    for row, i in enumerate(indices):
+        generate_into(seed, "A", out[row], start=i * n)
+    return out
+
+
 def _verify_matmul(
     spec: MatmulSpec,
     seed: str,
@@ -301,42 +352,67 @@ def _verify_matmul(
     y: np.ndarray,
     leaves: dict[int, tuple[np.ndarray, list[str]]],
     checks: dict[str, int],
+    rng: np.random.Generator,
 ) -> None:
+    """Three checks, all O(n^2) in total with one pass over B and no n x n product.
+
+    Rows: each sampled row must equal A[i] . B. Instead of recomputing it (a k x n x n product,
+    most of the old cost), it is projected on ROW_VECTORS vectors s drawn here, after the
+    answer is fixed: row_i . s == A[i] . (B . s). A wrong row (D = row - A[i].B != 0) passes
+    one projection only if D . s == 0, which for s uniform over 2**24 values happens with
+    probability <= 2**-24 (fix every coordinate of s but one where D is nonzero: at most one
+    value of that coordinate works); two independent vectors make it <= 2**-48, far below the
+    2**-21 that Freivalds itself already accepts.
+
+    y vs rows: y[i] == row_i . r for the sampled rows, as before.
+
+    Freivalds on a random subset: y[j] == A[j] . (B . r) for the sampled rows and
+    FREIVALDS_COORDINATES further rows drawn here (all rows when n is small). This is as strong
+    as the full check against any cheater: r is known when the answer is written, so a cheater
+    can always make all of y exact in O(n^2) (y = A.(B.r)), whatever it committed; the full
+    check therefore accepts an answer to a commitment exactly when the subset check does, and
+    the work guarantee rests, as it always did, on the sampled rows (1 - (1 - f)**k). What the
+    full check adds is only against a faulty agent that derives y from a wrong C: the subset
+    still catches it with probability 1 - (1 - g)**m (g = fraction of wrong y entries).
+
+    Bounds (int64 throughout after B . v): |B.s| <= 2 n 2**23 <= 2**38, |A[i].(B.s)| <= 2**53;
+    |row| <= 4n <= 2**16, |row . s| <= 2**53; |A[j].(B.r)| <= 4 n^2 R_BOUND <= 2**50.
+    """
     n = spec.n
-    b = generate(seed, "B", n * n, dtype=np.float32).reshape(n, n)
     sampled = sorted(leaves)
-    a_rows = np.stack([generate(seed, "A", n, start=i * n, dtype=np.float32) for i in sampled])
-    expected_rows = (a_rows @ b).astype(np.int64)
-    for i, expected in zip(sampled, expected_rows, strict=True):
-        if not np.array_equal(leaves[i][0], expected):
-            raise _Failed("row_mismatch", f"row {i} differs from A[{i}].B")
-        checks["rows_recomputed"] += 1
-    for i in sampled:
-        if int(leaves[i][0] @ r) != int(y[i]):
+    s = rng.integers(-_S_BOUND, _S_BOUND, size=(n, ROW_VECTORS), dtype=np.int64)
+    extra = rng.choice(n, size=min(n, FREIVALDS_COORDINATES), replace=False).tolist()
+    coords = sorted(set(sampled) | set(extra))
+    products = _b_times(seed, n, np.column_stack([r, s]))
+    br, bs = products[:, 0], products[:, 1:]
+    a_coords = _a_rows(seed, n, coords)
+    position = {j: p for p, j in enumerate(coords)}
+    a_sampled = a_coords[[position[i] for i in sampled]]
+    committed = np.stack([leaves[i][0] for i in sampled])
+    mismatch = np.flatnonzero((committed @ s != a_sampled @ bs).any(axis=1))
+    if mismatch.size:
+        i = sampled[int(mismatch[0])]
+        raise _Failed("row_mismatch", f"row {i} differs from A[{i}].B")
+    checks["rows_recomputed"] += len(sampled)
+    for i, row in zip(sampled, committed, strict=True):
+        if int(row @ r) != int(y[i]):
             raise _Failed("y_inconsistent", f"y[{i}] differs from committed row {i} . r")
         checks["y_rows_consistent"] += 1
-    r64 = r.astype(np.float64)
-    br = np.empty(n, dtype=np.float64)
-    for lo in range(0, n, _FREIVALDS_BLOCK_ROWS):
-        br[lo : lo + _FREIVALDS_BLOCK_ROWS] = b[lo : lo + _FREIVALDS_BLOCK_ROWS] @ r64
-    del b
-    for lo in range(0, n, _FREIVALDS_BLOCK_ROWS):
-        hi = min(n, lo + _FREIVALDS_BLOCK_ROWS)
-        a_block = generate(seed, "A", (hi - lo) * n, start=lo * n, dtype=np.float64)
-        expected_y = (a_block.reshape(hi - lo, n) @ br).astype(np.int64)
-        bad = np.flatnonzero(expected_y != y[lo:hi])
-        if bad.size:
-            raise _Failed("freivalds_failed", f"y != A.(B.r) at row {lo + int(bad[0])}")
+    bad = np.flatnonzero(a_coords @ br != y[coords])
+    if bad.size:
+        raise _Failed("freivalds_failed", f"y != A.(B.r) at row {coords[int(bad[0])]}")
     checks["freivalds"] += 1
 
 
-def _conv_int64(spec: Conv2dSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Exact int64 convolution (batch, C, H, W) x (O, C, k, k) -> (batch, O, out_h, out_w)."""
+def _conv_exact(spec: Conv2dSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Convolution (batch, C, H, W) x (O, C, k, k) -> (batch, O, out_h, out_w) in float64 BLAS.
+
+    Exact as long as every partial sum is an integer below 2**53; callers guarantee that."""
     k, s, p = spec.kernel_size, spec.stride, spec.padding
     oh, ow = spec.out_height, spec.out_width
     x = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
     batch, channels = x.shape[:2]
-    out = np.zeros((batch, w.shape[0], oh * ow), dtype=np.int64)
+    out = np.zeros((batch, w.shape[0], oh * ow), dtype=np.float64)
     for dy in range(k):
         for dx in range(k):
             tap = x[:, :, dy : dy + s * (oh - 1) + 1 : s, dx : dx + s * (ow - 1) + 1 : s]
@@ -351,24 +427,48 @@ def _verify_conv(
     y: np.ndarray,
     leaves: dict[int, tuple[np.ndarray, list[str]]],
     checks: dict[str, int],
+    rng: np.random.Generator,
 ) -> None:
+    """Planes recomputed exactly; the projection checked on a random subset of images.
+
+    The projection y[b] == conv(X[b], sum_o r_o W[o]) is checked for every image that holds a
+    sampled plane plus PROJECTION_IMAGES more drawn here, after the answer is fixed (all images
+    when the batch is small). As with Freivalds on a subset for matmul, this accepts exactly the
+    commitments the full check accepts: r is known when y is written, and an honest y costs one
+    one-output-channel convolution, so y constrains nothing the sampled planes do not. Only X
+    of the chosen images is generated, not all of X.
+
+    Exactness in float64: a plane's partial sums are at most 4 * terms < 2**24. r is split into
+    signed base-256 digits d (|d| <= 128), so |sum_o d_o W[o]| <= 256 * out_channels and each
+    partial sum of its convolution is at most 2 * terms * 256 * out_channels < 2**22 * 2**21
+    = 2**43; the digits are recombined in int64 (|y| < 2**56).
+    """
     c, k, o_count = spec.in_channels, spec.kernel_size, spec.out_channels
-    x_shape = (spec.batch, c, spec.height, spec.width)
-    x = generate(seed, "X", int(np.prod(x_shape)), dtype=np.int64).reshape(x_shape)
+    image_size = c * spec.height * spec.width
     w_size = c * k * k
     plane_shape = (spec.out_height, spec.out_width)
     by_batch: dict[int, list[int]] = {}
     for p in sorted(leaves):
         by_batch.setdefault(p // o_count, []).append(p % o_count)
-    for b, outs in by_batch.items():
-        w_sel = np.stack(
-            [generate(seed, "W", w_size, start=o * w_size, dtype=np.int64) for o in outs]
-        ).reshape(len(outs), c, k, k)
-        planes = _conv_int64(spec, x[b : b + 1], w_sel)[0]
-        for o, expected in zip(outs, planes, strict=True):
+    extra = rng.choice(spec.batch, size=min(spec.batch, PROJECTION_IMAGES), replace=False)
+    images = sorted(set(by_batch) | set(extra.tolist()))
+    w_all = generate(seed, "W", o_count * w_size, dtype=np.float64).reshape(o_count, w_size)
+    digits = _signed_digits(r, _DIGITS).astype(np.float64)  # (out_channels, _DIGITS)
+    w_digits = (digits.T @ w_all).reshape(_DIGITS, c, k, k)
+    weights = 256 ** np.arange(_DIGITS, dtype=np.int64)
+    x_buffer = np.empty(image_size, dtype=np.float64)
+    projected: dict[int, np.ndarray] = {}
+    for b in images:
+        x = generate_into(seed, "X", x_buffer, start=b * image_size)
+        outs = by_batch.get(b, [])
+        w_sel = np.concatenate([w_all[outs].reshape(len(outs), c, k, k), w_digits])
+        result = _conv_exact(spec, x.reshape(1, c, spec.height, spec.width), w_sel)[0]
+        for o, expected in zip(outs, result[: len(outs)], strict=True):
             if not np.array_equal(leaves[b * o_count + o][0], expected.reshape(-1)):
                 raise _Failed("plane_mismatch", f"plane (b={b}, o={o}) differs from conv")
             checks["planes_recomputed"] += 1
+        per_digit = result[len(outs) :].astype(np.int64)
+        projected[b] = np.tensordot(weights, per_digit, axes=1)
     y = y.reshape(spec.batch, *plane_shape)
     # y[b] = sum_o r_o Y[b, o] can be tied to the commitment only where every plane of image b
     # was sampled; elsewhere the projection check below pins y to the truth.
@@ -378,13 +478,9 @@ def _verify_conv(
             if not np.array_equal(combo.reshape(plane_shape), y[b]):
                 raise _Failed("y_inconsistent", f"y[{b}] differs from the committed planes . r")
             checks["y_images_consistent"] += 1
-    w_r = np.zeros((1, c, k, k), dtype=np.int64)
-    for o in range(o_count):
-        w_o = generate(seed, "W", w_size, start=o * w_size, dtype=np.int64).reshape(c, k, k)
-        w_r[0] += r[o] * w_o
-    expected_y = _conv_int64(spec, x, w_r)[:, 0]
-    if not np.array_equal(expected_y, y):
-        raise _Failed("projection_failed", "y != conv(X, sum_o r_o W[o])")
+    for b in images:
+        if not np.array_equal(projected[b], y[b]):
+            raise _Failed("projection_failed", "y != conv(X, sum_o r_o W[o])")
     checks["projection"] += 1
 
 
@@ -408,15 +504,27 @@ def report_hash(
 
 
 def answer_verify(
-    spec: Spec, seed: str, root_hex: Any, challenge: dict[str, Any], answer: Any
+    spec: Spec,
+    seed: str,
+    root_hex: Any,
+    challenge: dict[str, Any],
+    answer: Any,
+    *,
+    verifier_seed: int | None = None,
 ) -> VerificationReport:
     """Verify an agent's answer to `challenge` against its committed `root_hex`.
 
     `answer` is the parsed JSON object, or the raw body (bytes/str), which is then size-capped
     by `answer_size_limit` and parsed with NaN/Infinity refused.
+
+    The verifier's own random choices (row projections, Freivalds coordinates) are drawn here,
+    after the answer exists, from `verifier_seed` (tests) or 128 fresh bits from the OS CSPRNG.
+    A non-cryptographic generator is enough: its output only has to be unknown to the agent
+    when it wrote the answer, and the agent never sees it before.
     """
     seed_bytes(seed)
     r, indices = _check_challenge(spec, challenge)
+    rng = np.random.default_rng(secrets.randbits(128) if verifier_seed is None else verifier_seed)
     checks = {
         "proofs_verified": 0,
         "rows_recomputed": 0,
@@ -439,9 +547,9 @@ def answer_verify(
                 raise _Failed("merkle_proof_invalid", f"proof for leaf {index} does not verify")
             checks["proofs_verified"] += 1
         if isinstance(spec, MatmulSpec):
-            _verify_matmul(spec, seed, r, y, leaves, checks)
+            _verify_matmul(spec, seed, r, y, leaves, checks, rng)
         else:
-            _verify_conv(spec, seed, r, y, leaves, checks)
+            _verify_conv(spec, seed, r, y, leaves, checks, rng)
         passed, reason, detail = True, None, "all checks passed"
     except _Failed as failure:
         passed, reason, detail = False, failure.reason, failure.detail
