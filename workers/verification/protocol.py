@@ -244,8 +244,9 @@ def _parse(answer: Any, limit: int) -> Any:
 def _int_vector(value: Any, length: int, bound: int, what: str) -> np.ndarray:
     if not isinstance(value, list) or len(value) != length:
         raise MalformedAnswer(f"{what} must be a list of {length} integers")
-    # `type(v) is int` rejects bools, floats (NaN/inf included) and int subclasses at once.
-    if not all(type(v) is int for v in value):
+    # Exact type int rejects bools, floats (NaN/inf included) and int subclasses at once;
+    # set(map(type, ...)) does it at C speed (k * n = 262,144 values for n = 8192).
+    if set(map(type, value)) - {int}:
         raise MalformedAnswer(f"{what} must contain only integers")
     if value and (max(value) > bound or min(value) < -bound):
         raise MalformedAnswer(f"{what} has a value beyond the possible bound {bound}")
