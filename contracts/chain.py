@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 from typing import Any
 
@@ -123,6 +124,10 @@ def error_message(exc: BaseException) -> str:
 def map_node_error(exc: BaseException) -> ChainError | None:
     """The typed exception for a node's error, or None when it is not one we recognise."""
     text = error_message(exc).lower()
+    gap = re.search(r"expected (\d+), but got (\d+)", text)
+    if gap and int(gap.group(2)) > int(gap.group(1)):
+        # py-evm has no pool for future nonces: an earlier nonce is still on its way.
+        return TransientChainError(f"nonce gap: {error_message(exc)}")
     for error_type, patterns in _ERROR_PATTERNS:
         if any(p in text for p in patterns):
             return error_type(error_message(exc))
