@@ -27,11 +27,13 @@ lint: install
 
 # Unit, adversarial and integration tests (real Redis, real Anvil). SQLite unless DATABASE_URL
 # says otherwise. The Ganache run of the chain integration tests is `make test-ganache`.
+# Tests send Celery tasks to Redis database 15, so a `make run` worker on database 0 never
+# picks up a test's task (and runs it against the wrong database).
 test: lint
 	bash scripts/ensure_redis.sh
 	bash scripts/ensure_chromium.sh
 	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
-	$(BIN)/pytest -q -m "not ganache"
+	REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" $(BIN)/pytest -q -m "not ganache"
 
 test-ganache: install
 	$(BIN)/pytest -q -m ganache
