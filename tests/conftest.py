@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -96,3 +98,36 @@ def agent_of(db):
         return machine, client_for(token=credential)
 
     return make
+
+
+@contextmanager
+def payments_receivers_detached():
+    """Detaches the payments app's receivers (verdicts and ended leases → chain transactions)
+    for tests that are about something else and have no chain to send to."""
+    from marketplace.benchmarks import signals
+    from marketplace.orders.signals import order_ended
+    from marketplace.payments import receivers
+
+    hooks = [
+        (
+            signals.machine_verification_failed,
+            "on_verification_failed",
+            "payments_verification_failed",
+        ),
+        (
+            signals.machine_verification_passed,
+            "on_verification_passed",
+            "payments_verification_passed",
+        ),
+        (order_ended, "on_order_ended", "payments_order_ended"),
+    ]
+    detached = [
+        (signal, getattr(receivers, name), uid)
+        for signal, name, uid in hooks
+        if signal.disconnect(dispatch_uid=uid)
+    ]
+    try:
+        yield
+    finally:
+        for signal, receiver, uid in detached:
+            signal.connect(receiver, dispatch_uid=uid)

@@ -4,7 +4,7 @@ from django.test import TestCase
 from marketplace import celery_app
 from marketplace.benchmarks import signals
 from marketplace.providers.services import machine_register, registration_token_create
-from tests.conftest import client_for
+from tests.conftest import client_for, payments_receivers_detached
 from workers.agent.client import AgentApi
 from workers.agent.runner import JobRunner
 
@@ -60,30 +60,8 @@ def no_chain_receivers():
     """The payments app turns verdicts and ended leases into chain transactions; these tests are
     about the verdicts, so its receivers are detached here (the signals themselves are
     asserted through `verdicts`)."""
-    from marketplace.orders.signals import order_ended
-    from marketplace.payments import receivers
-
-    hooks = [
-        (
-            signals.machine_verification_failed,
-            "on_verification_failed",
-            "payments_verification_failed",
-        ),
-        (
-            signals.machine_verification_passed,
-            "on_verification_passed",
-            "payments_verification_passed",
-        ),
-        (order_ended, "on_order_ended", "payments_order_ended"),
-    ]
-    detached = [
-        (signal, getattr(receivers, name), uid)
-        for signal, name, uid in hooks
-        if signal.disconnect(dispatch_uid=uid)
-    ]
-    yield
-    for signal, receiver, uid in detached:
-        signal.connect(receiver, dispatch_uid=uid)
+    with payments_receivers_detached():
+        yield
 
 
 @pytest.fixture
