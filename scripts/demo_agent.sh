@@ -1,18 +1,44 @@
 #!/usr/bin/env bash
-# The `agent` process of `make run`: one demo provider agent on the CPU backend. It registers
-# once (the credential is kept in .run/agent.json, mode 0600), then runs; a side loop publishes
-# the demo listing as soon as onboarding has verified the machine.
+# The `agent` process of `make run`: one demo provider agent on this machine (CPU-sized suites:
+# run.sh sets BENCHMARK_SMALL_SUITES). It registers once (the credential is kept in
+# .run/agent.json, mode 0600), then runs; a side loop watches the machine through the agent API
+# and publishes the demo listing as soon as onboarding has verified it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 URL="http://127.0.0.1:${WEB_PORT:-8000}"
 CONFIG=.run/agent.json
+STARTED="${RUN_STARTED_AT:-$(date +%s)}"
 for _ in $(seq 300); do curl -sf "$URL/api/v1/health" >/dev/null && break; sleep 0.2; done
 if [ ! -s "$CONFIG" ]; then
-  token=$(.venv/bin/python manage.py demo_provider | tail -1)
-  .venv/bin/python -m workers.agent register --url "$URL" --token "$token" --name demo-cpu --config "$CONFIG"
+  out=$(.venv/bin/python manage.py demo_provider)
+  # Everything but the last line (the one-time registration token) is for the person watching.
+  sed '$d' <<<"$out" | sed 's/^/agent: /'
+  .venv/bin/python -m workers.agent register --url "$URL" --token "$(tail -1 <<<"$out")" \
+    --name demo-cpu --config "$CONFIG"
 fi
+credential=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['credential'])" "$CONFIG")
 (
-  until .venv/bin/python manage.py demo_listing >/dev/null 2>&1; do sleep 3; done
-  echo "agent: demo machine verified and listed: $URL/api/v1/listings"
+  while sleep 2; do
+    state=$(curl -sf -H "Authorization: Token $credential" "$URL/api/v1/agent/machine" |
+      .venv/bin/python -c "import json,sys; d=json.load(sys.stdin); print(d['state'], d['state_reason'])" ||
+      true)
+    case "$state" in
+      verified*)
+        if line=$(.venv/bin/python manage.py demo_listing 2>&1); then
+          echo "agent: $line ($(($(date +%s) - STARTED)) s after start)"
+          echo "agent: the demo machine is in the search: curl $URL/api/v1/listings"
+          break
+        fi
+        ;;
+      listed*)
+        echo "agent: the demo machine is listed: curl $URL/api/v1/listings"
+        break
+        ;;
+      suspended*)
+        echo "agent: the demo machine was suspended: ${state#suspended }" >&2
+        break
+        ;;
+    esac
+  done
 ) &
-exec .venv/bin/python -m workers.agent run --config "$CONFIG"
+exec .venv/bin/python -m workers.agent run --config "$CONFIG" --no-progress

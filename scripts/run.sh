@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
-# `make run`: the whole marketplace on this machine. Ctrl-C stops every process.
+# `make run`: the whole marketplace on this machine. Ctrl-C (or SIGTERM) stops every process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run
 export WEB_PORT="${WEB_PORT:-8000}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export CHAIN_RPC_URL="${CHAIN_RPC_URL:-http://127.0.0.1:8545}"
+# CPU-sized onboarding suites for every machine, so the demo agent is verified in seconds even
+# on a GPU box (whose full suites are sized for the device, not for a demo).
+export BENCHMARK_SMALL_SUITES="${BENCHMARK_SMALL_SUITES:-1}"
+# The demo renter's wallet: Anvil's public dev account #2, funded by the chain process.
+export DEMO_RENTER_ADDRESS="${DEMO_RENTER_ADDRESS:-0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC}"
+DEMO_RENTER_KEY=0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a
+export RUN_STARTED_AT="$(date +%s)"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+chain_port=$(.venv/bin/python -c "import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 8545)" "$CHAIN_RPC_URL")
+for check in "WEB_PORT $WEB_PORT" "CHAIN_RPC_URL $chain_port"; do
+  set -- $check
+  if port_busy "$2"; then
+    echo "Port $2 is taken: stop what listens there or choose another with $1=..." >&2
+    exit 1
+  fi
+done
 
 bash scripts/ensure_redis.sh
 .venv/bin/python manage.py migrate --noinput -v0
 .venv/bin/python manage.py collectstatic --noinput -v0
 .venv/bin/python manage.py demo_users --output .run/demo-credentials.txt >/dev/null
+database=$(.venv/bin/python -c "
+import os, django
+os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'marketplace.settings')
+django.setup()
+from django.conf import settings
+d = settings.DATABASES['default']
+print(d['ENGINE'].rsplit('.', 1)[-1], d['NAME'])")
 
 cat <<BANNER
 
@@ -17,14 +42,17 @@ cat <<BANNER
   ----------------------------------------------------------------------
   API            http://127.0.0.1:${WEB_PORT}/api/v1/
   API docs       http://127.0.0.1:${WEB_PORT}/api/docs/
-  Admin          http://127.0.0.1:${WEB_PORT}/admin/
+  Admin          http://127.0.0.1:${WEB_PORT}/admin/   (user admin, below)
   Listings       http://127.0.0.1:${WEB_PORT}/api/v1/listings
-  Database       $(.venv/bin/python -c "from django.conf import settings; import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE','marketplace.settings'); django.setup(); d=settings.DATABASES['default']; print(d['ENGINE'].rsplit('.',1)[-1], d['NAME'])")
+  Database       ${database}
   Redis          ${REDIS_URL}
-  Chain (Anvil)  ${CHAIN_RPC_URL:-http://127.0.0.1:8545}
-  Credentials (also in .run/demo-credentials.txt):
+  Chain (Anvil)  ${CHAIN_RPC_URL}, chain id 31337: token, escrow and staking deployed
+  Credentials (fresh each start; also in .run/demo-credentials.txt):
 $(sed 's/^/    /' .run/demo-credentials.txt)
-  The demo provider agent registers, passes onboarding and appears in the listing search.
+  Demo renter wallet ${DEMO_RENTER_ADDRESS} (Anvil's public dev key
+    ${DEMO_RENTER_KEY}), funded with 1,000 test USD.
+  The demo provider agent registers, passes CPU-sized onboarding benchmarks and is
+  listed within a minute or two: watch for "agent: listing ..." below.
   ----------------------------------------------------------------------
 
 BANNER

@@ -46,6 +46,23 @@ def machine_benchmark_scores(*, machine_id: int) -> list[dict[str, Any]]:
     return scores
 
 
+def machine_verified_tflops(*, machine_id: int) -> float | None:
+    """The figure a listing of this machine shows: its newest verified fp32 matmul (server-timed),
+    per device times the machine's device count, as onboarding and re-verification record it.
+    None while no such job has passed."""
+    job = (
+        BenchmarkJob.objects.filter(
+            machine_id=machine_id, state=State.VERIFIED, kind="matmul", precision="fp32"
+        )
+        .order_by("-finished_at", "-pk")
+        .select_related("machine")
+        .first()
+    )
+    if job is None or not job.measured_tflops:
+        return None
+    return job.measured_tflops * max(1, job.machine.accelerator_count)
+
+
 def machine_reputation(*, machine_id: int) -> dict[str, Any]:
     """Pass ratio over the last BENCHMARK_REPUTATION_WINDOW decided jobs and heartbeat uptime;
     the score is their product (a machine that cheats or is rarely up ranks low either way)."""

@@ -88,9 +88,19 @@ def listing_publish(
     if floor is not None:
         price_validate(floor, field="interruptible_floor_per_hour")
     sheet["precisions"] = "," + ",".join(sorted(set(sheet["precisions"]))) + ","
-    listing = Listing.objects.create(
-        machine=machine, provider_id=machine.provider_id, status=Listing.Status.ACTIVE, **sheet
+    from marketplace.benchmarks.selectors import machine_verified_tflops
+
+    # The machine was verified before it could be listed: the listing starts with that figure
+    # (later verifications update it through listing_record_verified_tflops).
+    listing = Listing(
+        machine=machine,
+        provider_id=machine.provider_id,
+        status=Listing.Status.ACTIVE,
+        verified_tflops=machine_verified_tflops(machine_id=machine.pk),
+        **sheet,
     )
+    listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
+    listing.save()
     _reserved_prices_replace(listing, reserved_prices or {})
     provider_services.machine_mark_listed(machine_id=machine.pk)
     listing.refresh_from_db()
