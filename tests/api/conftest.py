@@ -1,11 +1,17 @@
-"""Objects the API-level tests share: bob's provider, machines and listing, alice's order on it."""
+"""Objects the API-level tests share: bob's provider, machines and listing, alice's order on it,
+benchmark jobs on bob's agent's machine and on others."""
 
 import pytest
 
 from marketplace.orders.models import Order
 from marketplace.orders.services import order_activate, order_create, order_mark_funded
 from marketplace.providers.models import Machine
+from tests.api.helpers import COMMITMENT, JOB_SPEC
 from tests.factories import WALLETS, MachineFactory, ProviderFactory
+
+# The in-process chain of the payments tests (eth-tester): the funding endpoint reads the
+# deployed contracts. Re-exported as fixtures of this package.
+from tests.payments.conftest import chain_w3, deployed, tester_w3  # noqa: F401
 
 
 @pytest.fixture
@@ -48,3 +54,57 @@ def alice_order(alice, listing):
 def alice_active_order(alice_order):
     order_mark_funded(order_id=alice_order.pk)
     return order_activate(order_id=alice_order.pk)
+
+
+def _job_in_state(machine, state: str):
+    """A periodic benchmark job on `machine`, driven through the real services up to `state`
+    (queued, dispatched or challenged). The machine is made verified so that no onboarding
+    suite is queued ahead of it."""
+    from marketplace.benchmarks.services import (
+        benchmark_commit,
+        benchmark_dispatch_next,
+        benchmark_issue_challenge,
+        benchmark_job_create,
+    )
+
+    Machine.objects.filter(pk=machine.pk).update(state=Machine.State.VERIFIED)
+    job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=JOB_SPEC)
+    if state == "queued":
+        return job
+    assert benchmark_dispatch_next(machine_id=machine.pk).pk == job.pk
+    if state == "dispatched":
+        job.refresh_from_db()
+        return job
+    benchmark_commit(job_id=job.pk, machine_id=machine.pk, payload=COMMITMENT)
+    job = benchmark_issue_challenge(job_id=job.pk)
+    assert job.state == state == "challenged"
+    return job
+
+
+@pytest.fixture
+def bob_queued_job(bob_agent):
+    return _job_in_state(bob_agent[0], "queued")
+
+
+@pytest.fixture
+def bob_dispatched_job(bob_agent):
+    """A job dispatched to the machine whose credential the `agent` role holds."""
+    return _job_in_state(bob_agent[0], "dispatched")
+
+
+@pytest.fixture
+def bob_challenged_job(bob_agent):
+    return _job_in_state(bob_agent[0], "challenged")
+
+
+@pytest.fixture
+def other_machine_job(request, agent_of):
+    """make(owner, state): a job on another machine than the `agent` role's, either mallory's or
+    a second machine of bob's (the credential is per machine, not per provider)."""
+
+    def make(owner: str, state: str):
+        provider = request.getfixturevalue(f"{owner}_provider")
+        machine, _ = agent_of(provider)
+        return _job_in_state(machine, state)
+
+    return make

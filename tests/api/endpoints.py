@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rest_framework.test import APIClient
 
-from tests.api.helpers import publish_body
+from tests.api.helpers import COMMITMENT, publish_body
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,17 @@ AGENT_HARDWARE = {
     "cpu": {"cores": 8},
     "ram_gib": 64,
 }
+
+
+def _next_job(f: Fixtures) -> Call:
+    f("bob_queued_job")  # so the agent's poll has a job to take
+    return Call("GET", "/api/v1/agent/jobs/next")
+
+
+def _funding(f: Fixtures) -> Call:
+    f("deployed")  # the token and escrow contracts, on the in-process chain
+    return Call("GET", f"/api/v1/orders/{f('alice_order').pk}/funding")
+
 
 # (method, path template) -> a valid request on bob's / alice's objects.
 ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
@@ -123,6 +134,36 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ),
     ("POST", "/api/v1/orders/{id}/stop"): lambda f: Call(
         "POST", f"/api/v1/orders/{f('alice_active_order').pk}/stop"
+    ),
+    # benchmarks: the agent's job protocol (jobs of bob's agent's machine) and the owner's view
+    ("GET", "/api/v1/agent/jobs/next"): _next_job,
+    ("GET", "/api/v1/agent/jobs/{id}"): lambda f: Call(
+        "GET", f"/api/v1/agent/jobs/{f('bob_dispatched_job').pk}"
+    ),
+    ("POST", "/api/v1/agent/jobs/{id}/commitment"): lambda f: Call(
+        "POST", f"/api/v1/agent/jobs/{f('bob_dispatched_job').pk}/commitment", COMMITMENT
+    ),
+    ("GET", "/api/v1/agent/jobs/{id}/challenge"): lambda f: Call(
+        "GET", f"/api/v1/agent/jobs/{f('bob_challenged_job').pk}/challenge"
+    ),
+    ("POST", "/api/v1/agent/jobs/{id}/answer"): lambda f: Call(
+        "POST", f"/api/v1/agent/jobs/{f('bob_challenged_job').pk}/answer", {"y": []}
+    ),
+    ("GET", "/api/v1/machines/{id}/benchmarks"): lambda f: Call(
+        "GET", f"/api/v1/machines/{f('bob_verified_machine').pk}/benchmarks"
+    ),
+    # payments: alice's created order, with the contracts deployed on the in-process chain
+    ("GET", "/api/v1/orders/{id}/funding"): _funding,
+    ("GET", "/api/v1/orders/{id}/chain"): lambda f: Call(
+        "GET", f"/api/v1/orders/{f('alice_order').pk}/chain"
+    ),
+    ("GET", "/api/v1/providers/{id}/chain"): lambda f: Call(
+        "GET", f"/api/v1/providers/{f('bob_provider').pk}/chain"
+    ),
+    # the staff dashboard: HTML pages behind the admin's session login
+    ("GET", "/admin/dashboard/"): lambda f: Call("GET", "/admin/dashboard/"),
+    ("GET", "/admin/dashboard/machines/{id}/"): lambda f: Call(
+        "GET", f"/admin/dashboard/machines/{f('bob_verified_machine').pk}/"
     ),
     ("GET", "/api/schema/"): lambda f: Call("GET", "/api/schema/"),
     ("GET", "/api/docs/"): lambda f: Call("GET", "/api/docs/"),

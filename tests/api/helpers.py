@@ -4,6 +4,7 @@ error-shape assertion, and a valid listing body to spoil field by field."""
 from contextlib import contextmanager
 
 from marketplace.accounts.models import ApiToken, User
+from marketplace.benchmarks.models import BenchmarkJob
 from marketplace.listings.models import Listing, ReservedPrice
 from marketplace.orders.models import Order
 from marketplace.providers.models import AgentCredential, Machine, Provider, RegistrationToken
@@ -26,6 +27,7 @@ _WATCHED = {
     ),
     ReservedPrice: ("listing_id", "term", "price_per_hour"),
     Order: ("state", "accelerators", "ended_at", "end_reason"),
+    BenchmarkJob: ("machine_id", "state", "commitment_root", "answer_received_at"),
 }
 
 
@@ -58,6 +60,11 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert body["error"]["code"] == code, body
     return body["error"]
+
+
+# A small benchmark job and a well-formed commitment for it.
+JOB_SPEC = {"kind": "matmul", "n": 8, "precision": "fp32"}
+COMMITMENT = {"root": "a" * 64, "agent_seconds": 0.5}
 
 
 def publish_body(machine_id: int, /, **overrides) -> dict:

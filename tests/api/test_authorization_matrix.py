@@ -1,6 +1,11 @@
 """Who may call what: every role against every endpoint, with a request that is otherwise valid,
 so the status is the authorization decision alone. Objects belong to bob (provider owner) and
-alice (renter); another owner's objects answer 404, never 403, so they cannot be probed."""
+alice (renter); another owner's objects answer 404, never 403, so they cannot be probed. The
+agent holds the credential of one of bob's machines: another machine's benchmark job is 404 to it.
+
+The staff dashboard (/admin/dashboard/) is HTML behind Django's admin session, not the API: the
+human roles call it logged in with a session; anyone not staff is redirected (302) to the admin
+login. An API token opens no admin page."""
 
 import re
 
@@ -8,13 +13,23 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
-from tests.api.endpoints import ENDPOINTS, send
-from tests.api.helpers import assert_error
+from marketplace.benchmarks.models import BenchmarkJob
+from marketplace.providers.models import Machine
+from tests.api.endpoints import ENDPOINTS, Call, send
+from tests.api.helpers import COMMITMENT, assert_error, nothing_written
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
 ROLES = ("anonymous", "renter", "other_renter", "owner", "other_owner", "agent", "staff")
+
+_ROLE_USERS = {
+    "renter": "alice",
+    "other_renter": "carol",
+    "owner": "bob",
+    "other_owner": "mallory",
+    "staff": "staff",
+}
 
 _ROLE_CLIENTS = {
     "anonymous": lambda f: APIClient(),
@@ -25,6 +40,20 @@ _ROLE_CLIENTS = {
     "agent": lambda f: f("bob_agent")[1],
     "staff": lambda f: client_for(f("staff")),
 }
+
+
+def _session_client(role: str, f) -> APIClient:
+    """For the HTML pages: a browser logged in through the admin's session, not a token."""
+    if role not in _ROLE_USERS:
+        return _ROLE_CLIENTS[role](f)
+    client = APIClient()
+    client.force_login(f(_ROLE_USERS[role]))
+    return client
+
+
+def _is_html_page(path: str) -> bool:
+    return not path.startswith("/api/")
+
 
 # One row per endpoint; statuses in the order of ROLES:
 #            anonymous, renter(alice), other_renter(carol), owner(bob), other_owner(mallory),
@@ -56,6 +85,22 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/orders/{id}"): (401, 200, 404, 200, 404, 401, 200),
     ("POST", "/api/v1/orders/{id}/cancel"): (401, 200, 404, 403, 404, 401, 200),
     ("POST", "/api/v1/orders/{id}/stop"): (401, 200, 404, 403, 404, 401, 200),
+    # benchmarks: the agent protocol on bob's agent's machine's jobs; its owner's scores page
+    ("GET", "/api/v1/agent/jobs/next"): (401, 401, 401, 401, 401, 200, 401),
+    ("GET", "/api/v1/agent/jobs/{id}"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/jobs/{id}/commitment"): (401, 401, 401, 401, 401, 202, 401),
+    ("GET", "/api/v1/agent/jobs/{id}/challenge"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/jobs/{id}/answer"): (401, 401, 401, 401, 401, 202, 401),
+    ("GET", "/api/v1/machines/{id}/benchmarks"): (401, 404, 404, 200, 404, 401, 200),
+    # payments. Funding instructions are for the renter who signs them: anyone else, the
+    # provider owner and staff included, gets 404 (see also the undeployed-contracts test).
+    ("GET", "/api/v1/orders/{id}/funding"): (401, 200, 404, 404, 404, 401, 404),
+    ("GET", "/api/v1/orders/{id}/chain"): (401, 200, 404, 200, 404, 401, 200),
+    # Stakes, slashes and rewards are public on chain: any signed-in user.
+    ("GET", "/api/v1/providers/{id}/chain"): (401, 200, 200, 200, 200, 401, 200),
+    # the staff dashboard (HTML, admin session)
+    ("GET", "/admin/dashboard/"): (302, 302, 302, 302, 302, 302, 200),
+    ("GET", "/admin/dashboard/machines/{id}/"): (302, 302, 302, 302, 302, 302, 200),
     ("GET", "/api/schema/"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/api/docs/"): (200, 200, 200, 200, 200, 200, 200),
 }
@@ -71,31 +116,28 @@ CASES = [
 def test_role_gets_expected_status(request, role, method, path, expected):
     f = request.getfixturevalue
     call = ENDPOINTS[(method, path)](f)
-    client = _ROLE_CLIENTS[role](f)
+    client = _session_client(role, f) if _is_html_page(path) else _ROLE_CLIENTS[role](f)
 
     response = send(client, call)
 
-    if expected >= 400:
+    if expected == 302:
+        assert response.status_code == 302, response.content[:500]
+        assert response["Location"].startswith("/admin/login/"), response["Location"]
+    elif expected >= 400:
         assert_error(response, expected)
     else:
         assert response.status_code == expected, response.content[:500]
 
 
-# The apps this matrix answers for; benchmarks and payments have their own endpoint tests.
-MATRIX_APPS = (
-    "marketplace.core.",
-    "marketplace.accounts.",
-    "marketplace.providers.",
-    "marketplace.listings.",
-    "marketplace.orders.",
-    "drf_spectacular.",
-)
+# Everything the URLconf serves under these prefixes is in the matrix; the rest of /admin/ is
+# Django's own admin site.
+MATRIX_PREFIXES = ("/api/", "/admin/dashboard/")
 
 
 def _api_routes() -> set[tuple[str, str]]:
-    """(method, path template) of every route the URLconf serves under /api/ from the apps above,
-    from the views' own handlers, so a new endpoint or method fails the completeness test until
-    it is added to the matrix."""
+    """(method, path template) of every route the URLconf serves under the prefixes above, from
+    the views' own handlers, so a new endpoint or method fails the completeness test until it is
+    added to the matrix. A plain function view (the dashboard's) is counted as GET."""
     routes = set()
 
     def walk(patterns, prefix):
@@ -103,16 +145,17 @@ def _api_routes() -> set[tuple[str, str]]:
             if isinstance(p, URLResolver):
                 walk(p.url_patterns, prefix + str(p.pattern))
             elif isinstance(p, URLPattern):
-                path = "/" + prefix + str(p.pattern)
-                if not path.startswith("/api/"):
+                path = re.sub(r"<int:\w+>", "{id}", "/" + prefix + str(p.pattern))
+                if not path.startswith(MATRIX_PREFIXES):
                     continue
                 view = getattr(p.callback, "cls", None) or getattr(p.callback, "view_class", None)
-                if not view.__module__.startswith(MATRIX_APPS):
+                if view is None:
+                    routes.add(("GET", path))
                     continue
                 for method in view.http_method_names:
                     if method in ("options", "head") or not hasattr(view, method):
                         continue
-                    routes.add((method.upper(), re.sub(r"<int:\w+>", "{id}", path)))
+                    routes.add((method.upper(), path))
 
     walk(get_resolver().url_patterns, "")
     return routes
@@ -141,3 +184,79 @@ def test_owner_lists_orders_on_own_machines_and_renter_lists_own(bob, alice, ali
     for user in (alice, bob):
         ids = [o["id"] for o in client_for(user).get("/api/v1/orders").json()["results"]]
         assert ids == [alice_order.pk], user.username
+
+
+# The agent job endpoints with a request that would succeed on the agent's own job, and the
+# state the job must be in for it.
+_AGENT_JOB_CALLS = {
+    "detail": ("GET", "", None, "dispatched"),
+    "commitment": ("POST", "/commitment", COMMITMENT, "dispatched"),
+    "challenge": ("GET", "/challenge", None, "challenged"),
+    "answer": ("POST", "/answer", {"y": []}, "challenged"),
+}
+
+
+@pytest.mark.parametrize("owner", ["mallory", "bob"], ids=["mallorys-machine", "bobs-2nd-machine"])
+@pytest.mark.parametrize("action", _AGENT_JOB_CALLS)
+def test_agent_gets_404_on_another_machines_job_and_changes_nothing(
+    bob_agent, other_machine_job, mallory_provider, owner, action
+):
+    method, suffix, body, state = _AGENT_JOB_CALLS[action]
+    job = other_machine_job(owner, state)
+    call = Call(method, f"/api/v1/agent/jobs/{job.pk}{suffix}", body)
+
+    with nothing_written():
+        response = send(bob_agent[1], call)
+
+    assert_error(response, 404, "benchmarks_job_not_found")
+
+
+def test_agent_poll_never_takes_another_machines_queued_job(
+    bob_agent, other_machine_job, mallory_provider
+):
+    others = [other_machine_job(owner, "queued") for owner in ("mallory", "bob")]
+    Machine.objects.filter(pk=bob_agent[0].pk).update(state=Machine.State.VERIFIED)
+
+    with nothing_written():
+        response = bob_agent[1].get("/api/v1/agent/jobs/next")
+
+    assert response.status_code == 204, response.content[:500]
+    assert {j.state for j in BenchmarkJob.objects.filter(pk__in=[o.pk for o in others])} == {
+        "queued"
+    }
+
+
+@pytest.mark.parametrize(
+    ("role", "expected", "code"),
+    [
+        ("renter", 409, "payments_not_deployed"),
+        ("other_renter", 404, "payments_order_not_found"),
+        ("owner", 404, "payments_order_not_found"),
+        ("other_owner", 404, "payments_order_not_found"),
+        ("staff", 404, "payments_order_not_found"),
+        ("agent", 401, None),
+        ("anonymous", 401, None),
+    ],
+)
+def test_funding_without_deployed_contracts_is_409_to_the_renter_alone(
+    request, chain_w3, alice_order, role, expected, code
+):
+    """Ownership is decided before the chain is asked: the 409 tells only alice anything."""
+    client = _ROLE_CLIENTS[role](request.getfixturevalue)
+
+    response = client.get(f"/api/v1/orders/{alice_order.pk}/funding")
+
+    assert_error(response, expected, code)
+
+
+@pytest.mark.parametrize("path", ["/admin/dashboard/", "/admin/dashboard/machines/{id}/"])
+def test_a_staff_api_token_opens_no_dashboard_page(staff, bob_verified_machine, path):
+    response = client_for(staff).get(path.format(id=bob_verified_machine.pk))
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_dashboard_machine_page_of_an_unknown_machine_is_404_to_staff(staff):
+    client = APIClient()
+    client.force_login(staff)
+    assert client.get("/admin/dashboard/machines/999999/").status_code == 404

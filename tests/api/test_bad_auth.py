@@ -24,7 +24,15 @@ HUMAN_WRITE_ENDPOINTS = [
     ("POST", "/api/v1/machines/{id}/suspend"),
     ("DELETE", "/api/v1/auth/tokens/current"),
 ]
-AGENT_ENDPOINTS = [("POST", "/api/v1/agent/heartbeat"), ("GET", "/api/v1/agent/machine")]
+AGENT_ENDPOINTS = [
+    ("POST", "/api/v1/agent/heartbeat"),
+    ("GET", "/api/v1/agent/machine"),
+    ("GET", "/api/v1/agent/jobs/next"),
+    ("GET", "/api/v1/agent/jobs/{id}"),
+    ("POST", "/api/v1/agent/jobs/{id}/commitment"),
+    ("GET", "/api/v1/agent/jobs/{id}/challenge"),
+    ("POST", "/api/v1/agent/jobs/{id}/answer"),
+]
 
 
 def _revoked_user_token(f):
