@@ -9,6 +9,25 @@ URL="http://127.0.0.1:${WEB_PORT:-8000}"
 CONFIG=.run/agent.json
 STARTED="${RUN_STARTED_AT:-$(date +%s)}"
 for _ in $(seq 300); do curl -sf "$URL/api/v1/health" >/dev/null && break; sleep 0.2; done
+if [ -s "$CONFIG" ]; then
+  # Registered on an earlier run: keep the credential, but point it at this run's port, and
+  # register afresh if the server no longer knows it (a new database).
+  .venv/bin/python - "$CONFIG" "$URL" <<'PY'
+import sys
+from pathlib import Path
+from workers.agent.config import config_load, config_save
+path = Path(sys.argv[1])
+config = config_load(path)
+if config["url"] != sys.argv[2]:
+    config_save(path, {**config, "url": sys.argv[2]})
+PY
+  credential=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['credential'])" "$CONFIG")
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Token $credential" "$URL/api/v1/agent/machine")
+  if [ "$code" = 401 ] || [ "$code" = 403 ]; then
+    echo "agent: the saved credential is unknown to this database; registering again"
+    rm -f "$CONFIG"
+  fi
+fi
 if [ ! -s "$CONFIG" ]; then
   out=$(.venv/bin/python manage.py demo_provider)
   # Everything but the last line (the one-time registration token) is for the person watching.
