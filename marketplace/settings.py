@@ -261,6 +261,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "workers.benchmark_tasks.benchmarks_sample_uptime",
         "schedule": 60,
     },
+    # The indexer is the only way the database learns that money moved (funded → active,
+    # settled): a few seconds of lag is what a renter waits for activation.
+    "chain-index": {"task": "workers.chain_tasks.chain_index", "schedule": 5},
+    # Rebroadcasts transactions a node lost and confirms those no task waits on any more.
+    "chain-transactions-confirm": {
+        "task": "workers.chain_tasks.chain_transactions_confirm",
+        "schedule": 30,
+    },
+    # A lost settlement task would leave a lease unpaid forever; this re-sends it.
+    "leases-settle-overdue": {"task": "workers.chain_tasks.leases_settle_overdue", "schedule": 60},
+    # Rewards are per period; hourly is often enough and cheap (one query when nothing is due).
+    "providers-reward": {"task": "workers.chain_tasks.providers_reward", "schedule": 3600},
     # Dashboard trend lines are read over days; one sample per 5 minutes still shows a machine
     # dropping out (heartbeat timeout 90 s) and keeps a week at 2,016 rows per chart.
     "dashboard-market-snapshot": {

@@ -64,6 +64,13 @@ def chain_index() -> int:
 
 
 @shared_task(**_PERIODIC)
+def leases_settle_overdue() -> list[int]:
+    from marketplace.payments.services import leases_settle_overdue as sweep
+
+    return sweep()
+
+
+@shared_task(**_PERIODIC)
 def chain_transactions_confirm() -> int:
     from marketplace.payments.services import transactions_confirm_pending
 

@@ -271,6 +271,22 @@ def lease_settle(*, order_id: int) -> ChainTransaction | None:
     return chain.confirm(tx)
 
 
+def leases_settle_overdue(*, older_than_seconds: int = 120) -> list[int]:
+    """Beat: re-enqueues the settlement of every lease that ended a while ago and is still not
+    settled. The task sent when it ended can be lost (a broker restarted without persistence, a
+    worker killed holding the message); lease_settle is keyed per order, so a duplicate sends
+    nothing twice."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    ids = list(
+        Order.objects.filter(state__in=Order.AWAITS_SETTLEMENT, ended_at__lt=cutoff)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for order_id in ids:
+        _enqueue("lease_settle", order_id)
+    return ids
+
+
 # ------------------------------------------------------------------------------ verification
 
 
