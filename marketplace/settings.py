@@ -257,6 +257,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300,
     },
     # One uptime sample a minute: fine enough for an hourly-billed market.
+    # Lost challenge/verify tasks are re-sent after 30 s: well inside the agent's answer window.
+    "benchmarks-requeue-stalled": {
+        "task": "workers.benchmark_tasks.benchmarks_requeue_stalled",
+        "schedule": 30,
+    },
     "benchmarks-sample-uptime": {
         "task": "workers.benchmark_tasks.benchmarks_sample_uptime",
         "schedule": 60,

@@ -52,6 +52,13 @@ def benchmarks_schedule_reverification() -> list[int]:
 
 
 @shared_task(soft_time_limit=30, time_limit=60)
+def benchmarks_requeue_stalled() -> list[int]:
+    from marketplace.benchmarks.services import benchmarks_requeue_stalled as requeue
+
+    return requeue()
+
+
+@shared_task(soft_time_limit=30, time_limit=60)
 def benchmarks_sample_uptime() -> int:
     from marketplace.benchmarks.services import machines_sample_uptime
 
@@ -62,6 +69,7 @@ __all__ = [
     "benchmark_issue_challenge",
     "benchmark_verify",
     "benchmarks_expire_overdue",
+    "benchmarks_requeue_stalled",
     "benchmarks_sample_uptime",
     "benchmarks_schedule_reverification",
 ]

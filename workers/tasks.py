@@ -11,15 +11,14 @@ _PERIODIC = {"soft_time_limit": 60, "time_limit": 90, "acks_late": False}
 
 @shared_task(**_PERIODIC)
 def machines_expire_heartbeats() -> list[int]:
-    from marketplace.orders.services import orders_end_for_machine
+    from marketplace.benchmarks.services import machine_heartbeat_lapsed
     from marketplace.providers.selectors import machines_with_stale_heartbeat
-    from marketplace.providers.services import machine_mark_offline
 
-    offline = []
-    for machine_id in machines_with_stale_heartbeat().values_list("pk", flat=True):
-        if machine_mark_offline(machine_id=machine_id) is not None:
-            orders_end_for_machine(machine_id=machine_id, reason="machine offline")
-            offline.append(machine_id)
+    offline = [
+        machine_id
+        for machine_id in machines_with_stale_heartbeat().values_list("pk", flat=True)
+        if machine_heartbeat_lapsed(machine_id=machine_id) is not None
+    ]
     if offline:
         logger.info("marked offline: %s", offline)
     return offline

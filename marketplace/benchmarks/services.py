@@ -11,6 +11,7 @@ it never raises past the view.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -513,6 +514,11 @@ def benchmark_expire(*, job_id: int, now: datetime | None = None) -> BenchmarkJo
             "The answer arrived in time; verification is pending.",
             code="benchmarks_job_not_overdue",
         )
+    if job.state == State.COMMITTED:
+        # The agent did its part; the challenge is ours to issue. Our lost task is no breach.
+        return _fail(
+            job, State.EXPIRED, "challenge_not_issued", "no challenge was issued", penalise=False
+        )
     return _fail(job, State.EXPIRED, "deadline_exceeded", f"no progress in state '{job.state}'")
 
 
@@ -621,3 +627,72 @@ __all__ = [
     "machine_onboarding_start",
     "machines_sample_uptime",
 ]
+
+
+def benchmarks_requeue_stalled(*, older_than_seconds: int = 30) -> list[int]:
+    """Beat: re-sends the challenge or verification task of a job that has waited too long for
+    it. The task sent on commit can be lost (a broker restarted without persistence, a worker
+    killed holding the message); both tasks are idempotent, so a duplicate changes nothing."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    committed = BenchmarkJob.objects.filter(state=State.COMMITTED, committed_at__lt=cutoff)
+    answered = BenchmarkJob.objects.filter(state=State.CHALLENGED, answer_received_at__lt=cutoff)
+    requeued = []
+    for task_name, jobs in (
+        ("benchmark_issue_challenge", committed),
+        ("benchmark_verify", answered),
+    ):
+        for job_id in jobs.order_by("pk").values_list("pk", flat=True):
+            _enqueue(task_name, job_id)
+            requeued.append(job_id)
+    return requeued
+
+
+def _liveness_report_hash(report: dict[str, Any]) -> str:
+    canonical = json.dumps(report, sort_keys=True, separators=(",", ":"))
+    return "0x" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@transaction.atomic
+def machine_heartbeat_lapsed(*, machine_id: int) -> list[int] | None:
+    """A machine stopped answering heartbeats. It goes offline; its active leases fail (the
+    renter pays only the seconds it ran) and its unstarted ones cancel. Breaking a running
+    lease is a breach like a failed verification: the heartbeat record is the report behind
+    the slash. Returns the ended order ids, or None when the machine came back meanwhile."""
+    from marketplace.orders.models import Order
+    from marketplace.orders.services import orders_end_for_machine
+    from marketplace.providers.services import machine_mark_offline
+
+    machine = machine_mark_offline(machine_id=machine_id)
+    if machine is None:
+        return None
+    broken = sorted(
+        Order.objects.filter(machine_id=machine_id, state=Order.State.ACTIVE).values_list(
+            "pk", flat=True
+        )
+    )
+    if broken:
+        detected_at = timezone.now()
+        report = {
+            "kind": "liveness",
+            "machine_id": machine_id,
+            "last_heartbeat_at": machine.last_heartbeat_at.isoformat()
+            if machine.last_heartbeat_at
+            else None,
+            "detected_at": detected_at.isoformat(),
+            "heartbeat_timeout_seconds": settings.HEARTBEAT_TIMEOUT_SECONDS,
+            "broken_orders": broken,
+        }
+        digest = _liveness_report_hash(report)
+        # Registered before the leases fail, so this verdict is on record before any of their
+        # settlements (queued by the order_ended callbacks that follow) can cite it.
+        transaction.on_commit(
+            lambda: signals.machine_verification_failed.send(
+                sender=Machine,
+                machine_id=machine_id,
+                job_id=f"liveness-{machine_id}-{int(detected_at.timestamp())}",
+                report_hash=digest,
+                reason="machine_offline",
+                order_id=None,
+            )
+        )
+    return orders_end_for_machine(machine_id=machine_id, reason="machine offline")

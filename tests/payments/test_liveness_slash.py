@@ -1,0 +1,46 @@
+from datetime import timedelta
+
+import pytest
+from django.test import TestCase
+from django.utils import timezone
+
+from marketplace.orders.models import Order
+from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.payments.models import VerificationOutcome
+from marketplace.payments.services import order_failure_report_hash
+from marketplace.providers.models import Machine
+from tests.factories import ListingFactory
+from workers.tasks import machines_expire_heartbeats
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_lease_broken_by_an_offline_machine_settles_citing_the_liveness_report(
+    alice, bob_provider, monkeypatch
+):
+    # The receivers' tasks are not what this test is about; record what they were asked to do.
+    sent = []
+    monkeypatch.setattr("workers.chain_tasks.lease_settle.delay", lambda *a: sent.append(a))
+    monkeypatch.setattr("workers.chain_tasks.provider_slash.delay", lambda *a: sent.append(a))
+    listing = ListingFactory(machine__provider=bob_provider)
+    order, _ = order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=1,
+        idempotency_key="liveness-02",
+    )
+    order_mark_funded(order_id=order.pk)
+    order_activate(order_id=order.pk)
+    Machine.objects.filter(pk=listing.machine_id).update(
+        last_heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        machines_expire_heartbeats()
+    order.refresh_from_db()
+    outcome = VerificationOutcome.objects.get(machine_id=listing.machine_id)
+    assert order.state == Order.State.FAILED
+    assert not outcome.passed and outcome.reason == "machine_offline"
+    assert order_failure_report_hash(order=order) == outcome.report_hash
+    assert (outcome.job_id,) in sent and (order.pk,) in sent
