@@ -91,9 +91,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
     # A file, not :memory:, so live-server tests and worker subprocesses share the test database.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env.str("TEST_SQLITE_PATH", default=str(BASE_DIR / ".run" / "test.sqlite3"))
-    }
+    _test_sqlite_path = Path(
+        env.str("TEST_SQLITE_PATH", default=str(BASE_DIR / ".run" / "test.sqlite3"))
+    )
+    # A fresh clone has no .run/ yet, and SQLite will not create the folder of its file.
+    _test_sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+    DATABASES["default"]["TEST"] = {"NAME": str(_test_sqlite_path)}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
