@@ -51,6 +51,8 @@ class ListingDetailApi(APIView):
 class MyListingsApi(ListAPIView):
     permission_classes = [IsProviderOwner]
     serializer_class = ListingOutputSerializer
+    # The same paginated schema component as search: one pagination for listing pages.
+    pagination_class = CappedCountPagination
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user

@@ -18,6 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import kombu.pools
 import pytest
 import requests
 
@@ -67,7 +68,10 @@ CHEATING_AGENT = textwrap.dedent(
 def _drop_broker_connections() -> None:
     """Make the app look up its connection and producer pools again, for the broker URL now
     configured. Not app.close(): that also unregisters the app, and shared tasks imported later
-    would never reach it. Nor closing the pools: kombu shares them per URL, process-wide."""
+    would never reach it. kombu keeps its pools per URL, process-wide, and the worker closes
+    them when it stops: reset() empties that registry so every later lookup gets a live pool
+    rather than "Acquire on closed pool"."""
+    kombu.pools.reset()
     celery_app._pool = None
     amqp = celery_app.__dict__.get("amqp")
     if amqp is not None:
