@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 from hexbytes import HexBytes
+from web3.exceptions import TransactionNotFound
 
 from contracts import chain
 from contracts.indexer import index
@@ -47,6 +48,15 @@ LEASES = int(os.environ.get("FAULT_LEASES", "100"))
 WAVE = 10
 WAVE_TIMEOUT = 90
 FAULTS = ("worker_kill", "worker_kill_after_broadcast", "redis_restart", "anvil_restart")
+
+
+def _on_node(w3, tx_hash: str) -> bool:
+    # A transaction is recorded before it is broadcast, so the row can exist a moment before
+    # the node knows the hash; web3 then raises rather than returning None.
+    try:
+        return w3.eth.get_transaction(tx_hash) is not None
+    except TransactionNotFound:
+        return False
 
 
 class Run:
@@ -128,7 +138,7 @@ class Run:
                 tx = ChainTransaction.objects.filter(
                     idempotency_key__in=keys, status=ChainTransaction.Status.PENDING
                 ).first()
-                if tx is not None and w3.eth.get_transaction(tx.tx_hash) is not None:
+                if tx is not None and _on_node(w3, tx.tx_hash):
                     self.restart_worker()
                     return
                 time.sleep(0.05)
