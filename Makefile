@@ -21,6 +21,7 @@ $(NODE_STAMP):
 install: $(REQ_STAMP) $(NODE_STAMP)
 
 lint: install
+	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
@@ -32,7 +33,6 @@ lint: install
 test: lint
 	bash scripts/ensure_redis.sh
 	bash scripts/ensure_chromium.sh
-	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
 	REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" $(BIN)/pytest -q -m "not ganache"
 
 test-ganache: install
