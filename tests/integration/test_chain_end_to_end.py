@@ -119,11 +119,11 @@ def test_settlement_killed_after_broadcast_pays_once(
     assert_settled_to_the_unit(order, market["token"], before)
 
 
+# Anvil only: the restart keeps the chain through Anvil's --state file, which Ganache lacks.
+@pytest.mark.parametrize("node", ["anvil"], indirect=True, scope="module")
 def test_indexer_resumes_after_a_node_restart(
     node, live_chain, market, alice, listing, eager, django_capture_on_commit_callbacks
 ):
-    if node.kind != "anvil":
-        pytest.skip("the restart keeps state through Anvil's --state file")
     before = balances(market["token"])
     order = fund_and_activate(live_chain, alice, listing, django_capture_on_commit_callbacks)
     index()  # also picks up LeaseStarted, sent when the order activated
