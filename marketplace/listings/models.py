@@ -39,6 +39,9 @@ RESERVED_TERM_SECONDS = {
 }
 
 
+SEARCHABLE = Q(is_searchable=True)
+
+
 class Listing(TimestampedModel):
     class Status(models.TextChoices):
         ACTIVE = "active"
@@ -84,12 +87,26 @@ class Listing(TimestampedModel):
                 name="one_open_listing_per_machine",
             ),
         ]
+        # Partial indexes over searchable rows, one per sort order: a search walks one in order
+        # and stops after a page, instead of sorting every match. (SQLite cannot seek on a
+        # leading boolean column for `WHERE is_searchable`, but it matches the partial index.)
         indexes = [
-            models.Index(fields=["is_searchable", "price_per_hour", "id"]),
-            models.Index(fields=["is_searchable", "verified_tflops", "id"]),
-            models.Index(fields=["is_searchable", "price_per_tflop_hour", "id"]),
-            models.Index(fields=["is_searchable", "region"]),
-            models.Index(fields=["is_searchable", "model"]),
+            models.Index(
+                fields=["price_per_hour", "id"], condition=SEARCHABLE, name="search_by_price"
+            ),
+            models.Index(
+                fields=["verified_tflops", "id"], condition=SEARCHABLE, name="search_by_tflops"
+            ),
+            models.Index(
+                fields=["price_per_tflop_hour", "id"],
+                condition=SEARCHABLE,
+                name="search_by_price_per_tflop",
+            ),
+            models.Index(
+                fields=["region", "price_per_hour", "id"],
+                condition=SEARCHABLE,
+                name="search_by_region_price",
+            ),
         ]
 
     def __str__(self) -> str:
