@@ -250,7 +250,12 @@ def lease_settle(*, order_id: int) -> ChainTransaction | None:
     """Closes an ended lease on chain: completed → settle(billable seconds); failed → fail(...,
     report hash); cancelled after funding → settle(0), a full refund; never funded → nothing.
     The DB learns the outcome only from the indexed LeaseSettled/LeaseFailed event."""
-    order = Order.objects.get(pk=order_id)
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        # A message for an order this database never had (another database's broker leftovers):
+        # nothing to settle, and retrying would not change that.
+        logger.warning("lease_settle: no order %s; dropping the task", order_id)
+        return None
     if order.state not in Order.AWAITS_SETTLEMENT:
         return None
     if order.state == Order.State.CANCELLED and not order_is_funded_on_chain(order=order):

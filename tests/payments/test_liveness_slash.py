@@ -44,3 +44,9 @@ def test_a_lease_broken_by_an_offline_machine_settles_citing_the_liveness_report
     assert not outcome.passed and outcome.reason == "machine_offline"
     assert order_failure_report_hash(order=order) == outcome.report_hash
     assert (outcome.job_id,) in sent and (order.pk,) in sent
+
+
+def test_settling_an_order_that_does_not_exist_is_a_no_op(db):
+    from marketplace.payments.services import lease_settle
+
+    assert lease_settle(order_id=987654) is None
