@@ -14,6 +14,17 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture
+def eager():
+    """Tasks run in-process when enqueued, as a worker would run them."""
+    from marketplace import celery_app
+
+    old = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
+    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
+
+
 @pytest.fixture(autouse=True)
 def _no_throttle_state_between_tests():
     from django.core.cache import cache

@@ -1,7 +1,6 @@
 import pytest
 from django.test import TestCase
 
-from marketplace import celery_app
 from marketplace.benchmarks import signals
 from marketplace.providers.services import machine_register, registration_token_create
 from tests.conftest import client_for, payments_receivers_detached
@@ -47,12 +46,8 @@ class DjangoTransport:
 
 
 @pytest.fixture(autouse=True)
-def eager_celery():
-    previous = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = previous
+def eager_celery(eager):
+    """Challenges and verifications run inline in these tests, as a worker would run them."""
 
 
 @pytest.fixture(autouse=True)

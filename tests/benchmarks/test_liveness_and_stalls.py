@@ -15,9 +15,9 @@ from marketplace.benchmarks.services import (
     benchmarks_requeue_stalled,
 )
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
+from tests.payments.helpers import make_active_order
 from workers.tasks import machines_expire_heartbeats
 
 pytestmark = pytest.mark.django_db
@@ -35,16 +35,7 @@ def test_a_machine_that_drops_a_running_lease_is_reported_for_a_slash(
     alice, bob_provider, verdicts
 ):
     listing = ListingFactory(machine__provider=bob_provider)
-    order, _ = order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="liveness-01",
-    )
-    order_mark_funded(order_id=order.pk)
-    order_activate(order_id=order.pk)
+    order = make_active_order(renter=alice, listing=listing, key="liveness-01")
     lapse(listing.machine_id)
     with TestCase.captureOnCommitCallbacks(execute=True):
         assert machines_expire_heartbeats() == [listing.machine_id]

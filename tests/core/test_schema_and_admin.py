@@ -3,9 +3,9 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_create
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
+from tests.payments.helpers import make_active_order, make_order
 
 pytestmark = pytest.mark.django_db
 
@@ -76,27 +76,9 @@ def test_admin_suspend_action_goes_through_the_service(staff_client, bob_provide
 def test_admin_cancel_action_refuses_an_active_order_and_cancels_a_created_one(
     staff_client, alice, bob_provider
 ):
-    from marketplace.orders.services import order_activate, order_mark_funded
-
     listing = ListingFactory(machine__provider=bob_provider)
-    waiting, _ = order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="admin-key-1",
-    )
-    running, _ = order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="admin-key-2",
-    )
-    order_mark_funded(order_id=running.pk)
-    order_activate(order_id=running.pk)
+    waiting = make_order(renter=alice, listing=listing, key="admin-key-1")
+    running = make_active_order(renter=alice, listing=listing, key="admin-key-2")
     staff_client.post(
         reverse("admin:orders_order_changelist"),
         {"action": "cancel", "_selected_action": [waiting.pk, running.pk]},
@@ -107,13 +89,6 @@ def test_admin_cancel_action_refuses_an_active_order_and_cancels_a_created_one(
 
 def test_admin_shows_money_and_state_read_only(staff_client, alice, bob_provider):
     listing = ListingFactory(machine__provider=bob_provider)
-    order, _ = order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="admin-key-3",
-    )
+    order = make_order(renter=alice, listing=listing, key="admin-key-3")
     page = staff_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
     assert 'name="escrow_amount"' not in page and 'name="state"' not in page

@@ -12,7 +12,6 @@ from django.utils import timezone
 
 from contracts import chain
 from contracts.indexer import index
-from marketplace.celery import app as celery_app
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments.models import ChainEvent, ChainTransaction
@@ -31,14 +30,6 @@ def market(live_chain):
     contracts_deploy(reward_pool=0)
     demo_renter_fund(address=ALICE, amount=100 * USDC)
     return {name: chain.contract(name) for name in chain.CONTRACT_ARTIFACTS}
-
-
-@pytest.fixture
-def eager():
-    old = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
 
 
 def balances(token) -> dict[str, int]:

@@ -10,7 +10,6 @@ from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
 from contracts import chain
-from marketplace.celery import app as celery_app
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.payments.helpers import ALICE, BOB, USDC
 
@@ -55,13 +54,3 @@ def deployed(chain_w3, db):
 def rich_alice(deployed):
     demo_renter_fund(address=ALICE, amount=1_000 * USDC)
     return ALICE
-
-
-@pytest.fixture
-def eager():
-    """Tasks run in-process when enqueued, as a worker would run them."""
-    old = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old

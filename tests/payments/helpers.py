@@ -8,7 +8,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_create
+from marketplace.orders.services import order_activate, order_create, order_mark_funded
 
 # Anvil's public dev keys (accounts 4 and 1). bob's wallet is the one tests.conftest gives
 # bob_provider; alice is a renter with her own wallet.
@@ -53,6 +53,13 @@ def make_order(*, renter, listing, key: str = "order-0001", hours: int = 1) -> O
         hours=hours,
     )
     return order
+
+
+def make_active_order(*, renter, listing, key: str = "order-0001", hours: int = 1) -> Order:
+    """An on-demand lease whose escrow was funded and which is running."""
+    order = make_order(renter=renter, listing=listing, key=key, hours=hours)
+    order_mark_funded(order_id=order.pk)
+    return order_activate(order_id=order.pk)
 
 
 def token_balance(token, address: str) -> int:

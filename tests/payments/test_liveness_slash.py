@@ -5,11 +5,11 @@ from django.test import TestCase
 from django.utils import timezone
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
 from marketplace.payments.models import VerificationOutcome
 from marketplace.payments.services import order_failure_report_hash
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
+from tests.payments.helpers import make_active_order
 from workers.tasks import machines_expire_heartbeats
 
 pytestmark = pytest.mark.django_db
@@ -23,16 +23,7 @@ def test_a_lease_broken_by_an_offline_machine_settles_citing_the_liveness_report
     monkeypatch.setattr("workers.chain_tasks.lease_settle.delay", lambda *a: sent.append(a))
     monkeypatch.setattr("workers.chain_tasks.provider_slash.delay", lambda *a: sent.append(a))
     listing = ListingFactory(machine__provider=bob_provider)
-    order, _ = order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="liveness-02",
-    )
-    order_mark_funded(order_id=order.pk)
-    order_activate(order_id=order.pk)
+    order = make_active_order(renter=alice, listing=listing, key="liveness-02")
     Machine.objects.filter(pk=listing.machine_id).update(
         last_heartbeat_at=timezone.now() - timedelta(hours=1)
     )

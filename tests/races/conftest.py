@@ -8,7 +8,6 @@ import threading
 import pytest
 from django.db import connection
 
-from marketplace.celery import app as celery_app
 from tests.integration.conftest import Node
 
 
@@ -34,14 +33,6 @@ def race(*calls, timeout: float = 60):
         t.join(timeout=timeout)
     assert not any(t.is_alive() for t in threads), "a racer hung"
     return outcomes
-
-
-@pytest.fixture
-def eager():
-    old = celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates
-    celery_app.conf.task_always_eager = celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager, celery_app.conf.task_eager_propagates = old
 
 
 @pytest.fixture(scope="module")

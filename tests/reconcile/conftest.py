@@ -2,7 +2,6 @@
 from tests.payments.conftest import (  # noqa: F401 - fixtures are found by name
     chain_w3,
     deployed,
-    eager,
     rich_alice,
     tester_w3,
 )
