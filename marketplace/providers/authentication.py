@@ -1,11 +1,10 @@
 from dataclasses import dataclass
 
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
 
-from marketplace.core.tokens import token_hash
+from marketplace.core.tokens import bearer_token, last_used_touch, token_hash
 
 AGENT_TOKEN_PREFIX = "agt"
 
@@ -27,23 +26,22 @@ class AgentCredentialAuthentication(authentication.BaseAuthentication):
     keyword = "Token"
 
     def authenticate(self, request):
-        header = authentication.get_authorization_header(request).decode("latin-1").split()
-        if not header or header[0].lower() not in ("token", "bearer"):
+        required = "An agent credential (agt_…) is required."
+        raw = bearer_token(request, malformed_message=required)
+        if raw is None:
             return None
-        if len(header) != 2 or not header[1].startswith(f"{AGENT_TOKEN_PREFIX}_"):
-            raise exceptions.AuthenticationFailed("An agent credential (agt_…) is required.")
+        if not raw.startswith(f"{AGENT_TOKEN_PREFIX}_"):
+            raise exceptions.AuthenticationFailed(required)
         from marketplace.providers.models import AgentCredential
 
         credential = (
             AgentCredential.objects.select_related("machine")
-            .filter(key_hash=token_hash(header[1]), revoked_at__isnull=True)
+            .filter(key_hash=token_hash(raw), revoked_at__isnull=True)
             .first()
         )
         if credential is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked agent credential.")
-        now = timezone.now()
-        if credential.last_used_at is None or (now - credential.last_used_at).total_seconds() > 60:
-            AgentCredential.objects.filter(pk=credential.pk).update(last_used_at=now)
+        last_used_touch(credential)
         return AgentPrincipal(machine_id=credential.machine_id), credential
 
     def authenticate_header(self, request):
