@@ -16,7 +16,7 @@ import redis
 from django.db import connection
 
 from marketplace.celery import app as celery_app
-from tests.integration.conftest import REPO_ROOT, Node, free_port
+from tests.integration.conftest import REPO_ROOT, Node, chain_point_at, free_port
 
 REDIS_DB = 13
 
@@ -154,13 +154,9 @@ def broker(tmp_path):
 
 @pytest.fixture
 def fault_anvil(tmp_path, settings):
-    from contracts import chain
-
     node = Node("anvil", tmp_path)
     node.start()
-    settings.CHAIN_RPC_URL = node.url
-    settings.CHAIN_CONFIRMATIONS = 1
-    chain.set_web3(None)
+    chain_point_at(settings, node)
     yield node
     node.stop()
 

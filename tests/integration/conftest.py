@@ -112,12 +112,17 @@ def node(request, tmp_path_factory):
     node.stop()
 
 
-@pytest.fixture
-def live_chain(node, settings):
+def chain_point_at(settings, node):
+    """Points the chain client at a test node and returns its Web3."""
     from contracts import chain
 
     settings.CHAIN_RPC_URL = node.url
     settings.CHAIN_CONFIRMATIONS = 1  # automine: every transaction gets its own block
     chain.set_web3(None)
+    return chain.get_web3()
+
+
+@pytest.fixture
+def live_chain(node, settings):
     os.environ.pop("CHAIN_OPERATOR_PRIVATE_KEY", None)
-    yield chain.get_web3()
+    yield chain_point_at(settings, node)

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection
 
-from tests.integration.conftest import Node
+from tests.integration.conftest import Node, chain_point_at
 
 
 def race(*calls, timeout: float = 60):
@@ -45,9 +45,4 @@ def anvil(tmp_path_factory):
 
 @pytest.fixture
 def live_anvil(anvil, settings):
-    from contracts import chain
-
-    settings.CHAIN_RPC_URL = anvil.url
-    settings.CHAIN_CONFIRMATIONS = 1
-    chain.set_web3(None)
-    yield chain.get_web3()
+    yield chain_point_at(settings, anvil)
