@@ -22,7 +22,7 @@ REGISTRATION_TOKEN_TTL = timedelta(hours=24)
 
 State = Machine.State
 
-# The machine state machine of ARCHITECTURE.md; anything not listed here is refused.
+# The machine state machine of docs/architecture.md; anything not listed here is refused.
 MACHINE_TRANSITIONS: dict[str, set[str]] = {
     State.REGISTERED: {State.VERIFIED, State.SUSPENDED, State.OFFLINE},
     State.VERIFIED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
