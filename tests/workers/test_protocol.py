@@ -83,6 +83,7 @@ def honest_sweep_jobs():
     return jobs
 
 
+@pytest.mark.slow
 def test_one_thousand_honest_jobs_are_never_rejected():
     rng = random.Random(7)
     rejected = []
@@ -380,3 +381,30 @@ def test_detection_probability_formula():
     assert detection_probability(0.0, 32) == 0.0
     assert detection_probability(1.0, 1) == 1.0
     assert detection_probability(0.1, 32) == pytest.approx(1 - 0.9**32)
+
+
+def test_mallory_answering_her_own_computed_rows_instead_of_the_challenged_ones_is_caught(seed):
+    # Mallory computes 8 of 64 rows and commits to them (zeros elsewhere); y costs her only
+    # O(n^2), so Freivalds passes. Her answer holds 8 correct rows with valid proofs, but they
+    # are her rows, not the challenged ones: only the index check stands between her and a pass.
+    spec = MatmulSpec(64)
+    honest = compute(spec, seed)
+    computed = list(range(8))
+    partial = np.zeros_like(honest)
+    partial[computed] = honest[computed]
+    root, tree = commitment_create(spec, partial)
+    challenge = challenge_create(spec, sample_count=8, rng=random.Random(5))
+    assert set(challenge["indices"]) != set(computed)
+    answer = challenge_answer(spec, partial, tree, {**challenge, "indices": computed})
+    answer["y"] = (honest @ np.array(challenge["r"], dtype=np.int64)).tolist()
+    report = answer_verify(spec, seed, root, challenge, answer)
+    assert (report.passed, report.reason) == (False, "malformed_answer")
+    assert "differ from the challenged" in report.detail
+
+
+def test_challenges_are_unpredictable_without_a_given_rng():
+    # A fixed generator would let a provider compute only the rows it will be asked for.
+    spec = MatmulSpec(64)
+    drawn = [challenge_create(spec, sample_count=8) for _ in range(5)]
+    assert len({tuple(c["indices"]) for c in drawn}) == 5
+    assert len({tuple(c["r"]) for c in drawn}) == 5

@@ -1,0 +1,295 @@
+"""`make mutation`: mutation testing (mutmut 3) of the modules that money and trust rest on.
+
+Each scope is a set of modules and the tests that guard them. For each scope this copies the
+working tree (tracked and new files) to .run/mutation/<scope>/, writes mutmut's configuration
+there, runs `mutmut run` (mutmut runs, for each mutant, only the tests that reach the mutated
+function), and reads every mutant's status back. Then it prints, per module: mutants, killed
+(timeouts count as killed: the mutant made the tests hang, which a test run notices), survived,
+equivalent, and the kill rate over the non-equivalent mutants beside the target.
+
+Equivalent mutants are listed in scripts/mutation_equivalents.toml, each matched by module,
+function and the exact lines the mutant changes (not by mutmut's number, which moves when the
+source changes), with the reason it cannot be told apart from the original.
+
+    python scripts/mutation.py                    # every scope
+    python scripts/mutation.py verification       # one scope
+    python scripts/mutation.py --list             # the scopes and their tests
+    python scripts/mutation.py --show-survivors   # print each survivor's diff
+
+Exit status: 0 when every module reaches the target, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / ".run" / "mutation"
+EQUIVALENTS = REPO / "scripts" / "mutation_equivalents.toml"
+TARGET = 0.90
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str
+    modules: tuple[str, ...]
+    tests: tuple[str, ...]
+    # A Redis database of its own, so a scope's Celery tasks never reach another run's worker.
+    redis_db: int = 7
+
+
+# Test selections sized for a 2-core machine: the tests that exercise each module, not the suite.
+SCOPES = [
+    Scope(
+        "verification",
+        modules=(
+            "workers/verification/merkle.py",
+            "workers/verification/protocol.py",
+            "workers/kernels/generator.py",
+        ),
+        tests=(
+            "tests/workers/test_merkle.py",
+            "tests/workers/test_protocol.py",
+            "tests/workers/test_generator.py",
+            "tests/workers/test_verify_fast.py",
+        ),
+    ),
+]
+
+
+@dataclass
+class ModuleResult:
+    mutants: int = 0
+    killed: int = 0
+    timeouts: int = 0
+    survived: list[str] = field(default_factory=list)
+    equivalent: list[tuple[str, str]] = field(default_factory=list)
+    not_run: int = 0
+
+    @property
+    def rate(self) -> float:
+        judged = self.mutants - len(self.equivalent) - self.not_run
+        return 1.0 if judged <= 0 else self.killed / judged
+
+
+def copy_tree(dest: Path) -> None:
+    """The tracked files and new files not ignored: what the next commit would hold."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in listed:
+        if not raw:
+            continue
+        rel = Path(raw.decode())
+        source = REPO / rel
+        if not source.is_file():
+            continue  # deleted in the working tree
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    for shared in (".venv", "node_modules"):
+        if (REPO / shared).exists():
+            (dest / shared).symlink_to(REPO / shared)
+
+
+def configure(dest: Path, scope: Scope) -> None:
+    quoted = ", ".join(f'"{m}"' for m in scope.modules)
+    tests = ", ".join(f'"{t}"' for t in scope.tests)
+    with open(dest / "pyproject.toml", "a") as config:
+        config.write(
+            "\n[tool.mutmut]\n"
+            f"source_paths = [{quoted}]\n"
+            'also_copy = ["marketplace", "workers", "contracts", "tests", "manage.py"]\n'
+            f"pytest_add_cli_args_test_selection = [{tests}]\n"
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow"]\n'
+        )
+
+
+def run_mutmut(dest: Path, scope: Scope) -> None:
+    env = {
+        **os.environ,
+        "TEST_SQLITE_PATH": str(dest / ".run" / "test.sqlite3"),
+        "REDIS_URL": f"redis://127.0.0.1:6379/{scope.redis_db}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    (dest / ".run").mkdir(exist_ok=True)
+    mutmut = REPO / ".venv" / "bin" / "mutmut"
+    # mutmut draws its own progress line (mutants done, killed, survived) on the terminal.
+    subprocess.run([str(mutmut), "run"], cwd=dest, env=env, check=True)
+
+
+def statuses(dest: Path) -> dict[str, str]:
+    out = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "mutmut"), "results", "--all", "true"],
+        cwd=dest,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep:
+            found[name] = status.strip()
+    return found
+
+
+def mutant_diff(dest: Path, name: str) -> tuple[list[str], list[str]]:
+    out = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "mutmut"), "show", name],
+        cwd=dest,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    removed = [
+        line[1:].strip()
+        for line in out.splitlines()
+        if line.startswith("-") and not line.startswith("---")
+    ]
+    added = [
+        line[1:].strip()
+        for line in out.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    return removed, added
+
+
+_NAME = re.compile(r"^(?P<module>.+)\.x(?:ǁ(?P<cls>[^ǁ]+)ǁ|_)(?P<func>.+?)__mutmut_\d+$")
+
+
+def module_and_function(name: str) -> tuple[str, str]:
+    match = _NAME.match(name)
+    if not match:
+        return name.rsplit(".", 1)[0], "?"
+    func = match["func"]
+    if match["cls"]:
+        func = f"{match['cls']}.{func}"
+    return match["module"], func
+
+
+def load_equivalents() -> list[dict]:
+    if not EQUIVALENTS.exists():
+        return []
+    with open(EQUIVALENTS, "rb") as source:
+        return tomllib.load(source).get("equivalent", [])
+
+
+def equivalence_reason(
+    equivalents: list[dict], module: str, func: str, removed: list[str], added: list[str]
+) -> str | None:
+    for entry in equivalents:
+        if (
+            entry["module"] == module
+            and entry["function"] == func
+            and [line.strip() for line in entry["original"]] == removed
+            and [line.strip() for line in entry["mutant"]] == added
+        ):
+            return entry["why"]
+    return None
+
+
+def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
+    equivalents = load_equivalents()
+    results: dict[str, ModuleResult] = {}
+    for name, status in sorted(statuses(dest).items()):
+        module, func = module_and_function(name)
+        result = results.setdefault(module, ModuleResult())
+        result.mutants += 1
+        if status == "killed":
+            result.killed += 1
+        elif status == "timeout":
+            result.killed += 1
+            result.timeouts += 1
+        elif status in ("survived", "no tests"):
+            removed, added = mutant_diff(dest, name)
+            why = equivalence_reason(equivalents, module, func, removed, added)
+            if why:
+                result.equivalent.append((name, why))
+            else:
+                result.survived.append(name)
+                if show_survivors:
+                    print(f"\nSURVIVED {name} ({status})")
+                    for line in removed:
+                        print(f"  - {line}")
+                    for line in added:
+                        print(f"  + {line}")
+        else:  # not checked, suspicious, skipped, segfault: not judged either way
+            result.not_run += 1
+    return results
+
+
+def print_table(all_results: dict[str, ModuleResult]) -> bool:
+    header = (
+        f"{'module':45} {'mutants':>7} {'killed':>7} {'(timeout)':>9} {'survived':>8} "
+        f"{'equiv.':>6} {'not run':>7} {'killed %':>8}  target"
+    )
+    print("\n" + header)
+    print("-" * len(header))
+    all_met = True
+    for module, r in sorted(all_results.items()):
+        met = r.rate >= TARGET
+        all_met &= met
+        print(
+            f"{module:45} {r.mutants:7} {r.killed:7} {r.timeouts:9} {len(r.survived):8} "
+            f"{len(r.equivalent):6} {r.not_run:7} {r.rate:8.1%}  ≥{TARGET:.0%} "
+            f"{'met' if met else 'MISSED'}"
+        )
+    equivalents = [(n, why) for r in all_results.values() for n, why in r.equivalent]
+    if equivalents:
+        print("\nEquivalent mutants (scripts/mutation_equivalents.toml):")
+        for name, why in equivalents:
+            print(f"  {name}: {why}")
+    survivors = [n for r in all_results.values() for n in r.survived]
+    if survivors:
+        print(f"\n{len(survivors)} survivors (`mutmut show NAME` in .run/mutation/<scope>/):")
+        for name in survivors:
+            print(f"  {name}")
+    return all_met
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scopes", nargs="*", help="scopes to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the scopes and exit")
+    parser.add_argument("--show-survivors", action="store_true")
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-read the last run's results, run nothing"
+    )
+    args = parser.parse_args()
+    by_name = {s.name: s for s in SCOPES}
+    if args.list:
+        for s in SCOPES:
+            print(f"{s.name}: {', '.join(s.modules)}  <-  {' '.join(s.tests)}")
+        return 0
+    unknown = [n for n in args.scopes if n not in by_name]
+    if unknown:
+        parser.error(f"unknown scope(s) {unknown}; known: {sorted(by_name)}")
+    chosen = [by_name[n] for n in args.scopes] if args.scopes else SCOPES
+    all_results: dict[str, ModuleResult] = {}
+    for scope in chosen:
+        dest = WORK / scope.name
+        if not args.report_only:
+            print(f"== mutation scope '{scope.name}': {', '.join(scope.modules)}", flush=True)
+            copy_tree(dest)
+            configure(dest, scope)
+            run_mutmut(dest, scope)
+        all_results.update(judge(dest, args.show_survivors))
+    return 0 if print_table(all_results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
