@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from marketplace.orders.models import Order
 from marketplace.orders.services import order_create
@@ -130,7 +131,7 @@ def test_two_renters_racing_for_the_last_accelerators_one_wins(alice, carol, bob
     loser = a if a.status_code == 409 else c
     error = assert_error(loser, 409, "orders_capacity_exhausted")
     assert error["detail"] == {"requested": 2}
-    holding = Order.objects.filter(listing=listing, state__in=Order.HOLDS_CAPACITY)
+    holding = Order.objects.filter(listing=listing).filter(Order.holds_capacity(now=timezone.now()))
     assert holding.count() == 2
     assert sum(o.accelerators for o in holding) == listing.accelerator_count
 
@@ -174,3 +175,33 @@ def test_concurrent_cancels_of_one_order_cancel_it_once(alice, listing):
     assert_error(loser, 409, "order_invalid_transition")
     order.refresh_from_db()
     assert order.state == Order.State.CANCELLED
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"listing": True},
+        {"accelerators": 1},
+        {"hours": 4},
+        {"pricing_mode": "interruptible", "bid_per_hour": None},
+    ],
+    ids=["listing", "accelerators", "hours", "pricing_mode"],
+)
+def test_same_key_with_any_field_changed_is_refused(alice, listing, changed):
+    """Every field of the request is part of what the key stands for: reusing a key for another
+    listing (or size, duration, mode) must not silently return the first order."""
+    from tests.factories import ListingFactory
+
+    first = _post_order(alice, listing, "key-fields")()
+    assert first.status_code == 201
+    overrides = dict(changed)
+    target = listing
+    if overrides.pop("listing", False):
+        target = ListingFactory(machine__provider=listing.provider)
+    if overrides.get("pricing_mode") == "interruptible":
+        overrides["bid_per_hour"] = listing.interruptible_floor_per_hour or listing.price_per_hour
+    second = _post_order(alice, target, "key-fields", **overrides)()
+    error = assert_error(second, 422, "orders_idempotency_key_reused")
+    assert error["detail"]["order_id"] == first.json()["id"]
+    assert Order.objects.filter(renter=alice).count() == 1
