@@ -188,8 +188,17 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 PAYMENT_TOKEN_DECIMALS = 6
 PLATFORM_FEE_BPS = _positive_int("PLATFORM_FEE_BPS", 1000)
 HEARTBEAT_TIMEOUT_SECONDS = _positive_int("HEARTBEAT_TIMEOUT_SECONDS", 90)
-# An order left unfunded this long is cancelled by beat.
-ORDER_FUNDING_TIMEOUT_SECONDS = _positive_int("ORDER_FUNDING_TIMEOUT_SECONDS", 3600)
+# An unfunded order holds its accelerators this long (the funding deadline shown to the renter);
+# past it the order stops counting at once and beat cancels it. 10 minutes covers reading the
+# funding instructions, signing approve and fund in a wallet, their inclusion on a busy chain
+# and CHAIN_CONFIRMATIONS plus the indexer's 5 s lag, several times over; yet a squatter who
+# wants to keep a listing full must re-create every hold six times an hour, each through the
+# write throttle and the per-renter caps below.
+ORDER_UNFUNDED_HOLD_SECONDS = _positive_int("ORDER_UNFUNDED_HOLD_SECONDS", 600)
+# How many unfunded orders, and how many accelerators in them, one renter may hold at once: a
+# buyer funds one order at a time; a squatter is bounded per account.
+ORDER_MAX_UNFUNDED_PER_RENTER = _positive_int("ORDER_MAX_UNFUNDED_PER_RENTER", 3)
+ORDER_MAX_UNFUNDED_ACCELERATORS = _positive_int("ORDER_MAX_UNFUNDED_ACCELERATORS", 64)
 
 # --- Benchmarks ---------------------------------------------------------------------------
 # A job's deadline: this allowance (network, input generation, hashing, answer) plus its FLOPs at
@@ -252,7 +261,9 @@ CELERY_BEAT_SCHEDULE = {
     # Leases are billed to the second, but ending one a few seconds late costs the renter
     # nothing: billable time is capped at the paid duration.
     "orders-meter": {"task": "workers.tasks.orders_meter", "schedule": 15},
-    "orders-expire-unfunded": {"task": "workers.tasks.orders_expire_unfunded", "schedule": 300},
+    # Expired holds already count for nothing (the capacity check ignores them); this only
+    # tidies their state, so a minute late is fine.
+    "orders-expire-unfunded": {"task": "workers.tasks.orders_expire_unfunded", "schedule": 60},
     # Deadlines are minutes long; checking every 30 s adds at most 30 s to a stalled job.
     "benchmarks-expire-overdue": {
         "task": "workers.benchmark_tasks.benchmarks_expire_overdue",

@@ -28,6 +28,9 @@ class ListingSearchApi(ListAPIView):
     def get_queryset(self):
         return selectors.listing_search()
 
+    def paginate_queryset(self, queryset):
+        return selectors.listings_attach_free_accelerators(super().paginate_queryset(queryset))
+
     @extend_schema(request=ListingPublishInputSerializer, responses={201: ListingOutputSerializer})
     def post(self, request):
         if not IsProviderOwner().has_permission(request, self):
@@ -58,6 +61,9 @@ class MyListingsApi(ListAPIView):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return self.serializer_class.Meta.model.objects.none()
         return selectors.listing_list_for_owner(user=self.request.user)
+
+    def paginate_queryset(self, queryset):
+        return selectors.listings_attach_free_accelerators(super().paginate_queryset(queryset))
 
 
 class ListingPricesApi(APIView):

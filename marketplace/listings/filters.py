@@ -1,5 +1,6 @@
 import django_filters
 
+from marketplace.listings import selectors
 from marketplace.listings.models import Interconnect, Listing, Precision
 from marketplace.providers.models import Machine
 
@@ -30,6 +31,8 @@ class ListingSearchFilter(django_filters.FilterSet):
     region = django_filters.CharFilter(method="filter_region", max_length=40)
     interconnect = django_filters.ChoiceFilter(choices=Interconnect.choices)
     precision = django_filters.ChoiceFilter(choices=Precision.choices, method="filter_precision")
+    # At least this many accelerators free for an order right now.
+    min_free = django_filters.NumberFilter(method="filter_min_free", min_value=1, max_value=10**6)
     min_tflops = django_filters.NumberFilter(
         field_name="verified_tflops", lookup_expr="gte", min_value=0, max_value=10**9
     )
@@ -46,6 +49,9 @@ class ListingSearchFilter(django_filters.FilterSet):
         # on the lowered value finds what iexact did, and can use the (is_searchable, region)
         # index, which iexact's LIKE (SQLite) and UPPER() (PostgreSQL) cannot.
         return queryset.filter(region=value.lower())
+
+    def filter_min_free(self, queryset, name, value):
+        return selectors.listings_with_free_at_least(queryset, free=int(value))
 
     def filter_precision(self, queryset, name, value):
         return queryset.filter(precisions__contains=f",{value},")

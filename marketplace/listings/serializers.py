@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from marketplace.listings import selectors
 from marketplace.listings.models import Interconnect, Listing, Precision, ReservedTerm
 from marketplace.listings.services import MAX_PRICE_PER_HOUR
 from marketplace.providers.models import Machine
@@ -77,6 +78,10 @@ class ListingOutputSerializer(serializers.ModelSerializer):
     reserved_prices = serializers.SerializerMethodField()
     machine_id = serializers.IntegerField()
     provider_id = serializers.IntegerField()
+    free_accelerators = serializers.SerializerMethodField(
+        help_text="Accelerators not held by a funded lease or an unfunded order's hold: what an "
+        "order can get without pre-empting anyone."
+    )
 
     class Meta:
         model = Listing
@@ -89,6 +94,7 @@ class ListingOutputSerializer(serializers.ModelSerializer):
             "vendor",
             "model",
             "accelerator_count",
+            "free_accelerators",
             "memory_per_accelerator_gb",
             "memory_bandwidth_gbps",
             "interconnect",
@@ -105,6 +111,13 @@ class ListingOutputSerializer(serializers.ModelSerializer):
             "price_per_tflop_hour",
             "created_at",
         ]
+
+    def get_free_accelerators(self, listing) -> int:
+        # A page has it attached already (one query per page, in the view); a single listing
+        # that a write service returned is looked up on its own.
+        if not hasattr(listing, "free_accelerators"):
+            selectors.listings_attach_free_accelerators([listing])
+        return listing.free_accelerators
 
     def get_reserved_prices(self, listing) -> dict[str, int]:
         return {rp.term: rp.price_per_hour for rp in listing.reserved_prices.all()}

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from marketplace.core.models import TimestampedModel
 from marketplace.listings.models import Listing, ReservedTerm
@@ -23,8 +24,11 @@ class Order(TimestampedModel):
         RESERVED = "reserved"
         INTERRUPTIBLE = "interruptible"
 
-    # States in which an order holds accelerators of its listing.
-    HOLDS_CAPACITY = (State.CREATED, State.FUNDED, State.ACTIVE)
+    # States of an order that has not ended: a machine going offline cancels or fails these.
+    OPEN = (State.CREATED, State.FUNDED, State.ACTIVE)
+    # Paid-for leases: they hold their accelerators until they end. An unfunded (created) order
+    # holds its accelerators only until hold_expires_at; see holds_capacity.
+    COMMITTED = (State.FUNDED, State.ACTIVE)
     # States from which a settlement transaction is due.
     AWAITS_SETTLEMENT = (State.COMPLETED, State.CANCELLED, State.FAILED)
 
@@ -52,6 +56,9 @@ class Order(TimestampedModel):
     idempotency_key = models.CharField(max_length=100)
     request_fingerprint = models.CharField(max_length=64)
 
+    # Until when an unfunded order keeps its accelerators; past it, the order stops counting
+    # against the listing at once, and beat cancels it. Null for orders made before holds.
+    hold_expires_at = models.DateTimeField(null=True, blank=True)
     funded_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -71,6 +78,16 @@ class Order(TimestampedModel):
 
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.state})"
+
+    @classmethod
+    def holds_capacity(cls, *, now, prefix: str = "") -> Q:
+        """The orders that hold accelerators of their listing at `now`: funded and running leases,
+        and unfunded orders inside their short hold. The one definition of it: order_create,
+        order_mark_funded and the listings' free_accelerators all use it (`prefix` walks a
+        relation, e.g. "orders__")."""
+        return Q(**{f"{prefix}state__in": cls.COMMITTED}) | Q(
+            **{f"{prefix}state": cls.State.CREATED, f"{prefix}hold_expires_at__gt": now}
+        )
 
     @property
     def refund_amount(self) -> int | None:

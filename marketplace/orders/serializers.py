@@ -43,6 +43,7 @@ class OrderOutputSerializer(serializers.ModelSerializer):
             "escrow_amount",
             "lease_id",
             "created_at",
+            "hold_expires_at",
             "funded_at",
             "started_at",
             "ended_at",

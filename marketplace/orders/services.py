@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from marketplace.accounts.models import User
@@ -117,11 +118,23 @@ def _price_for_mode(
     return bid_per_hour, hours * SECONDS_PER_HOUR
 
 
-def _preemption_plan(listing: Listing, *, accelerators: int, price_per_hour: int) -> list[Order]:
-    """The interruptible leases to pre-empt so that `accelerators` fit, lowest bid first; refuses
-    the order when even pre-empting every lower bid would not make room."""
+def _capacity_plan(
+    listing: Listing,
+    *,
+    accelerators: int,
+    price_per_hour: int,
+    now: datetime,
+    exclude_pk: int | None = None,
+) -> list[Order]:
+    """The funded interruptible leases to pre-empt so that `accelerators` fit, lowest bid first;
+    refuses when even pre-empting every lower bid would not make room. Unfunded orders inside
+    their hold count against the free accelerators but are never pre-empted, and an expired hold
+    counts for nothing. Called with the listing locked."""
     holding = list(
-        Order.objects.filter(listing=listing, state__in=Order.HOLDS_CAPACITY).order_by("pk")
+        Order.objects.filter(listing=listing)
+        .filter(Order.holds_capacity(now=now))
+        .exclude(pk=exclude_pk)
+        .order_by("pk")
     )
     free = listing.accelerator_count - sum(o.accelerators for o in holding)
     if free >= accelerators:
@@ -130,7 +143,9 @@ def _preemption_plan(listing: Listing, *, accelerators: int, price_per_hour: int
         (
             o
             for o in holding
-            if o.pricing_mode == Mode.INTERRUPTIBLE and o.price_per_hour < price_per_hour
+            if o.state in Order.COMMITTED
+            and o.pricing_mode == Mode.INTERRUPTIBLE
+            and o.price_per_hour < price_per_hour
         ),
         key=lambda o: (o.price_per_hour, -o.pk),
     )
@@ -141,13 +156,40 @@ def _preemption_plan(listing: Listing, *, accelerators: int, price_per_hour: int
         plan.append(order)
         free += order.accelerators
     if free < accelerators:
+        in_use = sum(o.accelerators for o in holding)
         raise ConflictError(
-            f"Only {listing.accelerator_count - sum(o.accelerators for o in holding)} of "
+            f"Only {max(0, listing.accelerator_count - in_use)} of "
             f"{listing.accelerator_count} accelerators are free on this listing.",
             code="orders_capacity_exhausted",
             extra={"requested": accelerators},
         )
     return plan
+
+
+def _check_unfunded_caps(*, renter: User, accelerators: int, now: datetime) -> None:
+    """Refuses an order past the renter's limits on unfunded orders (a squatter's tool: an
+    unfunded order costs nothing and holds accelerators until its hold expires)."""
+    held = list(
+        Order.objects.filter(renter=renter, state=State.CREATED, hold_expires_at__gt=now)
+        .order_by("pk")
+        .values_list("pk", "accelerators")
+    )
+    held_accelerators = sum(n for _, n in held)
+    max_orders = settings.ORDER_MAX_UNFUNDED_PER_RENTER
+    max_accelerators = settings.ORDER_MAX_UNFUNDED_ACCELERATORS
+    if len(held) + 1 > max_orders or held_accelerators + accelerators > max_accelerators:
+        raise ConflictError(
+            f"You may hold at most {max_orders} unfunded orders and {max_accelerators} "
+            f"unfunded accelerators at once; fund or cancel one of orders "
+            f"{[pk for pk, _ in held]} first.",
+            code="orders_too_many_unfunded",
+            extra={
+                "unfunded_orders": [pk for pk, _ in held],
+                "unfunded_accelerators": held_accelerators,
+                "max_unfunded_orders": max_orders,
+                "max_unfunded_accelerators": max_accelerators,
+            },
+        )
 
 
 def order_create(
@@ -182,7 +224,10 @@ def order_create(
         return existing, False
     try:
         with transaction.atomic():
-            # The listing lock serialises orders for one listing, so capacity cannot be oversold.
+            # The renter's row, locked first, serialises one renter's orders so that two at once
+            # cannot both slip under the unfunded caps; then the listing lock serialises orders
+            # for one listing, so capacity cannot be oversold. Always in this order.
+            User.objects.select_for_update().filter(pk=renter.pk).first()
             listing = (
                 Listing.objects.select_for_update()
                 .filter(pk=listing_id, is_searchable=True)
@@ -217,10 +262,11 @@ def order_create(
                     "limit for one order.",
                     code="orders_amount_too_large",
                 )
-            for preempted in _preemption_plan(
-                listing, accelerators=accelerators, price_per_hour=price
-            ):
-                _preempt(preempted.pk)
+            now = timezone.now()
+            _check_unfunded_caps(renter=renter, accelerators=accelerators, now=now)
+            # Only a check: an unfunded order pre-empts nothing. Its lower bids are pre-empted
+            # when it is funded (order_mark_funded), if they are still in the way then.
+            _capacity_plan(listing, accelerators=accelerators, price_per_hour=price, now=now)
             order = Order.objects.create(
                 renter=renter,
                 listing=listing,
@@ -236,6 +282,7 @@ def order_create(
                 lease_id="0x" + secrets.token_hex(32),
                 idempotency_key=idempotency_key,
                 request_fingerprint=fingerprint,
+                hold_expires_at=now + timedelta(seconds=settings.ORDER_UNFUNDED_HOLD_SECONDS),
             )
     except IntegrityError:
         # A concurrent request with the same key won the insert; answer with its order.
@@ -303,9 +350,41 @@ def _preempt(order_id: int) -> Order:
 
 @transaction.atomic
 def order_mark_funded(*, order_id: int, funded_at: datetime | None = None) -> Order:
-    """The escrow deposit was seen on chain (the indexer is the only caller in production)."""
+    """The escrow deposit was seen on chain (the indexer is the only caller in production).
+
+    This is when an order takes its accelerators for good: under the listing lock it pre-empts
+    the funded interruptible leases bidding below it that are in its way. If the accelerators
+    went to others first (its hold expired and they were taken, or the bids it meant to pre-empt
+    were outbid), the order is cancelled instead and returned CANCELLED: the money is already in
+    escrow, and a cancelled order whose deposit is on chain is settled for 0 seconds, a full
+    refund (payments.lease_settle, enqueued by the order_ended signal)."""
+    listing_id = Order.objects.filter(pk=order_id).values_list("listing_id", flat=True).first()
+    # The listing before the order: the order in which order_create locks them.
+    listing = Listing.objects.select_for_update().filter(pk=listing_id).first()
     order = _lock(order_id)
-    return _transition(order, State.FUNDED, funded_at=funded_at or timezone.now())
+    funded_at = funded_at or timezone.now()
+    if order.state == State.CREATED:
+        try:
+            plan = _capacity_plan(
+                listing,
+                accelerators=order.accelerators,
+                price_per_hour=order.price_per_hour,
+                now=timezone.now(),
+                exclude_pk=order.pk,
+            )
+        except ConflictError:
+            return _transition(
+                order,
+                State.CANCELLED,
+                funded_at=funded_at,
+                ended_at=timezone.now(),
+                end_reason="capacity taken before funding",
+                billable_seconds=0,
+                amount_owed=0,
+            )
+        for preempted in sorted(plan, key=lambda o: o.pk):
+            _preempt(preempted.pk)
+    return _transition(order, State.FUNDED, funded_at=funded_at)
 
 
 @transaction.atomic
@@ -388,7 +467,7 @@ def orders_complete_elapsed(*, now: datetime | None = None) -> list[int]:
 def orders_end_for_machine(*, machine_id: int, reason: str) -> list[int]:
     """A machine went offline or was suspended: its active leases fail, unstarted ones cancel."""
     ended = []
-    ids = Order.objects.filter(machine_id=machine_id, state__in=Order.HOLDS_CAPACITY).values_list(
+    ids = Order.objects.filter(machine_id=machine_id, state__in=Order.OPEN).values_list(
         "pk", "state"
     )
     for order_id, state in sorted(ids):
@@ -403,15 +482,36 @@ def orders_end_for_machine(*, machine_id: int, reason: str) -> list[int]:
     return ended
 
 
-def orders_cancel_unfunded(*, now: datetime | None = None) -> list[int]:
-    cutoff = (now or timezone.now()) - timedelta(seconds=settings.ORDER_FUNDING_TIMEOUT_SECONDS)
-    cancelled = []
-    for order_id in Order.objects.filter(state=State.CREATED, created_at__lt=cutoff).values_list(
-        "pk", flat=True
+@transaction.atomic
+def order_expire_hold(*, order_id: int, now: datetime | None = None) -> Order | None:
+    """Cancels an unfunded order whose hold has expired; None when it was funded, cancelled or
+    its hold renewed meanwhile (the locked re-check is what makes beat safe against funding)."""
+    now = now or timezone.now()
+    order = _lock(order_id)
+    if order.state != State.CREATED or (
+        order.hold_expires_at is not None and order.hold_expires_at > now
     ):
-        try:
-            order_cancel(order_id=order_id, reason="not funded in time")
-            cancelled.append(order_id)
-        except InvalidTransition:
-            pass
-    return cancelled
+        return None
+    return _transition(
+        order,
+        State.CANCELLED,
+        ended_at=now,
+        end_reason="not funded in time",
+        billable_seconds=0,
+        amount_owed=0,
+    )
+
+
+def orders_cancel_unfunded(*, now: datetime | None = None) -> list[int]:
+    """Beat: cancels unfunded orders past their hold. Their accelerators were free already (an
+    expired hold counts for nothing); this closes them so the renter sees why. A deposit seen
+    after this is refunded in full (payments: funded after it was cancelled)."""
+    now = now or timezone.now()
+    expired = Order.objects.filter(state=State.CREATED).filter(
+        Q(hold_expires_at__lte=now) | Q(hold_expires_at__isnull=True)
+    )
+    return [
+        order_id
+        for order_id in expired.order_by("pk").values_list("pk", flat=True)
+        if order_expire_hold(order_id=order_id, now=now) is not None
+    ]

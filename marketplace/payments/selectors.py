@@ -50,6 +50,7 @@ def order_funding_instructions(*, user: User, order_id: int) -> dict:
         "provider_wallet": provider_wallet,
         "rate_per_second": order.rate_per_second,
         "max_duration_seconds": order.duration_seconds,
+        "funding_deadline": order.hold_expires_at,
         "approve_calldata": token.encode_abi("approve", [escrow.address, order.escrow_amount]),
         "fund_calldata": escrow.encode_abi(
             "fund",

@@ -11,6 +11,11 @@ class FundingOutputSerializer(serializers.Serializer):
     provider_wallet = serializers.CharField()
     rate_per_second = serializers.IntegerField()
     max_duration_seconds = serializers.IntegerField()
+    funding_deadline = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Until then the order holds its accelerators; a deposit seen after the order "
+        "was cancelled for missing it is refunded in full.",
+    )
     approve_calldata = serializers.CharField()
     fund_calldata = serializers.CharField()
 

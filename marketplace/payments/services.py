@@ -457,7 +457,11 @@ def _lease_funded(event: ChainEvent) -> None:
             order_pk = order.pk
             transaction.on_commit(lambda: _enqueue("lease_settle", order_pk))
         return
-    order_services.order_mark_funded(order_id=order.pk)
+    order = order_services.order_mark_funded(order_id=order.pk)
+    if order.state != Order.State.FUNDED:
+        # Its accelerators went to another order before this deposit was seen: it was cancelled
+        # instead, and that cancellation settles the deposit for 0 seconds, a full refund.
+        return
     order_services.order_activate(order_id=order.pk)
     # Start on chain only once this activation is committed.
     order_pk = order.pk
