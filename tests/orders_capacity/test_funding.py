@@ -118,3 +118,22 @@ def test_two_deposits_racing_for_the_same_accelerators_one_lease_wins(alice, car
     assert states == [State.CANCELLED, State.FUNDED], outcomes
     held = sum(o.accelerators for o in Order.objects.filter(state=State.FUNDED))
     assert held == listing.accelerator_count
+
+
+@pytest.mark.django_db
+def test_an_equal_bid_is_not_outbid(alice, carol, listing):
+    # Pre-emption takes only bids strictly below the new order's price: an interruptible lease
+    # bidding exactly the on-demand price keeps its accelerators.
+    equal = running(
+        alice,
+        listing,
+        "equal-0001",
+        accelerators=listing.accelerator_count,
+        pricing_mode="interruptible",
+        bid_per_hour=listing.price_per_hour,
+    )
+    with pytest.raises(services.ConflictError) as refused:
+        order(carol, listing, "carol-equal", accelerators=1)
+    assert refused.value.code == "orders_capacity_exhausted"
+    equal.refresh_from_db()
+    assert equal.state == State.ACTIVE
