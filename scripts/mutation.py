@@ -62,6 +62,23 @@ SCOPES = [
             "tests/workers/test_verify_fast.py",
         ),
     ),
+    Scope(
+        "orders",
+        modules=("marketplace/orders/services.py", "marketplace/orders/selectors.py"),
+        tests=(
+            "tests/core/test_order_lifecycle.py",
+            "tests/orders_capacity/",
+            "tests/api/test_order_idempotency.py",
+            "tests/races/test_order_transition_race.py",
+        ),
+        redis_db=6,
+    ),
+    Scope(
+        "payments",
+        modules=("marketplace/payments/services.py", "contracts/indexer.py"),
+        tests=("tests/payments/",),
+        redis_db=5,
+    ),
 ]
 
 
