@@ -297,7 +297,8 @@ def start_server(port: int, server: str) -> subprocess.Popen:
     env = {**os.environ, "DJANGO_DEBUG": "0", "LOG_LEVEL": "WARNING"}
     if server == "gunicorn":
         cmd = [
-            sys.executable, "-m", "gunicorn", "marketplace.wsgi:application",
+            sys.executable, "-m", "gunicorn", "-c", str(REPO_ROOT / "gunicorn.conf.py"),
+            "marketplace.wsgi:application",
             "--bind", f"127.0.0.1:{port}", "--workers", "4", "--threads", "4",
             "--log-level", "warning",
         ]  # fmt: skip

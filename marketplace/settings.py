@@ -49,6 +49,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every error under /api/ leaves as the JSON error shape, whichever layer made it.
+    "marketplace.core.middleware.ApiErrorShapeMiddleware",
+    # A deeply nested JSON body is refused before any other code sees it (see safe_json).
+    "marketplace.core.middleware.ApiBodyDepthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's and Swagger UI's static files from gunicorn, with no CDN (offline docs).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -61,6 +65,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "marketplace.urls"
+# Under /api/ a CSRF failure is the JSON error shape; the admin keeps Django's page.
+CSRF_FAILURE_VIEW = "marketplace.core.views.csrf_failure"
 WSGI_APPLICATION = "marketplace.wsgi.application"
 
 TEMPLATES = [
@@ -139,7 +145,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "marketplace.core.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["marketplace.core.parsers.SafeJSONParser"],
     "DEFAULT_THROTTLE_RATES": {
         "auth": env.str("THROTTLE_AUTH", default="30/minute"),
         "agent": env.str("THROTTLE_AGENT", default="600/minute"),

@@ -22,5 +22,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
 ]
 
+handler400 = "marketplace.core.views.bad_request"
+handler403 = "marketplace.core.views.permission_denied"
 handler404 = "marketplace.core.views.not_found"
 handler500 = "marketplace.core.views.server_error"

@@ -230,6 +230,8 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         "web",
         [
             str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
             "marketplace.wsgi",
             "--bind",
             f"127.0.0.1:{ports['web']}",

@@ -72,8 +72,10 @@ def _parse_json(payload: bytes | str, *, limit: int) -> Any:
     """Strict JSON: size-capped, NaN/Infinity refused (Python's json accepts them by default)."""
     if len(payload) > limit:
         raise _Malformed(f"payload of {len(payload)} bytes exceeds {limit}")
+    from workers.verification import safe_json  # depth-bounded: a nested answer cannot SIGSEGV
+
     try:
-        return json.loads(payload, parse_constant=_reject_constant)
+        return safe_json.loads(payload, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise _Malformed(f"payload is not JSON: {exc}") from None
 

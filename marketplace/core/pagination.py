@@ -1,7 +1,17 @@
+import re
+
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+# ASCII digits only: str.isdigit() and int() also accept "²", "①" or Arabic-Indic digits, and
+# int("²") raises, which made `?page=²` a 500. Seven digits bound the number before int() runs.
+_NUMBER = re.compile(r"[0-9]{1,7}")
+
+
+def _positive_int(raw: str) -> int | None:
+    return int(raw) if _NUMBER.fullmatch(raw) else None
 
 
 class DefaultPagination(PageNumberPagination):
@@ -14,11 +24,12 @@ class DefaultPagination(PageNumberPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        size = _positive_int(raw)
+        if size is None or not 1 <= size <= self.max_page_size:
             raise ValidationError(
                 {"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]}
             )
-        return int(raw)
+        return size
 
 
 class CappedCountPagination(DefaultPagination):
@@ -33,9 +44,10 @@ class CappedCountPagination(DefaultPagination):
         self.request = request
         self.page_size_value = self.get_page_size(request)
         raw_page = request.query_params.get(self.page_query_param, "1")
-        if not raw_page.isdigit() or int(raw_page) < 1 or int(raw_page) > 10**6:
+        page = _positive_int(raw_page)
+        if page is None or not 1 <= page <= 10**6:
             raise NotFound("Invalid page.")
-        self.page_number = int(raw_page)
+        self.page_number = page
         offset = (self.page_number - 1) * self.page_size_value
         rows = list(queryset[offset : offset + self.page_size_value + 1])
         if not rows and self.page_number > 1:

@@ -1,9 +1,13 @@
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.db import connection
+from django.views import csrf, defaults
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from marketplace.core.middleware import status_error
 
 
 class HealthApi(APIView):
@@ -20,17 +24,44 @@ class HealthApi(APIView):
         return Response({"status": "ok"})
 
 
-def not_found(request, exception=None):
-    from django.http import JsonResponse
+# Django's error handlers (marketplace/urls.py) and CSRF failure view. The admin is HTML for
+# people and keeps Django's pages; everything else is an API client's and gets the error shape.
+# A bad Host header arrives here as a 400: never call request.get_host() in these views.
 
-    return JsonResponse(
-        {"error": {"code": "not_found", "message": "No such resource.", "detail": {}}}, status=404
-    )
+
+def _html(request) -> bool:
+    return request.path.startswith("/admin/")
+
+
+def bad_request(request, exception=None):
+    if _html(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        return status_error(400, "The Host header names a host this server does not serve.")
+    if isinstance(exception, RequestDataTooBig):
+        return status_error(413, "The request body is larger than this server accepts.")
+    return status_error(400, "The request could not be understood.")
+
+
+def permission_denied(request, exception=None):
+    if _html(request):
+        return defaults.permission_denied(request, exception)
+    return status_error(403, "You do not have permission to perform this action.")
+
+
+def not_found(request, exception=None):
+    if _html(request):
+        return defaults.page_not_found(request, exception)
+    return status_error(404, "No such resource.")
 
 
 def server_error(request):
-    from django.http import JsonResponse
+    if _html(request):
+        return defaults.server_error(request)
+    return status_error(500, "Internal error.")
 
-    return JsonResponse(
-        {"error": {"code": "server_error", "message": "Internal error.", "detail": {}}}, status=500
-    )
+
+def csrf_failure(request, reason=""):
+    if _html(request):
+        return csrf.csrf_failure(request, reason)
+    return status_error(403, f"CSRF check failed: {reason}")

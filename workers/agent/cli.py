@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import random
 import signal
 import socket
 import sys
@@ -11,24 +10,24 @@ import threading
 from typing import Any
 
 from workers.agent import AGENT_VERSION
-from workers.agent.client import AgentApi, ApiError, RequestsTransport, ServerUnreachable
+from workers.agent.client import (
+    AgentApi,
+    ApiError,
+    RequestsTransport,
+    ServerUnreachable,
+    backoff_seconds,
+)
 from workers.agent.config import ConfigError, config_load, config_path, config_save, url_normalize
 from workers.agent.runner import JobRunner
 
 HEARTBEAT_SECONDS = 30
-BACKOFF_BASE, BACKOFF_MAX = 1.0, 60.0
+
+__all__ = ["backoff_seconds", "build_parser", "main", "run_loop"]
 
 
 def _err(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: agents that lost the server together do not all
-    come back in the same second."""
-    rng = rng or random.Random()
-    return rng.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt))
 
 
 # --- register ---------------------------------------------------------------------------------

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from workers.verification import safe_json
+
 GZIP_MAGIC = b"\x1f\x8b"
+BACKOFF_BASE, BACKOFF_MAX = 1.0, 60.0
+
+
+def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: agents that lost the server together do not all
+    come back in the same second."""
+    rng = rng or random.Random()
+    return rng.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt))
 
 
 class ApiError(Exception):
@@ -59,14 +70,17 @@ class RequestsTransport:
         if response.status_code == 204 or not response.content:
             return response.status_code, None
         try:
-            return response.status_code, response.json()
-        except ValueError:
+            # Depth-bounded: a hostile or broken server's deeply nested reply fails this call
+            # with ApiError instead of overflowing the agent's stack.
+            return response.status_code, safe_json.loads(response.content)
+        except ValueError as exc:
             if response.status_code >= 500:
                 return response.status_code, None
             raise ApiError(
                 response.status_code,
                 "not_json",
-                f"{self.base_url} did not answer with JSON: is it the marketplace API?",
+                f"{self.base_url} did not answer with usable JSON ({exc}): "
+                "is it the marketplace API?",
             ) from None
 
 

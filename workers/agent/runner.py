@@ -8,17 +8,41 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from workers.agent.client import AgentApi, ApiError
+from workers.agent.client import AgentApi, ApiError, ServerUnreachable, backoff_seconds
 from workers.kernels import Spec, best_backend, prepare, spec_from_dict
 from workers.verification import challenge_answer, commitment_create
 
 FINAL_STATES = ("verified", "rejected", "expired")
+# What handle() reports for a job it stopped trying to deliver: the server stayed unreachable
+# (or kept failing) until the job's deadline. Not a server state.
+ABANDONED = "abandoned"
+# For a job that names no deadline (an older server): how long to keep retrying a step.
+DEFAULT_RETRY_SECONDS = 300
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _deadline(raw: Any, now: datetime) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return now + timedelta(seconds=DEFAULT_RETRY_SECONDS)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class _GaveUp(Exception):
+    pass
 
 
 @dataclass
@@ -39,12 +63,17 @@ class JobRunner:
         progress: bool = False,
         challenge_wait: int = 25,
         verdict_timeout: float = 300,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = _utcnow,
+        rng: random.Random | None = None,
     ) -> None:
         self.api = api
         self.backend = backend
         self.progress = progress
         self.challenge_wait = challenge_wait
         self.verdict_timeout = verdict_timeout
+        # Injected so that tests drive retries without waiting for real time to pass.
+        self.sleep, self.clock, self.rng = sleep, clock, rng or random.Random()
 
     # --- the protocol steps (override one to build a cheater) --------------------------------
 
@@ -83,6 +112,7 @@ class JobRunner:
 
     def handle(self, job: dict[str, Any]) -> JobResult:
         job_id = job["id"]
+        deadline = _deadline(job.get("deadline"), self.clock())
         steps = _Progress(self.progress, f"job {job_id} {job['kind']}/{job['precision']}")
         try:
             spec = spec_from_dict(job["spec"])
@@ -92,13 +122,18 @@ class JobRunner:
             root, tree = self.commitment(spec, output)
             agent_seconds = max(time.perf_counter() - start, 1e-9)
             steps.advance("committed")
-            self.api.commit(job_id, self.commitment_body(root, agent_seconds))
-            challenge = self._wait_challenge(job_id)
+            commit_body = self.commitment_body(root, agent_seconds)
+            self._until_deadline(
+                lambda: self.api.commit(job_id, commit_body), deadline, _commit_landed
+            )
+            challenge, deadline = self._wait_challenge(job_id, deadline)
             steps.advance("challenged")
             body = self.answer_body(self.answer(spec, output, tree, challenge))
-            self.api.answer(job_id, body)
+            self._until_deadline(lambda: self.api.answer(job_id, body), deadline, _answer_landed)
             steps.advance("answered")
             return self._verdict(job_id, agent_seconds)
+        except _GaveUp as exc:
+            return JobResult(job_id, ABANDONED, f"server unreachable until the deadline: {exc}")
         except ApiError as exc:
             if exc.code in ("benchmarks_job_rejected", "benchmarks_job_expired"):
                 detail = exc.detail if isinstance(exc.detail, dict) else {}
@@ -108,16 +143,53 @@ class JobRunner:
         finally:
             steps.close()
 
-    def _wait_challenge(self, job_id: int) -> dict[str, Any]:
+    def _until_deadline(
+        self, call: Callable[[], Any], deadline: datetime, landed: Callable[[ApiError], bool]
+    ) -> Any:
+        """Calls call() until the server takes it, retrying a server-side failure (5xx, refused
+        connection, timeout) with exponential backoff and jitter until the job's deadline: a
+        platform outage must not cost an honest machine its job. A retry can find that an
+        earlier attempt did land (its reply was what got lost): landed(exc) says so for the
+        server's "already done" conflict, which then counts as success."""
+        attempt = 0
         while True:
-            data = self.api.challenge(job_id, self.challenge_wait)
+            try:
+                return call()
+            except ServerUnreachable as exc:
+                remaining = (deadline - self.clock()).total_seconds()
+                if remaining <= 0:
+                    raise _GaveUp(str(exc)) from None
+                self.sleep(min(backoff_seconds(attempt, self.rng), remaining))
+                attempt += 1
+            except ApiError as exc:
+                if attempt and landed(exc):
+                    return None
+                raise
+
+    def _wait_challenge(self, job_id: int, deadline: datetime) -> tuple[dict[str, Any], datetime]:
+        """The challenge and the job's deadline, which the server extends when it issues the
+        challenge. While the server answers, it decides when the wait ends (it expires the job);
+        while it does not, the wait ends at the deadline."""
+        while True:
+            data = self._until_deadline(
+                lambda: self.api.challenge(job_id, self.challenge_wait), deadline, _never
+            )
             if data is not None:
-                return data["challenge"]
+                return data["challenge"], _deadline(data.get("deadline", deadline), deadline)
 
     def _verdict(self, job_id: int, agent_seconds: float) -> JobResult:
         give_up = time.monotonic() + self.verdict_timeout
+        attempt = 0
         while True:
-            status = self.api.job(job_id)
+            try:
+                status = self.api.job(job_id)
+            except ServerUnreachable:
+                # The answer is in; only the report of the verdict is delayed.
+                if time.monotonic() > give_up:
+                    raise
+                self.sleep(backoff_seconds(attempt, self.rng))
+                attempt += 1
+                continue
             if status["state"] in FINAL_STATES or time.monotonic() > give_up:
                 return JobResult(
                     job_id,
@@ -126,7 +198,29 @@ class JobRunner:
                     status.get("measured_tflops"),
                     agent_seconds,
                 )
-            time.sleep(0.2)
+            self.sleep(0.2)
+
+
+def _never(exc: ApiError) -> bool:
+    return False
+
+
+def _commit_landed(exc: ApiError) -> bool:
+    """A repeated commitment is refused as an invalid transition once the first one moved the
+    job on."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    return exc.code.endswith("_invalid_transition") and detail.get("current_state") in (
+        "committed",
+        "challenged",
+    )
+
+
+def _answer_landed(exc: ApiError) -> bool:
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    return exc.code == "benchmarks_answer_exists" or (
+        exc.code.endswith("_invalid_transition")
+        and detail.get("current_state") in ("verified", "rejected")
+    )
 
 
 class _Progress:
