@@ -408,3 +408,11 @@ def test_challenges_are_unpredictable_without_a_given_rng():
     drawn = [challenge_create(spec, sample_count=8) for _ in range(5)]
     assert len({tuple(c["indices"]) for c in drawn}) == 5
     assert len({tuple(c["r"]) for c in drawn}) == 5
+
+
+def test_a_deeply_nested_raw_answer_is_rejected_without_parsing_it(seed):
+    root, challenge, _ = run_job(MATMUL, compute(MATMUL, seed))
+    nested = b"[" * 20_000 + b"]" * 20_000  # under the size cap, far past the depth cap
+    report = answer_verify(MATMUL, seed, root, challenge, nested)
+    assert (report.passed, report.reason) == (False, "malformed_answer")
+    assert "nested" in report.detail

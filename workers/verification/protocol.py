@@ -44,6 +44,7 @@ import numpy as np
 from workers.kernels.generator import generate, generate_into, seed_bytes
 from workers.kernels.specs import PRODUCT_BOUND, Conv2dSpec, MatmulSpec, Spec
 
+from . import safe_json
 from .merkle import (
     HASH_HEX_LEN,
     MerkleTree,
@@ -235,7 +236,7 @@ def _parse(answer: Any, limit: int) -> Any:
         if len(answer) > limit:
             raise MalformedAnswer(f"answer of {len(answer)} bytes exceeds {limit}")
         try:
-            return json.loads(answer, parse_constant=_reject_constant)
+            return safe_json.loads(answer, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
             raise MalformedAnswer(f"answer is not JSON: {exc}") from None
     return answer
