@@ -226,6 +226,22 @@ BENCHMARK_DEVICE_PROBE_MIN_FLOPS = env.float("BENCHMARK_DEVICE_PROBE_MIN_FLOPS",
 BENCHMARK_SMALL_SUITES = env.bool("BENCHMARK_SMALL_SUITES", default=False)
 BENCHMARK_REPUTATION_WINDOW = _positive_int("BENCHMARK_REPUTATION_WINDOW", 50)
 BENCHMARK_LONG_POLL_MAX_SECONDS = _positive_int("BENCHMARK_LONG_POLL_MAX_SECONDS", 25)
+# Platform incidents: windows in which the platform itself failed, inside which a missed deadline
+# or heartbeat counts against nobody (marketplace/benchmarks/models.py PlatformIncident).
+# A 5xx excuses this long either side of it (an agent's retries around it failed too).
+PLATFORM_INCIDENT_PAD_SECONDS = _positive_int("PLATFORM_INCIDENT_PAD_SECONDS", 60)
+# Beat's probe of the API as agents reach it; empty turns the probe off.
+PLATFORM_HEALTH_URL = env.str(
+    "PLATFORM_HEALTH_URL",
+    default=f"http://127.0.0.1:{env.str('WEB_PORT', default='8000')}/api/v1/health",
+)
+PLATFORM_HEALTH_PROBE_SECONDS = max(5, _positive_int("PLATFORM_HEALTH_PROBE_SECONDS", 30))
+PLATFORM_HEALTH_TIMEOUT_SECONDS = max(1, _positive_int("PLATFORM_HEALTH_TIMEOUT_SECONDS", 10))
+# Half or more of the machines alive in the last 10 heartbeat timeouts (and at least 5) going
+# silent together is read as our outage, not theirs.
+PLATFORM_HEARTBEAT_GAP_FRACTION = env.float("PLATFORM_HEARTBEAT_GAP_FRACTION", default=0.5)
+PLATFORM_HEARTBEAT_GAP_MIN_MACHINES = _positive_int("PLATFORM_HEARTBEAT_GAP_MIN_MACHINES", 5)
+PLATFORM_HEARTBEAT_GAP_LOOKBACK = max(2, _positive_int("PLATFORM_HEARTBEAT_GAP_LOOKBACK", 10))
 
 # --- Chain --------------------------------------------------------------------------------
 CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="http://127.0.0.1:8545")
@@ -297,6 +313,19 @@ CELERY_BEAT_SCHEDULE = {
     "chain-transactions-confirm": {
         "task": "workers.chain_tasks.chain_transactions_confirm",
         "schedule": 30,
+    },
+    # A verdict is written with its decision; its slash and settlements are enqueued after
+    # commit. A process that died in between left them unenqueued: this finds them (older than
+    # a minute, so it never races the normal path) and enqueues them once.
+    "verdicts-enqueue-effects": {
+        "task": "workers.chain_tasks.verdicts_enqueue_effects",
+        "schedule": 60,
+    },
+    # The platform's own outages excuse missed deadlines; an outage is noticed within one probe
+    # interval, well inside the 90 s heartbeat timeout and the minutes-long job deadlines.
+    "platform-health-probe": {
+        "task": "workers.ops_tasks.platform_health_probe",
+        "schedule": PLATFORM_HEALTH_PROBE_SECONDS,
     },
     # A lost settlement task would leave a lease unpaid forever; this re-sends it.
     "leases-settle-overdue": {"task": "workers.chain_tasks.leases_settle_overdue", "schedule": 60},

@@ -32,11 +32,16 @@ _MONEY = {
 _PERIODIC = {"soft_time_limit": 60, "time_limit": 90, "acks_late": False}
 
 
-@shared_task(**_MONEY)
-def lease_settle(order_id: int) -> str | None:
+@shared_task(bind=True, **_MONEY)
+def lease_settle(self, order_id: int) -> str | None:
+    from marketplace.payments.services import VerdictPending
     from marketplace.payments.services import lease_settle as settle
 
-    tx = settle(order_id=order_id)
+    try:
+        tx = settle(order_id=order_id)
+    except VerdictPending as exc:
+        # A failed lease is never closed citing no report; its verdict is expected to appear.
+        raise self.retry(exc=exc, countdown=30) from exc
     return tx.tx_hash if tx else None
 
 
@@ -49,10 +54,11 @@ def lease_start(order_id: int) -> str | None:
 
 
 @shared_task(**_MONEY)
-def provider_slash(job_id: str) -> str | None:
+def provider_slash(key: str) -> str | None:
+    """`key` is the verdict's key (a job id, or "liveness-<machine>-<time>")."""
     from marketplace.payments.services import provider_slash as slash
 
-    tx = slash(job_id=job_id)
+    tx = slash(key=key)
     return tx.tx_hash if tx else None
 
 
@@ -68,6 +74,13 @@ def leases_settle_overdue() -> list[int]:
     from marketplace.payments.services import leases_settle_overdue as sweep
 
     return sweep()
+
+
+@shared_task(**_PERIODIC)
+def verdicts_enqueue_effects() -> list[int]:
+    from marketplace.payments.services import verdicts_enqueue_effects_due
+
+    return verdicts_enqueue_effects_due()
 
 
 @shared_task(**_PERIODIC)

@@ -24,3 +24,16 @@ def payments_reconcile() -> dict:
     result = reconcile()
     counts = reconcile_alert(result=result)
     return {"differences": len(result.differences), "block": result.block, **counts}
+
+
+@shared_task(
+    # One HTTP request with a 10 s timeout; a probe that outlives its interval says enough.
+    soft_time_limit=30,
+    time_limit=45,
+    acks_late=False,
+)
+def platform_health_probe() -> int | None:
+    from marketplace.benchmarks.services import platform_health_probe as probe
+
+    incident = probe()
+    return incident.pk if incident is not None else None

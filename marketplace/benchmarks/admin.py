@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, MachineUptime
+from marketplace.benchmarks.models import (
+    BenchmarkJob,
+    BenchmarkSuite,
+    MachineUptime,
+    PlatformIncident,
+    Verdict,
+)
 
 
 @admin.register(BenchmarkJob)
@@ -38,3 +44,37 @@ class BenchmarkSuiteAdmin(admin.ModelAdmin):
 @admin.register(MachineUptime)
 class MachineUptimeAdmin(admin.ModelAdmin):
     list_display = ["machine", "samples", "online_samples", "updated_at"]
+
+
+class _ReadOnly(admin.ModelAdmin):
+    # Written only by the decisions they record; an edited verdict would be a forged report.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Verdict)
+class VerdictAdmin(_ReadOnly):
+    list_display = [
+        "key",
+        "kind",
+        "machine",
+        "penalised",
+        "reason",
+        "report_hash",
+        "created_at",
+        "effects_enqueued_at",
+    ]
+    list_filter = ["kind", "passed", "penalised"]
+    search_fields = ["key", "report_hash"]
+
+
+@admin.register(PlatformIncident)
+class PlatformIncidentAdmin(_ReadOnly):
+    list_display = ["id", "source", "started_at", "ended_at", "caused_by", "detail"]
+    list_filter = ["source"]

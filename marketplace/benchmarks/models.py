@@ -111,3 +111,65 @@ class MachineUptime(TimestampedModel):
     machine = models.OneToOneField(Machine, on_delete=models.CASCADE, related_name="uptime")
     samples = models.PositiveIntegerField(default=0)
     online_samples = models.PositiveIntegerField(default=0)
+
+
+class Verdict(TimestampedModel):
+    """A decision about a machine that money depends on, written in the same transaction as the
+    state change it justifies (a job verified or rejected, a machine that stopped answering with
+    leases broken). Tasks that move money read it: the slash cites its report hash, the
+    settlement of a lease it failed cites it too, rewards count the passes. A receiver or a beat
+    sweep claims `effects_enqueued_at` with a conditional update once the slash and settlements
+    are enqueued, so a process that died between commit and enqueue loses nothing."""
+
+    class Kind(models.TextChoices):
+        PASS = "pass"
+        FAIL = "fail"
+        LIVENESS = "liveness"
+
+    # The job id for job verdicts, "liveness-<machine>-<unix time>" for a lapse: names the slash
+    # on chain ("slash:<key>"), so it never changes once written.
+    key = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    passed = models.BooleanField()
+    # Counts against the machine: slashed, and no reward for the period. False for a pass and
+    # for a lapse the platform's own outage explains.
+    penalised = models.BooleanField()
+    machine = models.ForeignKey(Machine, on_delete=models.PROTECT, related_name="verdicts")
+    job = models.ForeignKey(
+        BenchmarkJob, null=True, blank=True, on_delete=models.PROTECT, related_name="verdicts"
+    )
+    # The leases this decision ended (failed if active, cancelled if not yet started); their
+    # settlements cite `report_hash`.
+    orders = models.ManyToManyField("orders.Order", blank=True, related_name="verdicts")
+    report_hash = models.CharField(max_length=66)  # 0x + 64 hex
+    reason = models.CharField(max_length=100, blank=True)
+    effects_enqueued_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["passed", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"verdict {self.key} {self.kind} on machine {self.machine_id}"
+
+
+class PlatformIncident(TimestampedModel):
+    """A window in which the platform itself was failing: a 5xx answer, a failed health probe,
+    or most machines' heartbeats stopping at once. A deadline or a heartbeat missed inside one
+    is nobody's fault: it expires or lapses without a suspension or a slash."""
+
+    class Source(models.TextChoices):
+        SERVER_ERROR = "server_error"
+        HEALTH_PROBE = "health_probe"
+        HEARTBEAT_GAP = "heartbeat_gap"
+
+    source = models.CharField(max_length=20, choices=Source.choices)
+    started_at = models.DateTimeField(db_index=True)
+    # Null while still open (a failing probe that has not recovered yet).
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # "machine:<id>" or "user:<id>" when the failing request came from an agent or a signed-in
+    # user: that caller's own 5xx never excuses its machines (see platform_failing_during).
+    caused_by = models.CharField(max_length=40, blank=True, db_index=True)
+    detail = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.source} incident from {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -25,7 +25,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from marketplace.benchmarks import signals
-from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, MachineUptime, Purpose
+from marketplace.benchmarks.models import (
+    BenchmarkJob,
+    BenchmarkSuite,
+    MachineUptime,
+    PlatformIncident,
+    Purpose,
+    Verdict,
+)
 from marketplace.benchmarks.suites import device_floor_tflops, suite_specs
 from marketplace.core.errors import ConflictError, InvalidTransition, NotFoundError
 from marketplace.providers.models import Machine
@@ -57,7 +64,7 @@ MAX_COMMITMENT_BYTES = 1024
 MAX_AGENT_SECONDS = 7 * 86400
 
 # Outcomes that end a job without counting against its machine.
-NO_FAULT_REASONS = ("suite_failed", "not_dispatched")
+NO_FAULT_REASONS = ("suite_failed", "not_dispatched", "platform_unavailable")
 
 
 class _Malformed(Exception):
@@ -252,7 +259,7 @@ def benchmark_commit(
             entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
         )
     if received_at > job.deadline:
-        return _fail(job, State.EXPIRED, "deadline_exceeded", "commitment after the deadline")
+        return _expire_late(job, "commitment after the deadline", until=received_at)
     try:
         root, agent_seconds = _commitment_parse(payload)
     except _Malformed as exc:
@@ -320,7 +327,7 @@ def benchmark_submit_answer(
             "An answer for this job was already received.", code="benchmarks_answer_exists"
         )
     if received_at > job.deadline:
-        return _fail(job, State.EXPIRED, "deadline_exceeded", "answer after the deadline")
+        return _expire_late(job, "answer after the deadline", until=received_at)
     try:
         limit = answer_size_limit(spec_from_dict(job.spec), job.challenge)
         answer = _parse_json(payload, limit=limit)
@@ -374,10 +381,24 @@ def _pass(job: BenchmarkJob, detail: str, **fields: Any) -> BenchmarkJob:
         answer=None,  # a verified answer is no evidence of anything; the report hash stays
         **fields,
     )
-    machine_id, job_id, digest = job.machine_id, job.pk, "0x" + job.report_hash
+    verdict = _verdict_record(
+        key=str(job.pk),
+        kind=Verdict.Kind.PASS,
+        machine_id=job.machine_id,
+        job=job,
+        report_hash="0x" + job.report_hash,
+        reason="",
+        penalised=False,
+        order_ids=[],
+    )
+    machine_id, job_id, digest = job.machine_id, job.pk, verdict.report_hash
     transaction.on_commit(
         lambda: signals.machine_verification_passed.send(
-            sender=BenchmarkJob, machine_id=machine_id, job_id=job_id, report_hash=digest
+            sender=BenchmarkJob,
+            machine_id=machine_id,
+            job_id=job_id,
+            report_hash=digest,
+            verdict_id=verdict.pk,
         )
     )
     if job.suite_id is not None:
@@ -471,18 +492,203 @@ def _machine_penalise(job: BenchmarkJob, reason: str) -> None:
         machine_suspend(
             machine_id=machine.pk, reason=f"benchmark job {job.pk} {job.state}: {reason}"
         )
-    orders_end_for_machine(machine_id=machine.pk, reason=f"failed verification: {reason}")
-    machine_id, job_id, order_id = job.machine_id, job.pk, job.order_id
-    digest = "0x" + job.report_hash
+    ended = orders_end_for_machine(machine_id=machine.pk, reason=f"failed verification: {reason}")
+    # In this transaction, not in a receiver after commit: the settlements of the leases ended
+    # above are enqueued on commit too (and before the announcement below), and they cite this
+    # row's report hash. Whatever runs first, the row is already there.
+    verdict = _verdict_record(
+        key=str(job.pk),
+        kind=Verdict.Kind.FAIL,
+        machine_id=machine.pk,
+        job=job,
+        report_hash="0x" + job.report_hash,
+        reason=reason,
+        penalised=True,
+        order_ids=ended,
+    )
+    _announce_failure(verdict)
+
+
+def _verdict_record(
+    *,
+    key: str,
+    kind: str,
+    machine_id: int,
+    job: BenchmarkJob | None,
+    report_hash: str,
+    reason: str,
+    penalised: bool,
+    order_ids: list[int],
+) -> Verdict:
+    """Call inside the transaction of the decision. A pass has no effects to enqueue (rewards
+    are paid per period from these rows), so it is born claimed."""
+    verdict = Verdict.objects.create(
+        key=key,
+        kind=kind,
+        passed=kind == Verdict.Kind.PASS,
+        penalised=penalised,
+        machine_id=machine_id,
+        job=job,
+        report_hash=report_hash.lower(),
+        reason=reason[:100],
+        effects_enqueued_at=timezone.now() if kind == Verdict.Kind.PASS else None,
+    )
+    if order_ids:
+        verdict.orders.set(order_ids)
+    return verdict
+
+
+def _announce_failure(verdict: Verdict) -> None:
+    """Tells the payments app, after commit, to enqueue the slash and settlements. If this
+    process dies before it does, the payments app's beat sweep finds the unclaimed row."""
+    fields = {
+        "machine_id": verdict.machine_id,
+        "job_id": verdict.job_id if verdict.job_id is not None else verdict.key,
+        "report_hash": verdict.report_hash,
+        "reason": verdict.reason,
+        "order_id": verdict.job.order_id if verdict.job is not None else None,
+        "verdict_id": verdict.pk,
+    }
     transaction.on_commit(
-        lambda: signals.machine_verification_failed.send(
-            sender=BenchmarkJob,
-            machine_id=machine_id,
-            job_id=job_id,
-            report_hash=digest,
-            reason=reason,
-            order_id=order_id,
+        lambda: signals.machine_verification_failed.send(sender=Verdict, **fields)
+    )
+
+
+# --- platform incidents -----------------------------------------------------------------------
+
+
+def platform_incident_server_error(
+    *, caused_by: str = "", detail: str = "", now: datetime | None = None
+) -> PlatformIncident:
+    """A 5xx answer: the platform failed a request around `now`. The window is padded on both
+    sides (the agent's retries around it may have failed too); consecutive errors from the
+    same caller extend one row instead of writing one row each."""
+    now = now or timezone.now()
+    pad = timedelta(seconds=settings.PLATFORM_INCIDENT_PAD_SECONDS)
+    extended = PlatformIncident.objects.filter(
+        source=PlatformIncident.Source.SERVER_ERROR,
+        caused_by=caused_by,
+        ended_at__gte=now - pad,
+    ).update(ended_at=now + pad, updated_at=now)
+    incident = (
+        PlatformIncident.objects.filter(
+            source=PlatformIncident.Source.SERVER_ERROR, caused_by=caused_by
         )
+        .order_by("-pk")
+        .first()
+    )
+    if extended and incident is not None:
+        return incident
+    return PlatformIncident.objects.create(
+        source=PlatformIncident.Source.SERVER_ERROR,
+        started_at=now - pad,
+        ended_at=now + pad,
+        caused_by=caused_by,
+        detail=detail[:2000],
+    )
+
+
+def platform_health_probe() -> PlatformIncident | None:
+    """Beat: asks the API's health endpoint over HTTP, as an agent would reach it (a crashed or
+    wedged web tier answers nothing, or a 5xx). Outside any transaction: it waits on the
+    network. Does nothing when PLATFORM_HEALTH_URL is empty."""
+    import requests
+
+    url = settings.PLATFORM_HEALTH_URL
+    if not url:
+        return None
+    try:
+        response = requests.get(url, timeout=settings.PLATFORM_HEALTH_TIMEOUT_SECONDS)
+        healthy, detail = response.status_code == 200, f"{url}: HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        healthy, detail = False, f"{url}: {type(exc).__name__}: {exc}"
+    return platform_health_observed(healthy=healthy, detail=detail)
+
+
+@transaction.atomic
+def platform_health_observed(
+    *, healthy: bool, detail: str = "", now: datetime | None = None
+) -> PlatformIncident | None:
+    """Beat's probe of the API's health endpoint: a failure opens an incident (back-dated to
+    the previous probe, since the API may have been failing since then), a success closes it.
+    Returns the open incident, or None when healthy."""
+    now = now or timezone.now()
+    source = PlatformIncident.Source.HEALTH_PROBE
+    open_ = (
+        PlatformIncident.objects.select_for_update()
+        .filter(source=source, ended_at__isnull=True)
+        .order_by("pk")
+    )
+    if healthy:
+        open_.update(ended_at=now, updated_at=now)
+        return None
+    incident = open_.first()
+    if incident is None:
+        since = now - timedelta(seconds=settings.PLATFORM_HEALTH_PROBE_SECONDS)
+        incident = PlatformIncident.objects.create(
+            source=source, started_at=since, detail=detail[:2000]
+        )
+    return incident
+
+
+def _heartbeat_gap(now: datetime) -> PlatformIncident | None:
+    """Most recently alive machines stopped heartbeating at once: far likelier that we stopped
+    receiving heartbeats (web tier down, a network partition on our side) than that they all
+    died together. Records (or extends) a heartbeat_gap incident over the silent span."""
+    timeout = timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
+    recently_alive = Machine.objects.exclude(state=Machine.State.SUSPENDED).filter(
+        last_heartbeat_at__gte=now - settings.PLATFORM_HEARTBEAT_GAP_LOOKBACK * timeout
+    )
+    total = recently_alive.count()
+    silent = recently_alive.filter(last_heartbeat_at__lt=now - timeout)
+    silent_count = silent.count()
+    if (
+        total < settings.PLATFORM_HEARTBEAT_GAP_MIN_MACHINES
+        or silent_count < total * settings.PLATFORM_HEARTBEAT_GAP_FRACTION
+    ):
+        return None
+    oldest = min(silent.values_list("last_heartbeat_at", flat=True))
+    source = PlatformIncident.Source.HEARTBEAT_GAP
+    incident = (
+        PlatformIncident.objects.filter(source=source, ended_at__gte=oldest).order_by("pk").first()
+    )
+    detail = f"{silent_count} of {total} recently alive machines silent for over {timeout}"
+    if incident is not None:
+        PlatformIncident.objects.filter(pk=incident.pk).update(
+            ended_at=now, detail=detail, updated_at=now
+        )
+        return incident
+    return PlatformIncident.objects.create(
+        source=source, started_at=oldest, ended_at=now, detail=detail
+    )
+
+
+def platform_failing_during(
+    *, start: datetime, end: datetime, machine: Machine | None = None
+) -> bool:
+    """Whether a platform incident overlaps [start, end]. A 5xx that the machine's own agent
+    or owner caused does not excuse that machine: nobody buys an excuse by crashing us."""
+    overlapping = PlatformIncident.objects.filter(started_at__lte=end).filter(
+        Q(ended_at__isnull=True) | Q(ended_at__gte=start)
+    )
+    if machine is not None:
+        owner_id = machine.provider.owner_id if machine.provider_id else None
+        overlapping = overlapping.exclude(
+            caused_by__in=[f"machine:{machine.pk}", f"user:{owner_id}"]
+        )
+    return overlapping.exists()
+
+
+def _platform_recovering(now: datetime) -> bool:
+    """An incident is open, or closed less than one heartbeat timeout ago: agents have not had
+    the time to get a heartbeat through yet, so a stale one says nothing about them."""
+    since = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
+    # Not a single 5xx: one failed request does not stop heartbeats, and anyone able to cause
+    # one must not be able to pause liveness checks for everybody.
+    return (
+        PlatformIncident.objects.exclude(source=PlatformIncident.Source.SERVER_ERROR)
+        .filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since), started_at__lte=now)
+        .exists()
     )
 
 
@@ -507,7 +713,7 @@ def benchmark_expire(*, job_id: int, now: datetime | None = None) -> BenchmarkJo
             ).exists()
         )
         if dodging:
-            return _fail(job, State.EXPIRED, "deadline_exceeded", "job never picked up")
+            return _expire_late(job, "job never picked up", since=job.created_at, until=now)
         return _fail(job, State.EXPIRED, "not_dispatched", "job never picked up", penalise=False)
     if job.state not in BenchmarkJob.OPEN_STATES or job.deadline is None or job.deadline >= now:
         raise ConflictError("The job is not overdue.", code="benchmarks_job_not_overdue")
@@ -521,7 +727,27 @@ def benchmark_expire(*, job_id: int, now: datetime | None = None) -> BenchmarkJo
         return _fail(
             job, State.EXPIRED, "challenge_not_issued", "no challenge was issued", penalise=False
         )
-    return _fail(job, State.EXPIRED, "deadline_exceeded", f"no progress in state '{job.state}'")
+    return _expire_late(job, f"no progress in state '{job.state}'", until=now)
+
+
+def _expire_late(
+    job: BenchmarkJob, detail: str, *, until: datetime, since: datetime | None = None
+) -> BenchmarkJob:
+    """A missed deadline counts against the machine, unless the platform itself was failing
+    while the job was out ([dispatched_at, deadline], or up to `until` when that is earlier):
+    then it expires as nobody's fault, and the machine is asked again later."""
+    since = since or job.dispatched_at or job.created_at
+    until = min(until, job.deadline) if job.deadline is not None else until
+    machine = Machine.objects.select_related("provider").get(pk=job.machine_id)
+    if platform_failing_during(start=since, end=until, machine=machine):
+        return _fail(
+            job,
+            State.EXPIRED,
+            "platform_unavailable",
+            f"{detail}, while the platform was failing",
+            penalise=False,
+        )
+    return _fail(job, State.EXPIRED, "deadline_exceeded", detail)
 
 
 def benchmarks_expire_overdue(*, now: datetime | None = None) -> list[int]:
@@ -658,43 +884,60 @@ def _liveness_report_hash(report: dict[str, Any]) -> str:
 def machine_heartbeat_lapsed(*, machine_id: int) -> list[int] | None:
     """A machine stopped answering heartbeats. It goes offline; its active leases fail (the
     renter pays only the seconds it ran) and its unstarted ones cancel. Breaking a running
-    lease is a breach like a failed verification: the heartbeat record is the report behind
-    the slash. Returns the ended order ids, or None when the machine came back meanwhile."""
+    lease is a breach like a failed verification: a liveness verdict, written here with the
+    leases it ended, is the report behind the slash and the one their settlements cite.
+
+    The platform's own failures are nobody's fault. While an outage is open (or closed less
+    than one heartbeat timeout ago) nothing lapses: agents get one timeout to reach us again.
+    A lapse whose silent span [last heartbeat, now] overlaps an incident still takes the
+    machine offline and ends its leases (a renter must not pay for a machine nobody can see),
+    but its verdict does not penalise: no slash, no lost reward.
+
+    Returns the ended order ids, or None when the machine came back meanwhile (or the
+    platform is still recovering)."""
     from marketplace.orders.models import Order
     from marketplace.orders.services import orders_end_for_machine
     from marketplace.providers.services import machine_mark_offline
 
+    now = timezone.now()
+    _heartbeat_gap(now)
+    if _platform_recovering(now):
+        return None
     machine = machine_mark_offline(machine_id=machine_id)
     if machine is None:
         return None
+    ended = orders_end_for_machine(machine_id=machine_id, reason="machine offline")
     broken = sorted(
-        Order.objects.filter(machine_id=machine_id, state=Order.State.ACTIVE).values_list(
-            "pk", flat=True
-        )
+        Order.objects.filter(pk__in=ended, state=Order.State.FAILED).values_list("pk", flat=True)
     )
-    if broken:
-        detected_at = timezone.now()
-        report = {
-            "kind": "liveness",
-            "machine_id": machine_id,
-            "last_heartbeat_at": machine.last_heartbeat_at.isoformat()
-            if machine.last_heartbeat_at
-            else None,
-            "detected_at": detected_at.isoformat(),
-            "heartbeat_timeout_seconds": settings.HEARTBEAT_TIMEOUT_SECONDS,
-            "broken_orders": broken,
-        }
-        digest = _liveness_report_hash(report)
-        # Registered before the leases fail, so this verdict is on record before any of their
-        # settlements (queued by the order_ended callbacks that follow) can cite it.
-        transaction.on_commit(
-            lambda: signals.machine_verification_failed.send(
-                sender=Machine,
-                machine_id=machine_id,
-                job_id=f"liveness-{machine_id}-{int(detected_at.timestamp())}",
-                report_hash=digest,
-                reason="machine_offline",
-                order_id=None,
-            )
-        )
-    return orders_end_for_machine(machine_id=machine_id, reason="machine offline")
+    if not broken:
+        return ended
+    silent_since = machine.last_heartbeat_at or machine.state_changed_at or now
+    excused = platform_failing_during(
+        start=silent_since,
+        end=now,
+        machine=Machine.objects.select_related("provider").get(pk=machine_id),
+    )
+    report = {
+        "kind": "liveness",
+        "machine_id": machine_id,
+        "last_heartbeat_at": machine.last_heartbeat_at.isoformat()
+        if machine.last_heartbeat_at
+        else None,
+        "detected_at": now.isoformat(),
+        "heartbeat_timeout_seconds": settings.HEARTBEAT_TIMEOUT_SECONDS,
+        "broken_orders": broken,
+        "platform_incident": excused,
+    }
+    verdict = _verdict_record(
+        key=f"liveness-{machine_id}-{int(now.timestamp())}",
+        kind=Verdict.Kind.LIVENESS,
+        machine_id=machine_id,
+        job=None,
+        report_hash=_liveness_report_hash(report),
+        reason="machine_offline_platform_incident" if excused else "machine_offline",
+        penalised=not excused,
+        order_ids=ended,
+    )
+    _announce_failure(verdict)
+    return ended

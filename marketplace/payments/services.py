@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from eth_utils import keccak
@@ -16,6 +16,7 @@ from web3 import Web3
 
 from contracts import chain
 from contracts.deploy import TOKEN_NAME, TOKEN_SYMBOL, load_artifact
+from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
@@ -235,21 +236,38 @@ def lease_start(*, order_id: int) -> ChainTransaction | None:
     return chain.confirm(tx)
 
 
-def order_failure_report_hash(*, order: Order) -> str:
-    """The report of the failed verification that ended this lease, if there was one."""
-    failures = VerificationOutcome.objects.filter(passed=False).order_by("-pk")
-    outcome = failures.filter(order=order).first()
-    if outcome is None and order.started_at is not None:
-        outcome = failures.filter(
-            machine_id=order.machine_id, order__isnull=True, created_at__gte=order.started_at
-        ).first()
-    return outcome.report_hash if outcome is not None else ZERO_HASH
+class VerdictPending(Exception):
+    """A failed lease whose verdict is not readable yet. Never settled citing the zero hash:
+    the task retries (chain_tasks), and the overdue sweep sends it again later."""
+
+
+def order_failure_report_hash(*, order: Order) -> str | None:
+    """The report of the verdict that failed this lease: written in the same transaction as
+    the failure, so it is there for any settlement that can see the failed state. A lease
+    failed before verdicts existed falls back to the outcome the payments app recorded then."""
+    verdict = Verdict.objects.filter(orders=order, passed=False).order_by("-pk").first()
+    if verdict is not None:
+        return verdict.report_hash
+    legacy = VerificationOutcome.objects.filter(passed=False, order=order).order_by("-pk").first()
+    if legacy is None and order.started_at is not None:
+        legacy = (
+            VerificationOutcome.objects.filter(
+                passed=False,
+                machine_id=order.machine_id,
+                order__isnull=True,
+                created_at__gte=order.started_at,
+            )
+            .order_by("-pk")
+            .first()
+        )
+    return legacy.report_hash if legacy is not None else None
 
 
 def lease_settle(*, order_id: int) -> ChainTransaction | None:
     """Closes an ended lease on chain: completed → settle(billable seconds); failed → fail(...,
-    report hash); cancelled after funding → settle(0), a full refund; never funded → nothing.
-    The DB learns the outcome only from the indexed LeaseSettled/LeaseFailed event."""
+    report hash of its verdict); cancelled after funding → settle(0), a full refund; never
+    funded → nothing. The DB learns the outcome only from the indexed LeaseSettled/LeaseFailed
+    event."""
     order = Order.objects.filter(pk=order_id).first()
     if order is None:
         # A message for an order this database never had (another database's broker leftovers):
@@ -267,6 +285,11 @@ def lease_settle(*, order_id: int) -> ChainTransaction | None:
         seconds = 0
     if order.state == Order.State.FAILED:
         report = order_failure_report_hash(order=order)
+        if report is None or report == ZERO_HASH:
+            # The key "settle:<order>" makes the first transaction final: citing nothing now
+            # would be citing nothing for good.
+            logger.error("lease_settle: failed order %s has no verdict yet; retrying", order.pk)
+            raise VerdictPending(f"failed order {order.pk} has no verdict")
         fn, purpose = escrow.functions.fail(lease, seconds, bytes(HexBytes(report))), "lease_fail"
     else:
         fn, purpose = escrow.functions.settle(lease, seconds), "lease_settle"
@@ -295,31 +318,41 @@ def leases_settle_overdue(*, older_than_seconds: int = 120) -> list[int]:
 # ------------------------------------------------------------------------------ verification
 
 
-def verification_outcome_record(
-    *,
-    machine_id: int,
-    job_id,
-    report_hash: str,
-    passed: bool,
-    reason: str = "",
-    order_id: int | None = None,
-) -> VerificationOutcome:
-    """Idempotent by job id: a signal delivered twice records one outcome."""
-    try:
-        with transaction.atomic():
-            outcome, _ = VerificationOutcome.objects.get_or_create(
-                job_id=str(job_id),
-                defaults={
-                    "machine_id": machine_id,
-                    "passed": passed,
-                    "report_hash": report_hash.lower(),
-                    "reason": reason[:100],
-                    "order_id": order_id,
-                },
-            )
-    except IntegrityError:
-        outcome = VerificationOutcome.objects.get(job_id=str(job_id))
-    return outcome
+def verdict_enqueue_effects(*, verdict_id: int) -> bool:
+    """Enqueues what a failed verdict sets in motion: the slash (if it penalises) and the
+    settlement of each lease it failed. Claimed with a conditional update on
+    `effects_enqueued_at` (healthchecks' Flip pattern), so of the receiver and the beat sweep
+    only one enqueues. The tasks are sent inside the claiming transaction: if the broker
+    refuses, the claim rolls back and the sweep tries again; a crash after sending and before
+    the commit sends them twice, which their idempotency keys absorb. Never lost, at worst
+    repeated. Returns whether this call claimed it."""
+    with transaction.atomic():
+        claimed = Verdict.objects.filter(
+            pk=verdict_id, passed=False, effects_enqueued_at__isnull=True
+        ).update(effects_enqueued_at=timezone.now())
+        if not claimed:
+            return False
+        verdict = Verdict.objects.get(pk=verdict_id)
+        if verdict.penalised:
+            _enqueue("provider_slash", verdict.key)
+        for order_id in (
+            verdict.orders.filter(state=Order.State.FAILED)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        ):
+            _enqueue("lease_settle", order_id)
+    return True
+
+
+def verdicts_enqueue_effects_due(*, older_than_seconds: int = 60) -> list[int]:
+    """Beat: the failed verdicts whose effects were never enqueued (the process that committed
+    them died before its after-commit work ran, or the broker refused). Older than a minute so
+    that it never races the receiver on the normal path; the claim makes a race harmless."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    due = Verdict.objects.filter(
+        passed=False, effects_enqueued_at__isnull=True, created_at__lt=cutoff
+    ).order_by("pk")
+    return [pk for pk in due.values_list("pk", flat=True) if verdict_enqueue_effects(verdict_id=pk)]
 
 
 def provider_stake_available(*, cid: int, address: str) -> int:
@@ -327,13 +360,18 @@ def provider_stake_available(*, cid: int, address: str) -> int:
     return int(stake.staked + stake.pending) if stake is not None else 0
 
 
-def provider_slash(*, job_id) -> ChainTransaction | None:
-    """Slashes the provider of a failed verification: SLASH_AMOUNT capped at its indexed stake,
-    with the report hash on chain. One transaction per job."""
-    outcome = VerificationOutcome.objects.select_related("machine__provider").get(
-        job_id=str(job_id), passed=False
+def provider_slash(*, key: str) -> ChainTransaction | None:
+    """Slashes the provider of a penalising verdict: SLASH_AMOUNT capped at its indexed stake,
+    with the verdict's report hash on chain. One transaction per verdict ("slash:<key>")."""
+    verdict = (
+        Verdict.objects.select_related("machine__provider")
+        .filter(key=str(key), passed=False)
+        .first()
     )
-    provider = outcome.machine.provider
+    if verdict is None or not verdict.penalised:
+        logger.info("slash %s: no penalising verdict; nothing to slash", key)
+        return None
+    provider = verdict.machine.provider
     w3 = chain.get_web3()
     wallet = Web3.to_checksum_address(provider.wallet_address)
     amount = min(
@@ -342,14 +380,14 @@ def provider_slash(*, job_id) -> ChainTransaction | None:
     )
     if (
         amount <= 0
-        and not ChainTransaction.objects.filter(idempotency_key=f"slash:{outcome.job_id}").exists()
+        and not ChainTransaction.objects.filter(idempotency_key=f"slash:{verdict.key}").exists()
     ):
-        logger.info("provider %s has no stake to slash for job %s", provider.pk, job_id)
+        logger.info("provider %s has no stake to slash for verdict %s", provider.pk, key)
         return None
     staking = chain.contract("staking", w3)
     tx = chain.send_call(
-        staking.functions.slash(wallet, amount, bytes(HexBytes(outcome.report_hash))),
-        idempotency_key=f"slash:{outcome.job_id}",
+        staking.functions.slash(wallet, amount, bytes(HexBytes(verdict.report_hash))),
+        idempotency_key=f"slash:{verdict.key}",
         purpose="provider_slash",
         provider_id=provider.pk,
         w3=w3,
@@ -370,8 +408,12 @@ def providers_reward(*, now: datetime | None = None) -> list[ChainTransaction]:
     had at least one). The report hash is keccak of the period's pass report hashes, sorted,
     so anyone holding the reports can check it. One transaction per provider and period."""
     start, end = reward_period(now=now or timezone.now())
-    in_period = VerificationOutcome.objects.filter(created_at__gte=start, created_at__lt=end)
-    failed = set(in_period.filter(passed=False).values_list("machine__provider_id", flat=True))
+    in_period = Verdict.objects.filter(created_at__gte=start, created_at__lt=end)
+    failed = set(
+        in_period.filter(passed=False, penalised=True).values_list(
+            "machine__provider_id", flat=True
+        )
+    )
     passes: dict[int, list[bytes]] = {}
     for provider_id, report in in_period.filter(passed=True).values_list(
         "machine__provider_id", "report_hash"

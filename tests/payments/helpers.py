@@ -64,3 +64,45 @@ def make_active_order(*, renter, listing, key: str = "order-0001", hours: int = 
 
 def token_balance(token, address: str) -> int:
     return token.functions.balanceOf(address).call()
+
+
+def record_verdict(
+    *,
+    machine_id: int,
+    key: str,
+    report_hash: str,
+    passed: bool = False,
+    penalised: bool | None = None,
+    orders=(),
+    kind: str | None = None,
+):
+    """A verdict as the benchmarks app writes it with its decision (for payments tests that
+    are about what follows one, not about how it was reached)."""
+    from marketplace.benchmarks.models import Verdict
+
+    verdict = Verdict.objects.create(
+        key=key,
+        kind=kind or (Verdict.Kind.PASS if passed else Verdict.Kind.FAIL),
+        passed=passed,
+        penalised=(not passed) if penalised is None else penalised,
+        machine_id=machine_id,
+        report_hash=report_hash,
+        effects_enqueued_at=None,
+    )
+    verdict.orders.set([o.pk for o in orders])
+    return verdict
+
+
+def announce_verdict(verdict) -> None:
+    """What the benchmarks app sends once the verdict's transaction commits."""
+    from marketplace.benchmarks.signals import machine_verification_failed
+
+    machine_verification_failed.send(
+        sender=type(verdict),
+        machine_id=verdict.machine_id,
+        job_id=verdict.key,
+        report_hash=verdict.report_hash,
+        reason=verdict.reason,
+        order_id=None,
+        verdict_id=verdict.pk,
+    )

@@ -11,10 +11,6 @@ from web3 import Web3
 
 from contracts import chain
 from contracts.indexer import index
-from marketplace.benchmarks.signals import (
-    machine_verification_failed,
-    machine_verification_passed,
-)
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import services
@@ -26,7 +22,6 @@ from marketplace.payments.models import (
     Reward,
     Slash,
     Stake,
-    VerificationOutcome,
 )
 from marketplace.payments.selectors import order_funding_instructions
 from tests.payments.helpers import (
@@ -35,8 +30,10 @@ from tests.payments.helpers import (
     BOB,
     BOB_KEY,
     USDC,
+    announce_verdict,
     fund_with_instructions,
     make_order,
+    record_verdict,
     sign_and_send,
     token_balance,
 )
@@ -247,19 +244,12 @@ def test_a_failed_verification_slashes_with_the_report_hash(
     index()
     assert Stake.objects.get(address=BOB).staked == 40 * USDC
     report = "0x" + keccak(b"report 7").hex()
+    verdict = record_verdict(machine_id=listing.machine_id, key="7", report_hash=report)
     with django_capture_on_commit_callbacks(execute=True):
-        machine_verification_failed.send(
-            sender=None,
-            machine_id=listing.machine_id,
-            job_id=7,
-            report_hash=report,
-            reason="wrong_result",
-            order_id=None,
-        )
+        announce_verdict(verdict)
         # Delivered twice (a retried sender): still one slash.
-        machine_verification_failed.send(
-            sender=None, machine_id=listing.machine_id, job_id=7, report_hash=report
-        )
+        announce_verdict(verdict)
+    services.provider_slash(key="7")  # and a redelivered task: still one transaction
     assert ChainTransaction.objects.filter(purpose="provider_slash").count() == 1
     index()
     slash = Slash.objects.get()
@@ -275,11 +265,9 @@ def test_failed_lease_cites_the_failing_report(
 ):
     _run_lease(chain_w3, alice, order, 300, django_capture_on_commit_callbacks)
     report = "0x" + keccak(b"bad matmul").hex()
-    services.verification_outcome_record(
-        machine_id=order.machine_id, job_id=9, report_hash=report, passed=False, order_id=order.pk
-    )
     with django_capture_on_commit_callbacks(execute=True):
         order_services.order_fail(order_id=order.pk, reason="failed re-verification")
+        record_verdict(machine_id=order.machine_id, key="9", report_hash=report, orders=[order])
     index()
     failed = ChainEvent.objects.get(name="LeaseFailed")
     assert failed.args["reportHash"] == report
@@ -291,12 +279,10 @@ def test_providers_with_only_passes_are_rewarded_once_per_period(
     chain_w3, deployed, listing, settings
 ):
     settings.REWARD_PERIOD_SECONDS = 3_600
-    machine_verification_passed.send(
-        sender=None, machine_id=listing.machine_id, job_id=1, report_hash="0x" + "11" * 32
-    )
-    machine_verification_passed.send(
-        sender=None, machine_id=listing.machine_id, job_id=2, report_hash="0x" + "22" * 32
-    )
+    for key, digest in (("1", "11"), ("2", "22")):
+        record_verdict(
+            machine_id=listing.machine_id, key=key, report_hash="0x" + digest * 32, passed=True
+        )
     later = timezone.now() + timedelta(seconds=3_600)
     sent = services.providers_reward(now=later)
     services.providers_reward(now=later)
@@ -308,15 +294,12 @@ def test_providers_with_only_passes_are_rewarded_once_per_period(
     assert reward.amount == settings.REWARD_AMOUNT
     assert reward.report_hash == "0x" + keccak(b"\x11" * 32 + b"\x22" * 32).hex()
     assert token_balance(deployed["token"], Web3.to_checksum_address(BOB)) == reward.amount
-    assert VerificationOutcome.objects.filter(passed=True).count() == 2
 
 
 def test_a_provider_with_a_failure_is_not_rewarded(chain_w3, deployed, listing, settings):
-    services.verification_outcome_record(
-        machine_id=listing.machine_id, job_id=1, report_hash="0x" + "11" * 32, passed=True
+    record_verdict(
+        machine_id=listing.machine_id, key="1", report_hash="0x" + "11" * 32, passed=True
     )
-    services.verification_outcome_record(
-        machine_id=listing.machine_id, job_id=2, report_hash="0x" + "22" * 32, passed=False
-    )
+    record_verdict(machine_id=listing.machine_id, key="2", report_hash="0x" + "22" * 32)
     later = timezone.now() + timedelta(seconds=settings.REWARD_PERIOD_SECONDS)
     assert services.providers_reward(now=later) == []

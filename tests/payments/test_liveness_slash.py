@@ -4,8 +4,8 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
+from marketplace.benchmarks.models import Verdict
 from marketplace.orders.models import Order
-from marketplace.payments.models import VerificationOutcome
 from marketplace.payments.services import order_failure_report_hash
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
@@ -30,11 +30,14 @@ def test_a_lease_broken_by_an_offline_machine_settles_citing_the_liveness_report
     with TestCase.captureOnCommitCallbacks(execute=True):
         machines_expire_heartbeats()
     order.refresh_from_db()
-    outcome = VerificationOutcome.objects.get(machine_id=listing.machine_id)
+    verdict = Verdict.objects.get(machine_id=listing.machine_id)
     assert order.state == Order.State.FAILED
-    assert not outcome.passed and outcome.reason == "machine_offline"
-    assert order_failure_report_hash(order=order) == outcome.report_hash
-    assert (outcome.job_id,) in sent and (order.pk,) in sent
+    assert (verdict.kind, verdict.reason) == ("liveness", "machine_offline")
+    assert not verdict.passed and verdict.penalised
+    assert list(verdict.orders.all()) == [order]
+    assert order_failure_report_hash(order=order) == verdict.report_hash
+    assert (verdict.key,) in sent and (order.pk,) in sent
+    assert verdict.effects_enqueued_at is not None
 
 
 def test_settling_an_order_that_does_not_exist_is_a_no_op(db):

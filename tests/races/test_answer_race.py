@@ -6,14 +6,13 @@ from __future__ import annotations
 import pytest
 
 from marketplace.benchmarks import signals
-from marketplace.benchmarks.models import BenchmarkJob
+from marketplace.benchmarks.models import BenchmarkJob, Verdict
 from marketplace.benchmarks.services import (
     benchmark_commit,
     benchmark_dispatch_next,
     benchmark_issue_challenge,
     benchmark_job_create,
 )
-from marketplace.payments.models import VerificationOutcome
 from marketplace.providers.models import Machine
 from tests.conftest import client_for
 from tests.races.conftest import race
@@ -84,4 +83,4 @@ def test_answer_posted_twice_at_once_is_accepted_once(
     job.refresh_from_db()
     assert job.state == BenchmarkJob.State.VERIFIED, job.outcome_detail
     assert verdicts == [("passed", job.pk)]
-    assert VerificationOutcome.objects.filter(job_id=str(job.pk)).count() == 1
+    assert Verdict.objects.filter(key=str(job.pk), passed=True).count() == 1
