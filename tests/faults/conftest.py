@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from django.db import connection
+from kombu import pools
 
 from marketplace.celery import app as celery_app
 from tests.integration.conftest import REPO_ROOT, Node, chain_point_at, free_port
@@ -142,6 +143,9 @@ def broker(tmp_path):
             celery_app._pool.force_close_all()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
+        # kombu's registry keeps one pool per broker URL, closed ones included: without a
+        # reset, a later test on the old URL acquires from the pool closed here.
+        pools.reset()
         celery_app.conf.broker_url = url
 
     use(server.url)
