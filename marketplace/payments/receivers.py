@@ -3,7 +3,11 @@ nothing that money depends on: a verdict is written by the decision itself (benc
 and a lost receiver call is made up by a beat sweep (services.verdicts_enqueue_effects_due,
 services.leases_settle_overdue)."""
 
+import logging
+
 from django.db import transaction
+
+logger = logging.getLogger(__name__)
 
 
 def on_order_ended(sender, order_id: int, **kwargs) -> None:
@@ -17,4 +21,11 @@ def on_verification_failed(sender, verdict_id: int | None = None, **kwargs) -> N
 
     if verdict_id is None:
         return  # only a written verdict moves money
-    transaction.on_commit(lambda: verdict_enqueue_effects(verdict_id=verdict_id))
+
+    def enqueue() -> None:
+        try:
+            verdict_enqueue_effects(verdict_id=verdict_id)
+        except Exception:  # noqa: BLE001 - the decision is committed; the sweep sends it later
+            logger.exception("verdict %s: effects not enqueued; the beat sweep will", verdict_id)
+
+    transaction.on_commit(enqueue)

@@ -192,3 +192,28 @@ def test_a_verdict_that_does_not_penalise_is_not_slashed(alice, listing, enqueue
     assert services.verdict_enqueue_effects(verdict_id=verdict.pk)
     assert enqueued == [("lease_settle", (order.pk,))]
     assert services.provider_slash(key="liveness-excused") is None
+
+
+@pytest.mark.django_db
+def test_a_broker_that_refuses_the_slash_leaves_the_verdict_for_the_sweep(
+    alice, listing, enqueued, monkeypatch
+):
+    from tests.payments.helpers import announce_verdict, record_verdict
+
+    verdict = record_verdict(machine_id=listing.machine_id, key="77", report_hash="0x" + "cd" * 32)
+
+    def broker_down(*args):
+        raise ConnectionError("redis is restarting")
+
+    monkeypatch.setattr("workers.chain_tasks.provider_slash.delay", broker_down)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        announce_verdict(verdict)  # logged, not raised: the verdict itself is committed
+    verdict.refresh_from_db()
+    assert verdict.effects_enqueued_at is None  # the claim rolled back with the failed send
+
+    monkeypatch.setattr(
+        "workers.chain_tasks.provider_slash.delay", lambda *a: enqueued.append(("slash", a))
+    )
+    Verdict.objects.filter(pk=verdict.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    assert services.verdicts_enqueue_effects_due() == [verdict.pk]
+    assert enqueued == [("slash", ("77",))]
