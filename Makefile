@@ -20,11 +20,15 @@ $(NODE_STAMP):
 
 install: $(REQ_STAMP) $(NODE_STAMP)
 
+# The settings refuse to start without a strong DJANGO_SECRET_KEY (unless DJANGO_DEBUG=true); local
+# targets use this checkout's random one (.run/secret-key) unless the environment has a key.
+LOCAL_KEY = DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$(bash scripts/local_secret_key.sh)}"
+
 lint: install
 	if [ -n "$$DATABASE_URL" ]; then bash scripts/ensure_postgres.sh; fi
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(LOCAL_KEY) $(BIN)/python manage.py makemigrations --check --dry-run
 
 # Unit, adversarial and integration tests (real Redis, real Anvil). SQLite unless DATABASE_URL
 # says otherwise. The Ganache run of the chain integration tests is `make test-ganache`.
@@ -45,7 +49,7 @@ run: install
 # A narrated end-to-end story in a few minutes: its own Anvil, Redis, web server and worker on
 # free ports and its own SQLite file under .run/demo/; it stops all of them when it ends.
 demo: install
-	BENCHMARK_SMALL_SUITES=1 $(BIN)/python scripts/demo.py
+	$(LOCAL_KEY) BENCHMARK_SMALL_SUITES=1 $(BIN)/python scripts/demo.py
 
 clean-run:
 	rm -rf .run db.sqlite3

@@ -23,9 +23,61 @@ def _positive_int(name: str, default: int) -> int:
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-# The default key is for local development only; production sets DJANGO_SECRET_KEY.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="insecure-local-development-key-change-me")
+
+# The key signs sessions, CSRF tokens and password-reset links: anyone who knows it can forge
+# them. So without DJANGO_DEBUG=true (and DEBUG is off unless said otherwise) a missing, published,
+# short or repetitive key stops the process here, rather than falling back to one. Local runs get a
+# random key made once per checkout (scripts/local_secret_key.sh); tests set one in pyproject.toml.
+_DEVELOPMENT_SECRET_KEY = "insecure-local-development-key-change-me"
+_PUBLISHED_SECRET_KEYS = {_DEVELOPMENT_SECRET_KEY, "change-me-in-production", "change-me"}
+SECRET_KEY_MIN_LENGTH = 50  # Django's own bar (its security.W009 check)
+SECRET_KEY_MIN_DISTINCT_CHARACTERS = 10  # a 64-character hex key has 16
+
+
+def _secret_key() -> str:
+    key = env.str("DJANGO_SECRET_KEY", default="")
+    if not key:
+        problem = "is not set"
+    elif key in _PUBLISHED_SECRET_KEYS or key.startswith("django-insecure-"):
+        problem = "is a published placeholder"
+    elif len(key) < SECRET_KEY_MIN_LENGTH:
+        problem = f"is {len(key)} characters long; it needs at least {SECRET_KEY_MIN_LENGTH}"
+    elif len(set(key)) < SECRET_KEY_MIN_DISTINCT_CHARACTERS:
+        problem = f"has {len(set(key))} distinct characters; a random key has dozens"
+    else:
+        return key
+    if DEBUG:
+        return key or _DEVELOPMENT_SECRET_KEY
+    raise ImproperlyConfigured(
+        f"DJANGO_SECRET_KEY {problem}. With DJANGO_DEBUG=false it must be a long random secret. "
+        "Generate one with\n"
+        "    python -c 'import secrets; print(secrets.token_urlsafe(50))'\n"
+        "and set it in the environment or in .env (`make run` makes one for you in "
+        ".run/secret-key; DJANGO_DEBUG=true allows a weak key on a development machine)."
+    )
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+# --- HTTPS (the production configuration is in README, "Configuration") ---------------------
+# Behind a proxy that terminates TLS, Django sees plain HTTP; the proxy's X-Forwarded-Proto says
+# what the client used. Trusted only when switched on: without a proxy that overwrites it, any
+# client could send "https" itself.
+if env.bool("DJANGO_SECURE_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SSL_REDIRECT", default=False)
+# A load balancer's health probe often speaks plain HTTP on the private side.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+# Session and CSRF cookies only over HTTPS wherever HTTP is redirected to it.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool(
+    "DJANGO_SECURE_COOKIES", default=SECURE_SSL_REDIRECT
+)
+# 0 (no HSTS) by default: a browser that once saw HSTS refuses plain HTTP to this host for that
+# long, which a local run on http://127.0.0.1 must not cause. Production: a year (31536000).
+SECURE_HSTS_SECONDS = _positive_int("DJANGO_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", default=False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -133,6 +185,8 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+NUM_PROXIES = _positive_int("NUM_PROXIES", 0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "marketplace.accounts.authentication.HashedTokenAuthentication",
@@ -146,10 +200,18 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "marketplace.core.exceptions.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["marketplace.core.parsers.SafeJSONParser"],
+    # Every write by a signed-in user counts against user_write; auth and agent views set their
+    # own classes (per address and per machine) instead.
+    "DEFAULT_THROTTLE_CLASSES": ["marketplace.core.throttles.UserWriteRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "auth": env.str("THROTTLE_AUTH", default="30/minute"),
         "agent": env.str("THROTTLE_AGENT", default="600/minute"),
+        "user_write": env.str("THROTTLE_USER_WRITE", default="120/minute"),
     },
+    # The client address for per-address throttles is the socket's (REMOTE_ADDR) unless this many
+    # trusted proxies append to X-Forwarded-For in front of us; a header the client sends itself
+    # must never choose its own throttle bucket.
+    "NUM_PROXIES": NUM_PROXIES,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
@@ -174,10 +236,22 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-
 # --- Celery -------------------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+# --- Cache (throttle counts) --------------------------------------------------------------
+# Shared by every web worker and kept across restarts, so a rate limit is one limit. It may share
+# Celery's Redis database: its keys carry KEY_PREFIX, and its clear() deletes only those (Django's
+# RedisCache.clear() would FLUSHDB the queue too). CACHE_URL puts it elsewhere.
+CACHES = {
+    "default": {
+        "BACKEND": "marketplace.core.cache.PrefixedRedisCache",
+        "LOCATION": env.str("CACHE_URL", default=REDIS_URL),
+        "KEY_PREFIX": "mkt-cache",
+        # A stalled Redis fails a throttled request in seconds instead of hanging its worker.
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"

@@ -13,6 +13,12 @@ export BENCHMARK_SMALL_SUITES="${BENCHMARK_SMALL_SUITES:-1}"
 export DEMO_RENTER_ADDRESS="${DEMO_RENTER_ADDRESS:-0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC}"
 DEMO_RENTER_KEY=0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a
 export RUN_STARTED_AT="$(date +%s)"
+# The settings refuse to start without a strong key (DEBUG is off): use the one from the
+# environment or .env, else this checkout's random one, made once in .run/secret-key.
+if [ -z "${DJANGO_SECRET_KEY:-}" ] && ! grep -qs '^DJANGO_SECRET_KEY=' .env; then
+  DJANGO_SECRET_KEY="$(bash scripts/local_secret_key.sh)"
+  export DJANGO_SECRET_KEY
+fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 chain_port=$(.venv/bin/python -c "import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 8545)" "$CHAIN_RPC_URL")

@@ -1,7 +1,7 @@
-from rest_framework.throttling import SimpleRateThrottle
+from marketplace.core.throttles import CountingRateThrottle
 
 
-class AgentRateThrottle(SimpleRateThrottle):
+class AgentRateThrottle(CountingRateThrottle):
     """Per agent credential, so one misbehaving agent cannot starve the others."""
 
     scope = "agent"

@@ -34,13 +34,10 @@ def _random_spec(rng: random.Random) -> dict:
     }
 
 
-def test_honest_agent_is_never_rejected(
-    monkeypatch, bob_provider, make_agent, runner_for, verdicts
-):
-    from marketplace.providers.throttles import AgentRateThrottle
-
+def test_honest_agent_is_never_rejected(settings, bob_provider, make_agent, runner_for, verdicts):
     # A thousand jobs in a minute is a test's pace, not an agent's: lift the per-agent throttle.
-    monkeypatch.setattr(AgentRateThrottle, "THROTTLE_RATES", {"agent": "100000/minute"})
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "agent": "100000/minute"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
     machine, api, _ = make_agent(bob_provider)
     Machine.objects.filter(pk=machine.pk).update(state=Machine.State.VERIFIED)
     rng = random.Random(20240611)

@@ -1,3 +1,4 @@
+import os
 import secrets
 
 from django.core.management.base import BaseCommand
@@ -31,6 +32,14 @@ class Command(BaseCommand):
             lines.append(f"{username:12} password: {password}   API token: {token}")
         text = "\n".join(lines)
         if output:
-            with open(output, "w") as fh:
-                fh.write(text + "\n")
+            credentials_write(output, text + "\n")
         self.stdout.write(text)
+
+
+def credentials_write(path: str, text: str) -> None:
+    """Passwords and tokens: readable by the owner only. Created 0600 (never wider, whatever the
+    umask), and narrowed to 0600 when an older run left the file more open."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fd, 0o600)
+        fh.write(text)
