@@ -23,10 +23,9 @@ import pytest
 import requests
 
 from contracts import chain
-from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite
+from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Verdict
 from marketplace.benchmarks.suites import suite_specs
 from marketplace.celery import app as celery_app
-from marketplace.payments.models import VerificationOutcome
 from marketplace.providers.models import Machine
 from tests.factories import UserFactory
 from tests.integration.conftest import REPO_ROOT, free_port
@@ -285,7 +284,7 @@ def test_honest_agent_is_verified_and_its_listing_is_searchable(market, processe
         # Server-timed: dispatch to commitment, never shorter than the agent says it took.
         assert job.measured_seconds >= job.agent_seconds * 0.999
         assert job.measured_seconds <= (job.committed_at - job.dispatched_at).total_seconds() + 1e-6
-    assert VerificationOutcome.objects.filter(machine=machine, passed=True).count() == len(suite)
+    assert Verdict.objects.filter(machine=machine, passed=True).count() == len(suite)
 
     # The owner sees the scores over the API.
     response = http.get(f"{base_url}/api/v1/machines/{machine.pk}/benchmarks", timeout=30)
@@ -373,9 +372,9 @@ def test_cheating_agent_is_caught_and_its_machine_suspended(market, processes):
     (onboarding,) = BenchmarkSuite.objects.filter(machine=machine)
     assert onboarding.state == BenchmarkSuite.State.FAILED
     assert onboarding.outcome_reason == first.outcome_reason
-    outcome = VerificationOutcome.objects.get(machine=machine)
-    assert (outcome.passed, outcome.job_id) == (False, str(first.pk))
-    assert outcome.report_hash == "0x" + first.report_hash
+    verdict = Verdict.objects.get(machine=machine)
+    assert (verdict.passed, verdict.key, verdict.job_id) == (False, str(first.pk), first.pk)
+    assert verdict.report_hash == "0x" + first.report_hash
 
     # Its owner sees why, and the machine cannot be listed.
     response = http.get(f"{base_url}/api/v1/machines/{machine.pk}", timeout=30)

@@ -14,23 +14,22 @@ from hexbytes import HexBytes
 
 from contracts import chain
 from contracts.indexer import index
-from marketplace.benchmarks.signals import (
-    machine_verification_failed,
-    machine_verification_passed,
-)
+from marketplace.benchmarks.models import Verdict
 from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import services
-from marketplace.payments.models import ChainEvent, Reward, Slash, VerificationOutcome
+from marketplace.payments.models import ChainEvent, Reward, Slash
 from marketplace.payments.selectors import order_funding_instructions
 from tests.payments.helpers import (
     ALICE_KEY,
     BOB,
     BOB_KEY,
     USDC,
+    announce_verdict,
     fund_with_instructions,
     make_order,
+    record_verdict,
     sign_and_send,
 )
 from workers.ops_tasks import payments_reconcile
@@ -78,20 +77,15 @@ def market(
     running = _run_lease(chain_w3, alice, listing, "running-1", 300, capture)
 
     index()  # the stake, before the slash caps at it
-    with capture(execute=True):
-        machine_verification_failed.send(
-            sender=None,
-            machine_id=listing.machine_id,
-            job_id=41,
-            report_hash="0x" + keccak(b"report 41").hex(),
-            reason="wrong_result",
-        )
-    # The failure belongs to an earlier reward period than the passes, which are rewarded.
-    VerificationOutcome.objects.filter(job_id="41").update(
-        created_at=timezone.now() - timedelta(hours=3)
+    failure = record_verdict(
+        machine_id=listing.machine_id, key="41", report_hash="0x" + keccak(b"report 41").hex()
     )
-    machine_verification_passed.send(
-        sender=None, machine_id=listing.machine_id, job_id=42, report_hash="0x" + "42" * 32
+    with capture(execute=True):
+        announce_verdict(failure)
+    # The failure belongs to an earlier reward period than the passes, which are rewarded.
+    Verdict.objects.filter(key="41").update(created_at=timezone.now() - timedelta(hours=3))
+    record_verdict(
+        machine_id=listing.machine_id, key="42", report_hash="0x" + "42" * 32, passed=True
     )
     # The period of the passes above, as seen an hour later.
     for tx in services.providers_reward(now=timezone.now() + timedelta(seconds=3_600)):
