@@ -41,6 +41,23 @@ django.setup()
 from django.conf import settings
 d = settings.DATABASES['default']
 print(d['ENGINE'].rsplit('.', 1)[-1], d['NAME'])")
+# The chain's state file belongs to the database: a restart brings both back together. The
+# default SQLite file pairs with .run/anvil-state.json; any other database gets a file of its
+# own, so pointing DATABASE_URL elsewhere never loads a chain that another database's money is on.
+if [ -z "${CHAIN_STATE_FILE:-}" ]; then
+  CHAIN_STATE_FILE=$(.venv/bin/python -c "
+import hashlib, os, django
+os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'marketplace.settings')
+django.setup()
+from django.conf import settings
+d = settings.DATABASES['default']
+if d['ENGINE'].endswith('sqlite3') and str(d['NAME']) == str(settings.BASE_DIR / 'db.sqlite3'):
+    print('.run/anvil-state.json')
+else:
+    key = '|'.join(str(d.get(k) or '') for k in ('ENGINE', 'HOST', 'PORT', 'NAME'))
+    print(f'.run/anvil-state-{hashlib.sha256(key.encode()).hexdigest()[:12]}.json')")
+fi
+export CHAIN_STATE_FILE
 
 cat <<BANNER
 
@@ -52,7 +69,8 @@ cat <<BANNER
   Listings       http://127.0.0.1:${WEB_PORT}/api/v1/listings
   Database       ${database}
   Redis          ${REDIS_URL}
-  Chain (Anvil)  ${CHAIN_RPC_URL}, chain id 31337: token, escrow and staking deployed
+  Chain (Anvil)  ${CHAIN_RPC_URL}, chain id 31337: token, escrow and staking deployed;
+                 kept across restarts in ${CHAIN_STATE_FILE} (\`make clean-run\` resets both)
   Credentials (fresh each start; also in .run/demo-credentials.txt):
 $(sed 's/^/    /' .run/demo-credentials.txt)
   Demo renter wallet ${DEMO_RENTER_ADDRESS} (Anvil's public dev key

@@ -6,6 +6,7 @@ redelivery (acks_late) or a second enqueue sends ONE transaction. Transient chai
 (node unreachable, not confirmed yet, nonce raced) retry with backoff; a revert does not.
 """
 
+import functools
 import logging
 
 from celery import shared_task
@@ -32,7 +33,25 @@ _MONEY = {
 _PERIODIC = {"soft_time_limit": 60, "time_limit": 90, "acks_late": False}
 
 
+def unless_chain_reset(task_fn):
+    """Runs the task only while the node is the chain this database belongs to. After a reset
+    (payments/genesis.py) it stands down and returns None: one Alert says so, nothing is sent to
+    a chain where it would mean nothing, and the beat sweeps pick the work up if the chain's
+    state comes back."""
+
+    @functools.wraps(task_fn)
+    def guarded(*args, **kwargs):
+        from marketplace.payments.genesis import chain_reset_check
+
+        if chain_reset_check() is not None:
+            return None
+        return task_fn(*args, **kwargs)
+
+    return guarded
+
+
 @shared_task(bind=True, **_MONEY)
+@unless_chain_reset
 def lease_settle(self, order_id: int) -> str | None:
     from marketplace.payments.services import VerdictPending
     from marketplace.payments.services import lease_settle as settle
@@ -46,6 +65,7 @@ def lease_settle(self, order_id: int) -> str | None:
 
 
 @shared_task(**_MONEY)
+@unless_chain_reset
 def lease_start(order_id: int) -> str | None:
     from marketplace.payments.services import lease_start as start
 
@@ -54,6 +74,7 @@ def lease_start(order_id: int) -> str | None:
 
 
 @shared_task(**_MONEY)
+@unless_chain_reset
 def provider_slash(key: str) -> str | None:
     """`key` is the verdict's key (a job id, or "liveness-<machine>-<time>")."""
     from marketplace.payments.services import provider_slash as slash
@@ -63,6 +84,7 @@ def provider_slash(key: str) -> str | None:
 
 
 @shared_task(**_PERIODIC)
+@unless_chain_reset
 def chain_index() -> int:
     from contracts.indexer import index
 
@@ -70,6 +92,7 @@ def chain_index() -> int:
 
 
 @shared_task(**_PERIODIC)
+@unless_chain_reset
 def leases_settle_overdue() -> list[int]:
     from marketplace.payments.services import leases_settle_overdue as sweep
 
@@ -84,6 +107,7 @@ def verdicts_enqueue_effects() -> list[int]:
 
 
 @shared_task(**_PERIODIC)
+@unless_chain_reset
 def chain_transactions_confirm() -> int:
     from marketplace.payments.services import transactions_confirm_pending
 
@@ -91,6 +115,7 @@ def chain_transactions_confirm() -> int:
 
 
 @shared_task(**_PERIODIC)
+@unless_chain_reset
 def providers_reward() -> list[str]:
     from marketplace.payments.services import providers_reward as reward
 

@@ -23,7 +23,12 @@ def payments_reconcile() -> dict:
 
     result = reconcile()
     counts = reconcile_alert(result=result)
-    return {"differences": len(result.differences), "block": result.block, **counts}
+    return {
+        "differences": len(result.differences),
+        "block": result.block,
+        "chain_reset": result.reset is not None,
+        **counts,
+    }
 
 
 @shared_task(

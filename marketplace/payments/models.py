@@ -39,6 +39,18 @@ class ContractDeployment(TimestampedModel):
         return f"{self.name}@{self.chain_id} {self.address}"
 
 
+class ChainGenesis(TimestampedModel):
+    """The chain this database belongs to: the hash of block 0 of the node it deployed on. A local
+    node restarted without its state file answers with the same chain id but another genesis,
+    and everything this database knows about money describes the old chain (see genesis.py)."""
+
+    chain_id = models.PositiveBigIntegerField(unique=True)
+    genesis_hash = models.CharField(max_length=66)
+
+    def __str__(self) -> str:
+        return f"chain {self.chain_id} genesis {self.genesis_hash}"
+
+
 class NonceCursor(models.Model):
     """The next nonce of one sending account. Locked with select_for_update while a transaction
     is signed and recorded, so Celery workers in different processes never share a nonce."""

@@ -14,6 +14,9 @@ What is compared, for our deployment on the connected chain:
 The chain side is read from the node (view calls and eth_getLogs), never from the database's
 indexed copy, so a lost or altered row shows up.
 
+Before anything is compared, the node must be the chain this database belongs to (genesis.py): a
+reset chain is reported as that one fact, not as a difference per lease and stake.
+
 All chain reads are made AT the last block the indexer has made final. The database learns
 about money only from final events, so at that block the two must agree exactly, and a funding
 or settlement still inside the confirmation window is not a false difference.
@@ -32,11 +35,13 @@ from django.utils import timezone
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
 from web3 import Web3
+from web3.exceptions import Web3RPCError
 
 from contracts import chain
 from contracts.indexer import INDEXED_CONTRACTS
 from marketplace.core.models import Alert
 from marketplace.orders.models import Order
+from marketplace.payments.genesis import ChainReset, chain_reset_check
 from marketplace.payments.models import (
     ChainEvent,
     ContractDeployment,
@@ -82,6 +87,7 @@ class ReconcileResult:
     chain_id: int
     block: int | None  # the block the chain was read at; None when nothing is deployed/indexed
     differences: list[Difference]
+    reset: ChainReset | None = None  # the node is not this database's chain: nothing compared
 
 
 # ------------------------------------------------------------------------------ chain reads
@@ -402,6 +408,9 @@ def reconcile(*, w3: Web3 | None = None, block: int | None = None) -> ReconcileR
     block the indexer has made final)."""
     w3 = w3 or chain.get_web3()
     cid = chain.chain_id(w3)
+    reset = chain_reset_check(w3=w3)
+    if reset is not None:
+        return ReconcileResult(cid, None, [], reset=reset)
     if block is None:
         block = _final_block(cid, w3)
     if block is None:
@@ -410,16 +419,30 @@ def reconcile(*, w3: Web3 | None = None, block: int | None = None) -> ReconcileR
         ContractDeployment.objects.filter(chain_id=cid).values_list("name", "block_number")
     )
     diffs: list[Difference] = []
-    if "escrow" in deployed and "token" in deployed and block >= deployed["escrow"]:
-        diffs += _escrow_differences(w3, cid, block)
-    if "staking" in deployed and block >= deployed["staking"]:
-        diffs += _staking_differences(w3, cid, block)
+    try:
+        if "escrow" in deployed and "token" in deployed and block >= deployed["escrow"]:
+            diffs += _escrow_differences(w3, cid, block)
+        if "staking" in deployed and block >= deployed["staking"]:
+            diffs += _staking_differences(w3, cid, block)
+    except Web3RPCError as exc:
+        # Anvil loaded from its state file keeps the blocks but not the state at each of them:
+        # until the indexer has made a block after the restart final, there is no state to
+        # read at the block the database is final at. Seconds on a live node.
+        if "BlockOutOfRange" not in chain.error_message(exc):
+            raise
+        raise chain.TransientChainError(
+            f"the node has no state at block {block} (restarted from a state file?); it will "
+            "once the indexer has made a block after the restart final: retry in a few seconds"
+        ) from exc
     return ReconcileResult(cid, block, diffs)
 
 
 def reconcile_alert(*, result: ReconcileResult) -> dict[str, int]:
     """Opens one admin Alert per difference not already alerted on, refreshes the ones still
     seen, and resolves the reconciliation alerts whose difference is gone."""
+    if result.reset is not None:
+        # Nothing was compared: the open alerts are neither seen nor gone (the reset has its own).
+        return {"opened": 0, "seen": 0, "resolved": 0}
     now = timezone.now()
     opened = seen = resolved = 0
     current = {d.fingerprint: d for d in result.differences}

@@ -20,6 +20,7 @@ from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments import genesis
 from marketplace.payments.models import (
     ChainEvent,
     ChainTransaction,
@@ -41,8 +42,14 @@ ZERO_HASH = "0x" + "00" * 32
 # ------------------------------------------------------------------------------ deployment
 
 
-def contracts_deploy(*, reward_pool: int = 0) -> dict[str, ContractDeployment]:
-    """Deploys token, escrow and staking unless the recorded ones still have code on this chain.
+def contracts_deploy(
+    *, reward_pool: int = 0, forget_reset_chain: bool = False
+) -> dict[str, ContractDeployment]:
+    """Deploys token, escrow and staking unless the recorded ones are on this chain (same genesis,
+    code still there): a node restored from its state file keeps them, and a restart deploys
+    nothing. On a reset chain (genesis.py) it deploys anew only if the database holds no money
+    state of the old one, or `forget_reset_chain` says to drop it; otherwise it opens the one
+    chain-reset alert and raises ChainResetError with what to do.
 
     Each deployment is a recorded, keyed transaction ("deploy:<chain>:<name>:<generation>"), so a
     command interrupted half-way resumes instead of deploying twice."""
@@ -53,16 +60,20 @@ def contracts_deploy(*, reward_pool: int = 0) -> dict[str, ContractDeployment]:
     treasury = chain.treasury_address(w3)
 
     recorded = {d.name: d for d in ContractDeployment.objects.filter(chain_id=cid)}
-    if recorded and all(
-        name in recorded and w3.eth.get_code(recorded[name].address) not in (b"", HexBytes("0x"))
-        for name in chain.CONTRACT_ARTIFACTS
-    ):
+    reset = genesis.chain_reset_find(w3=w3, cid=cid)
+    if reset is None and all(name in recorded for name in chain.CONTRACT_ARTIFACTS):
+        genesis.chain_reset_check(w3=w3)  # records the genesis of a database from before it
         return recorded
+    if reset is not None and not forget_reset_chain and genesis.chain_money_history_exists(cid=cid):
+        genesis.chain_reset_check(w3=w3)
+        raise genesis.ChainResetError(reset.message)
     if recorded:
-        # The chain lost our contracts (a local node restarted without its state).
+        # The chain lost our contracts (a local node restarted without its state), or a deploy
+        # was interrupted between two of them.
         chain_reset_forget(cid=cid)
         for address in (deployer.address, operator.address):
             chain.nonce_cursor_reset(w3=w3, address=address)
+    genesis.chain_genesis_record(w3=w3, cid=cid)
     generation = max((d.generation for d in recorded.values()), default=0) + 1
 
     def deploy_one(name: str, *args) -> ContractDeployment:
@@ -108,6 +119,7 @@ def contracts_deploy(*, reward_pool: int = 0) -> dict[str, ContractDeployment]:
     )
     if reward_pool and chain.is_local_chain(cid):
         _fund_reward_pool(w3, cid, generation, reward_pool)
+    genesis.chain_reset_check(w3=w3)  # resolves a chain-reset alert this deployment answered
     return {"token": token, "escrow": escrow, "staking": staking}
 
 

@@ -1,5 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
+from web3 import Web3
 
+from contracts import chain
 from marketplace.core.errors import ApplicationError
 from marketplace.payments.services import demo_renter_fund
 
@@ -10,10 +12,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--address", required=True)
         parser.add_argument("--amount", required=True, type=int, help="token units (6 decimals)")
+        parser.add_argument(
+            "--top-up",
+            action="store_true",
+            help="mint only what the address lacks of --amount (a restarted chain kept its funds)",
+        )
 
-    def handle(self, *args, address: str, amount: int, **options):
+    def handle(self, *args, address: str, amount: int, top_up: bool, **options):
         if amount <= 0:
             raise CommandError("--amount must be positive")
+        if top_up and Web3.is_address(address):
+            token = chain.contract("token")
+            held = token.functions.balanceOf(Web3.to_checksum_address(address)).call()
+            if held >= amount:
+                self.stdout.write(f"{address} already holds {held} units")
+                return
+            amount -= held
         try:
             result = demo_renter_fund(address=address, amount=amount)
         except ApplicationError as exc:

@@ -1,10 +1,12 @@
 """Compares the money the database records with the chain itself; prints one line per
-difference, or exactly "0 differences", and exits 1 when they differ."""
+difference, or exactly "0 differences", and exits 1 when they differ. When the node is not the
+chain this database belongs to (it was reset), says so and what to do, and exits 2."""
 
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from contracts import chain
 from marketplace.payments.reconciliation import reconcile
 
 
@@ -20,7 +22,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, block: int | None, **options):
-        result = reconcile(block=block)
+        try:
+            result = reconcile(block=block)
+        except chain.TransientChainError as exc:
+            raise CommandError(f"cannot reconcile yet: {exc}") from exc
+        if result.reset is not None:
+            self.stdout.write(f"chain reset: nothing compared. {result.reset.message}")
+            sys.exit(2)
         if options["verbosity"] > 1:
             self.stderr.write(f"chain {result.chain_id}, read at block {result.block}")
         if not result.differences:
