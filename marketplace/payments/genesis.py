@@ -8,7 +8,7 @@ it is one fact. So the database records the genesis block hash of the chain it d
 (ChainGenesis), and reconciliation and every chain task check it first: while the node is not
 that chain they stand down, and ONE Alert says what happened and what to do.
 
-Three signs, cheapest first: block 0 has another hash; a contract we deployed has no code; the
+Three signs, cheapest first: the genesis hash differs; a contract we deployed has no code; the
 last block the indexer made final is gone or has another hash (a node restored from a state file
 older than the database, e.g. after a SIGKILL between two periodic dumps).
 """
@@ -81,7 +81,14 @@ def _has_code(w3: Web3, address: str) -> bool:
 
 
 def genesis_hash(w3: Web3) -> str:
-    return _hex(w3.eth.get_block(0)["hash"])
+    """Block 0's hash as block 1 names it (its parent hash); block 0's own on a chain with no block
+    1 yet. Anvil loading a state file sometimes rebuilds block 0 with a new timestamp, so a new
+    hash, while every later block comes back as it was: the parent hash recorded in block 1 is
+    the identity that survives a restore, and a new chain has a new one."""
+    try:
+        return _hex(w3.eth.get_block(1)["parentHash"])
+    except BlockNotFound:
+        return _hex(w3.eth.get_block(0)["hash"])
 
 
 def chain_genesis_record(*, w3: Web3, cid: int) -> ChainGenesis:

@@ -18,10 +18,12 @@ from contracts.indexer import index
 from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments.genesis import CHAIN_RESET_ALERT
+from marketplace.payments.genesis import CHAIN_RESET_ALERT, chain_reset_check
 from marketplace.payments.models import ChainTransaction, ContractDeployment
-from tests.integration.conftest import chain_point_at
+from marketplace.payments.services import contracts_deploy
+from tests.integration.conftest import Node, chain_point_at
 from tests.integration.test_chain_end_to_end import fund_and_activate
+from tests.payments.helpers import ALICE
 from tests.restart.conftest import NOT_OURS
 from workers import chain_tasks, ops_tasks
 
@@ -204,3 +206,20 @@ def test_reconcile_right_after_a_restart_asks_to_retry_instead_of_failing(
     chain_script.start()
     with pytest.raises(CommandError, match="retry in a few seconds"):
         call_command("reconcile")
+
+
+def test_repeated_restarts_of_one_chain_are_never_taken_for_a_reset(settings, tmp_path):
+    """Anvil loading its state file sometimes rebuilds block 0 with a new timestamp (a new hash)
+    while every later block comes back as it was: the genesis is read through block 1."""
+    node = Node("anvil", tmp_path)
+    node.start()
+    try:
+        w3 = chain_point_at(settings, node)
+        contracts_deploy(reward_pool=0)
+        for _ in range(8):
+            w3.eth.send_transaction({"from": w3.eth.accounts[0], "to": ALICE, "value": 1})
+            node.restart()
+            assert chain_reset_check() is None
+        assert not Alert.objects.exists()
+    finally:
+        node.stop()
