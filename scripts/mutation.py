@@ -131,6 +131,10 @@ def configure(dest: Path, scope: Scope) -> None:
             f"source_paths = [{quoted}]\n"
             'also_copy = ["marketplace", "workers", "contracts", "tests", "manage.py"]\n'
             f"pytest_add_cli_args_test_selection = [{tests}]\n"
+            # torch's thread pools are not fork-safe: a worker forked from a process that ran
+            # the tests can deadlock on an inherited lock and be counted as a 'timeout' kill.
+            # A fork server that has run nothing forks clean workers.
+            'process_isolation = "forkserver"\n'
             'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow"]\n'
         )
 
