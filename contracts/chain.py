@@ -16,6 +16,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -52,6 +53,8 @@ CONTRACT_ARTIFACTS = {
     "staking": "ProviderStaking",
 }
 GAS_HEADROOM_PERCENT = 20
+# How long confirm() waits for the receipt of a transaction the node already holds.
+RECEIPT_GRACE_SECONDS = 2.0
 
 
 # ------------------------------------------------------------------------------ errors
@@ -397,6 +400,13 @@ def _resync_cursor(w3: Web3, row) -> None:
 # ------------------------------------------------------------------------------ receipts
 
 
+def _receipt(w3: Web3, tx_hash: str):
+    try:
+        return w3.eth.get_transaction_receipt(tx_hash)
+    except TransactionNotFound:
+        return None
+
+
 def confirm(row, *, w3: Web3 | None = None):
     """Moves a transaction to confirmed, or raises: NotConfirmed (retry later),
     TransactionReverted (status 0: permanent). Rebroadcasts one the node has lost."""
@@ -407,10 +417,15 @@ def confirm(row, *, w3: Web3 | None = None):
         if row.status == ChainTransaction.Status.FAILED:
             raise TransactionReverted(f"{row.tx_hash}: {row.error}")
         return row
-    try:
-        receipt = w3.eth.get_transaction_receipt(row.tx_hash)
-    except TransactionNotFound:
-        receipt = None
+    receipt = _receipt(w3, row.tx_hash)
+    if receipt is None and _node_has(w3, row.tx_hash):
+        # The node holds it but has not mined it yet. A node that mines on arrival (Anvil's and
+        # Ganache's automine) answers the send before the block is sealed, and on a loaded
+        # machine that gap is tens of milliseconds: wait that long rather than a task retry.
+        deadline = time.monotonic() + RECEIPT_GRACE_SECONDS
+        while receipt is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            receipt = _receipt(w3, row.tx_hash)
     if receipt is None or receipt.get("blockNumber") is None:
         if receipt is None and not _node_has(w3, row.tx_hash):
             broadcast(row, w3=w3)  # the node lost it (restart, pool eviction): same bytes again

@@ -24,6 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def anvil_binary() -> Path:
+    """The platform's Anvil binary itself, not the npm wrapper in node_modules/.bin: the wrapper
+    exits on SIGTERM while Anvil is still writing its --state file, so a restart could start a
+    new node before the old one has saved (or has stopped writing to) that file."""
+    for binary in sorted(REPO_ROOT.glob("node_modules/@foundry-rs/anvil-*/bin/anvil")):
+        if os.access(binary, os.X_OK):
+            return binary
+    return BIN / "anvil"
+
+
 class Node:
     """A node process we started (and only ever stop by its own pid)."""
 
@@ -37,7 +47,7 @@ class Node:
     def command(self) -> list[str]:
         if self.kind == "anvil":
             return [
-                str(BIN / "anvil"),
+                str(anvil_binary()),
                 "--port",
                 str(self.port),
                 "--chain-id",
