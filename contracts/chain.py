@@ -293,6 +293,12 @@ def send(
         gas = w3.eth.estimate_gas(tx)
     except Exception as exc:
         if isinstance(exc, ContractLogicError) or "revert" in error_message(exc).lower():
+            # Another worker may have recorded and sent this very call since we looked (its
+            # effect, e.g. a lease already settled, is what makes ours revert): then its
+            # transaction is ours too.
+            existing = _live_tx(idempotency_key)
+            if existing is not None:
+                return broadcast(existing, w3=w3)
             # It would revert now (Anvil: "execution reverted", Ganache: "VM Exception ...
             # revert"): sending would only burn gas. Permanent for this call.
             raise TransactionReverted(f"{purpose}: {error_message(exc)[:500]}") from exc

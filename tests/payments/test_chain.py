@@ -309,3 +309,33 @@ def test_deploy_contracts_is_idempotent_and_redeploys_on_a_reset_chain(chain_w3)
     assert {r.generation for r in rows} == {2}
     for row in rows:
         assert chain_w3.eth.get_code(row.address) != b""
+
+
+def test_a_racer_whose_call_now_reverts_because_the_winner_sent_it_gets_the_winners_tx(
+    deployed, chain_w3, monkeypatch
+):
+    """Two workers send one keyed call: B looks for a recorded transaction before A has recorded
+    it, then estimates gas after A's transaction was mined (a lease already settled reverts).
+    B must answer with A's transaction, not a permanent revert."""
+    from web3.exceptions import ContractLogicError
+
+    winner = _mint(deployed["token"], 5, "mint:race")
+    looked = {"before_the_winner": True}
+    real_live_tx = chain._live_tx
+
+    def live_tx(key):
+        if looked.pop("before_the_winner", False):
+            return None
+        return real_live_tx(key)
+
+    def estimate_reverts(tx, *args, **kwargs):
+        raise ContractLogicError("execution reverted: LeaseNotActive")
+
+    monkeypatch.setattr(chain, "_live_tx", live_tx)
+    monkeypatch.setattr(chain_w3.eth, "estimate_gas", estimate_reverts)
+    loser = _mint(deployed["token"], 5, "mint:race")
+    assert loser.pk == winner.pk
+    assert ChainTransaction.objects.filter(idempotency_key="mint:race").count() == 1
+    monkeypatch.setattr(chain, "_live_tx", lambda key: None)
+    with pytest.raises(chain.TransactionReverted):
+        _mint(deployed["token"], 5, "mint:other")
