@@ -41,10 +41,15 @@ def random_address() -> str:
 
 
 def test_auth_limit_is_one_count_across_two_workers(gunicorn):
+    # Which worker accepts a connection is the kernel's choice, and an idle machine may hand a
+    # dozen in a row to one of them: keep guessing until both have answered (a per-process
+    # count would then have let more than the limit through).
     statuses = [wrong_login(gunicorn) for _ in range(AUTH_LIMIT + EXTRA)]
+    while len(gunicorn.worker_pids_that_answered()) < 2 and len(statuses) < 200:
+        statuses.append(wrong_login(gunicorn))
 
     assert len(gunicorn.worker_pids_that_answered()) == 2, "one worker served every guess"
-    assert statuses == [401] * AUTH_LIMIT + [429] * EXTRA
+    assert statuses == [401] * AUTH_LIMIT + [429] * (len(statuses) - AUTH_LIMIT)
 
 
 def test_rotating_x_forwarded_for_does_not_reset_the_count(gunicorn):
