@@ -34,7 +34,7 @@ MAX_ON_DEMAND_HOURS = 24 * 366
 # Above this a single lease is a mistake, not a purchase: one billion USD.
 MAX_ESCROW_AMOUNT = 10**15
 
-# The order state machine of ARCHITECTURE.md.
+# The order state machine of docs/architecture.md.
 ORDER_TRANSITIONS: dict[str, set[str]] = {
     State.CREATED: {State.FUNDED, State.CANCELLED},
     State.FUNDED: {State.ACTIVE, State.CANCELLED},
