@@ -7,6 +7,7 @@ from marketplace.benchmarks.models import (
     PlatformIncident,
     Verdict,
 )
+from marketplace.core.admin import ReadOnlyAdmin
 
 
 @admin.register(BenchmarkJob)
@@ -46,20 +47,8 @@ class MachineUptimeAdmin(admin.ModelAdmin):
     list_display = ["machine", "samples", "online_samples", "updated_at"]
 
 
-class _ReadOnly(admin.ModelAdmin):
-    # Written only by the decisions they record; an edited verdict would be a forged report.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Verdict)
-class VerdictAdmin(_ReadOnly):
+class VerdictAdmin(ReadOnlyAdmin):
     list_display = [
         "key",
         "kind",
@@ -75,6 +64,6 @@ class VerdictAdmin(_ReadOnly):
 
 
 @admin.register(PlatformIncident)
-class PlatformIncidentAdmin(_ReadOnly):
+class PlatformIncidentAdmin(ReadOnlyAdmin):
     list_display = ["id", "source", "started_at", "ended_at", "caused_by", "detail"]
     list_filter = ["source"]

@@ -4,6 +4,20 @@ from django.utils import timezone
 from marketplace.core.models import Alert
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For rows written only by the decision or chain event they record: editing one by hand
+    would forge a report or make the database disagree with the money."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class OpenFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"

@@ -3,18 +3,8 @@ hand would make the database disagree with the money."""
 
 from django.contrib import admin
 
+from marketplace.core.admin import ReadOnlyAdmin
 from marketplace.payments import models
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(models.ContractDeployment)
