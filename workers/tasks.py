@@ -11,14 +11,9 @@ _PERIODIC = {"soft_time_limit": 60, "time_limit": 90, "acks_late": False}
 
 @shared_task(**_PERIODIC)
 def machines_expire_heartbeats() -> list[int]:
-    from marketplace.benchmarks.services import machine_heartbeat_lapsed
-    from marketplace.providers.selectors import machines_with_stale_heartbeat
+    from marketplace.benchmarks.services import machines_expire_heartbeats as expire
 
-    offline = [
-        machine_id
-        for machine_id in machines_with_stale_heartbeat().values_list("pk", flat=True)
-        if machine_heartbeat_lapsed(machine_id=machine_id) is not None
-    ]
+    offline = expire()
     if offline:
         logger.info("marked offline: %s", offline)
     return offline

@@ -880,6 +880,21 @@ def _liveness_report_hash(report: dict[str, Any]) -> str:
     return "0x" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def machines_expire_heartbeats() -> list[int]:
+    """Beat: every machine whose heartbeat is stale lapses (see machine_heartbeat_lapsed), unless
+    most of them fell silent at once, which is recorded as our outage first: one look at the
+    whole fleet per sweep, not one per silent machine. Returns the machines taken offline."""
+    from marketplace.providers.selectors import machines_with_stale_heartbeat
+
+    with transaction.atomic():
+        _heartbeat_gap(timezone.now())
+    return [
+        machine_id
+        for machine_id in machines_with_stale_heartbeat().values_list("pk", flat=True)
+        if machine_heartbeat_lapsed(machine_id=machine_id) is not None
+    ]
+
+
 @transaction.atomic
 def machine_heartbeat_lapsed(*, machine_id: int) -> list[int] | None:
     """A machine stopped answering heartbeats. It goes offline; its active leases fail (the
@@ -900,7 +915,6 @@ def machine_heartbeat_lapsed(*, machine_id: int) -> list[int] | None:
     from marketplace.providers.services import machine_mark_offline
 
     now = timezone.now()
-    _heartbeat_gap(now)
     if _platform_recovering(now):
         return None
     machine = machine_mark_offline(machine_id=machine_id)
