@@ -161,7 +161,13 @@ def chain_reset_check(*, w3: Web3 | None = None) -> ChainReset | None:
         return None  # nothing deployed anywhere: no RPC call for a database with no chain yet
     w3 = w3 or chain.get_web3()
     cid = chain.chain_id(w3)
-    reset = chain_reset_find(w3=w3, cid=cid)
+    return chain_reset_report(w3=w3, cid=cid, reset=chain_reset_find(w3=w3, cid=cid))
+
+
+def chain_reset_report(*, w3: Web3, cid: int, reset: ChainReset | None) -> ChainReset | None:
+    """What chain_reset_check does with what chain_reset_find saw, for a caller that already
+    looked: opens or updates the one Alert, or resolves it (and records the genesis of a
+    database from before it was recorded) when there is no reset."""
     now = timezone.now()
     open_alerts = Alert.objects.filter(
         kind=CHAIN_RESET_ALERT, resolved_at__isnull=True, detail__chain_id=cid

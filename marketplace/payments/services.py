@@ -62,10 +62,11 @@ def contracts_deploy(
     recorded = {d.name: d for d in ContractDeployment.objects.filter(chain_id=cid)}
     reset = genesis.chain_reset_find(w3=w3, cid=cid)
     if reset is None and all(name in recorded for name in chain.CONTRACT_ARTIFACTS):
-        genesis.chain_reset_check(w3=w3)  # records the genesis of a database from before it
+        # Records the genesis of a database from before it, resolves a stale alert.
+        genesis.chain_reset_report(w3=w3, cid=cid, reset=None)
         return recorded
     if reset is not None and not forget_reset_chain and genesis.chain_money_history_exists(cid=cid):
-        genesis.chain_reset_check(w3=w3)
+        genesis.chain_reset_report(w3=w3, cid=cid, reset=reset)
         raise genesis.ChainResetError(reset.message)
     if recorded:
         # The chain lost our contracts (a local node restarted without its state), or a deploy
