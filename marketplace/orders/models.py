@@ -80,14 +80,11 @@ class Order(TimestampedModel):
         return f"Order #{self.pk} ({self.state})"
 
     @classmethod
-    def holds_capacity(cls, *, now, prefix: str = "") -> Q:
+    def holds_capacity(cls, *, now) -> Q:
         """The orders that hold accelerators of their listing at `now`: funded and running leases,
         and unfunded orders inside their short hold. The one definition of it: order_create,
-        order_mark_funded and the listings' free_accelerators all use it (`prefix` walks a
-        relation, e.g. "orders__")."""
-        return Q(**{f"{prefix}state__in": cls.COMMITTED}) | Q(
-            **{f"{prefix}state": cls.State.CREATED, f"{prefix}hold_expires_at__gt": now}
-        )
+        order_mark_funded, the unfunded caps and the listings' free_accelerators all use it."""
+        return Q(state__in=cls.COMMITTED) | Q(state=cls.State.CREATED, hold_expires_at__gt=now)
 
     @property
     def refund_amount(self) -> int | None:

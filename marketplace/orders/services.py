@@ -170,7 +170,8 @@ def _check_unfunded_caps(*, renter: User, accelerators: int, now: datetime) -> N
     """Refuses an order past the renter's limits on unfunded orders (a squatter's tool: an
     unfunded order costs nothing and holds accelerators until its hold expires)."""
     held = list(
-        Order.objects.filter(renter=renter, state=State.CREATED, hold_expires_at__gt=now)
+        Order.objects.filter(renter=renter, state=State.CREATED)
+        .filter(Order.holds_capacity(now=now))
         .order_by("pk")
         .values_list("pk", "accelerators")
     )
