@@ -125,11 +125,6 @@ def payments_receivers_detached():
             "on_verification_failed",
             "payments_verification_failed",
         ),
-        (
-            signals.machine_verification_passed,
-            "on_verification_passed",
-            "payments_verification_passed",
-        ),
         (order_ended, "on_order_ended", "payments_order_ended"),
     ]
     detached = [
