@@ -1,0 +1,386 @@
+"""One job through the verification protocol: creation and onboarding, dispatch, commitment,
+challenge, answer, verification and expiry. Every transition is one function here, inside
+transaction.atomic with the job row locked.
+
+Anything an agent sends is hostile: a malformed payload rejects the job with a recorded reason,
+it never raises past the view.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Purpose
+from marketplace.benchmarks.services.incidents import platform_failing_during
+from marketplace.benchmarks.services.transitions import (
+    State,
+    _enqueue,
+    _lock,
+    _lock_for_agent,
+    _transition,
+)
+from marketplace.benchmarks.services.verdicts import _fail, _pass
+from marketplace.benchmarks.suites import device_floor_tflops, suite_specs
+from marketplace.core.errors import ConflictError, InvalidTransition, NotFoundError
+from marketplace.providers.models import Machine
+from workers.kernels import spec_from_dict
+from workers.verification import (
+    answer_size_limit,
+    answer_verify,
+    challenge_create,
+    throughput_flops_per_second,
+)
+
+# A commitment is {"root": 64 hex chars, "agent_seconds": number}: far below a kilobyte.
+MAX_COMMITMENT_BYTES = 1024
+MAX_AGENT_SECONDS = 7 * 86400
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Malformed(f"non-finite number {name} in JSON")
+
+
+def _parse_json(payload: bytes | str, *, limit: int) -> Any:
+    """Strict JSON: size-capped, NaN/Infinity refused (Python's json accepts them by default)."""
+    if len(payload) > limit:
+        raise _Malformed(f"payload of {len(payload)} bytes exceeds {limit}")
+    from workers.verification import safe_json  # depth-bounded: a nested answer cannot SIGSEGV
+
+    try:
+        return safe_json.loads(payload, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _Malformed(f"payload is not JSON: {exc}") from None
+
+
+# --- creation and onboarding ------------------------------------------------------------------
+
+
+def benchmark_job_create(
+    *,
+    machine_id: int,
+    purpose: str,
+    spec: dict[str, Any],
+    suite_id: int | None = None,
+    order_id: int | None = None,
+) -> BenchmarkJob:
+    parsed = spec_from_dict(spec)
+    return BenchmarkJob.objects.create(
+        machine_id=machine_id,
+        purpose=purpose,
+        suite_id=suite_id,
+        order_id=order_id,
+        kind=parsed.kind,
+        spec=parsed.to_dict(),
+        precision=parsed.precision,
+        flops=parsed.flops,
+        seed=secrets.token_hex(32),
+    )
+
+
+@transaction.atomic
+def machine_onboarding_start(*, machine_id: int) -> BenchmarkSuite:
+    """Queues the onboarding suite: matmul and conv2d at each precision the machine can run."""
+    machine = Machine.objects.select_for_update().filter(pk=machine_id).first()
+    if machine is None:
+        raise NotFoundError("No such machine.", code="benchmarks_machine_not_found")
+    running = BenchmarkSuite.objects.filter(
+        machine_id=machine_id, state=BenchmarkSuite.State.RUNNING
+    ).first()
+    if running is not None:
+        return running
+    if machine.state not in (Machine.State.REGISTERED, Machine.State.SUSPENDED):
+        raise ConflictError(
+            f"Machine {machine_id} is '{machine.state}'; only a registered or suspended machine "
+            "goes through onboarding.",
+            code="benchmarks_onboarding_not_allowed",
+            extra={"machine_state": machine.state},
+        )
+    suite = BenchmarkSuite.objects.create(machine_id=machine_id, purpose=Purpose.ONBOARDING)
+    for spec in suite_specs(accelerator_kind=machine.accelerator_kind, backends=machine.backends):
+        benchmark_job_create(
+            machine_id=machine_id, purpose=Purpose.ONBOARDING, spec=spec, suite_id=suite.pk
+        )
+    return suite
+
+
+def _onboarding_due(machine_id: int) -> bool:
+    """A registered machine with no running or passed suite: its agent's first poll starts one
+    (and so does the next poll after a suite that ended without anyone's fault)."""
+    return (
+        Machine.objects.filter(pk=machine_id, state=Machine.State.REGISTERED).exists()
+        and not BenchmarkSuite.objects.filter(
+            machine_id=machine_id,
+            state__in=(BenchmarkSuite.State.RUNNING, BenchmarkSuite.State.PASSED),
+        ).exists()
+    )
+
+
+# --- dispatch ---------------------------------------------------------------------------------
+
+
+def _deadline_allowance(job: BenchmarkJob) -> timedelta:
+    compute = job.flops / settings.BENCHMARK_MIN_RATE_FLOPS
+    return timedelta(seconds=settings.BENCHMARK_DEADLINE_BASE_SECONDS + compute)
+
+
+def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
+    """Hands the machine its oldest queued job; the seed is revealed and the clock starts now."""
+    if _onboarding_due(machine_id):
+        # A concurrent poll may have started it, or the machine changed state meanwhile.
+        with contextlib.suppress(IntegrityError, ConflictError):
+            machine_onboarding_start(machine_id=machine_id)
+    with transaction.atomic():
+        if Machine.objects.filter(pk=machine_id, state=Machine.State.SUSPENDED).exists():
+            return None
+        job = (
+            BenchmarkJob.objects.select_for_update()
+            .filter(machine_id=machine_id, state=State.QUEUED)
+            .order_by("pk")
+            .first()
+        )
+        if job is None:
+            return None
+        now = timezone.now()
+        return _transition(
+            job, State.DISPATCHED, dispatched_at=now, deadline=now + _deadline_allowance(job)
+        )
+
+
+# --- commitment -------------------------------------------------------------------------------
+
+
+def _commitment_parse(payload: bytes | str | dict) -> tuple[str, float]:
+    if isinstance(payload, dict):
+        data = payload
+    else:
+        data = _parse_json(payload, limit=MAX_COMMITMENT_BYTES)
+    if not isinstance(data, dict) or set(data) != {"root", "agent_seconds"}:
+        raise _Malformed("commitment must be an object with exactly 'root' and 'agent_seconds'")
+    root, seconds = data["root"], data["agent_seconds"]
+    if not (
+        isinstance(root, str) and len(root) == 64 and all(c in "0123456789abcdef" for c in root)
+    ):
+        raise _Malformed("root must be 64 lowercase hex characters")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise _Malformed("agent_seconds must be a number")
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_AGENT_SECONDS:
+        raise _Malformed(f"agent_seconds must be a finite number in (0, {MAX_AGENT_SECONDS}]")
+    return root, float(seconds)
+
+
+@transaction.atomic
+def benchmark_commit(
+    *,
+    job_id: int,
+    machine_id: int,
+    payload: bytes | str | dict,
+    received_at: datetime | None = None,
+) -> BenchmarkJob:
+    """Records the Merkle root; throughput comes from the server's dispatch-to-now span."""
+    received_at = received_at or timezone.now()
+    job = _lock_for_agent(job_id, machine_id)
+    if job.state != State.DISPATCHED:
+        raise InvalidTransition(
+            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
+        )
+    if received_at > job.deadline:
+        return _expire_late(job, "commitment after the deadline", until=received_at)
+    try:
+        root, agent_seconds = _commitment_parse(payload)
+    except _Malformed as exc:
+        return _fail(job, State.REJECTED, "malformed_commitment", str(exc))
+    # A commitment in the same clock tick as dispatch is still a positive span.
+    server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
+    spec = spec_from_dict(job.spec)
+    flops_per_second = throughput_flops_per_second(spec, server_seconds, agent_seconds)
+    _transition(
+        job,
+        State.COMMITTED,
+        commitment_root=root,
+        agent_seconds=agent_seconds,
+        committed_at=received_at,
+        measured_seconds=spec.flops / flops_per_second,
+        measured_tflops=flops_per_second / 1e12,
+    )
+    _enqueue("benchmark_issue_challenge", job.pk)
+    return job
+
+
+# --- challenge --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def benchmark_issue_challenge(*, job_id: int) -> BenchmarkJob:
+    job = _lock(job_id)
+    if job.state == State.CHALLENGED:
+        return job  # a retried task
+    if job.state != State.COMMITTED:
+        raise InvalidTransition(
+            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.CHALLENGED
+        )
+    now = timezone.now()
+    challenge = challenge_create(
+        spec_from_dict(job.spec), sample_count=settings.BENCHMARK_SAMPLE_COUNT
+    )
+    # The agent's answer time must not shrink because our worker queue was slow.
+    deadline = max(job.deadline, now + timedelta(seconds=settings.BENCHMARK_ANSWER_SECONDS))
+    return _transition(
+        job, State.CHALLENGED, challenge=challenge, challenged_at=now, deadline=deadline
+    )
+
+
+# --- answer -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def benchmark_submit_answer(
+    *,
+    job_id: int,
+    machine_id: int,
+    payload: bytes | str,
+    received_at: datetime | None = None,
+) -> BenchmarkJob:
+    """Stores the answer (size-capped, strictly parsed) and queues its verification."""
+    received_at = received_at or timezone.now()
+    job = _lock_for_agent(job_id, machine_id)
+    if job.state != State.CHALLENGED:
+        raise InvalidTransition(
+            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target="answered"
+        )
+    if job.answer_received_at is not None:
+        raise ConflictError(
+            "An answer for this job was already received.", code="benchmarks_answer_exists"
+        )
+    if received_at > job.deadline:
+        return _expire_late(job, "answer after the deadline", until=received_at)
+    try:
+        limit = answer_size_limit(spec_from_dict(job.spec), job.challenge)
+        answer = _parse_json(payload, limit=limit)
+    except _Malformed as exc:
+        return _fail(job, State.REJECTED, "malformed_answer", str(exc))
+    job.answer = answer
+    job.answer_received_at = received_at
+    job.save(update_fields=["answer", "answer_received_at", "updated_at"])
+    _enqueue("benchmark_verify", job.pk)
+    return job
+
+
+# --- verification -----------------------------------------------------------------------------
+
+
+def benchmark_verify(*, job_id: int) -> BenchmarkJob:
+    """Checks the answer (O(k n^2), outside any lock), then records the outcome."""
+    job = BenchmarkJob.objects.select_related("machine").get(pk=job_id)
+    if job.state != State.CHALLENGED or job.answer_received_at is None:
+        return job  # already decided, or a stray retry
+    spec = spec_from_dict(job.spec)
+    report = answer_verify(spec, job.seed, job.commitment_root, job.challenge, job.answer)
+    floor = device_floor_tflops(
+        accelerator_kind=job.machine.accelerator_kind,
+        model=job.machine.accelerator_model,
+        precision=job.precision,
+        flops=job.flops,
+    )
+    with transaction.atomic():
+        job = _lock(job_id)
+        if job.state != State.CHALLENGED:
+            return job
+        fields = {"checks": report.checks, "report_hash": report.report_hash}
+        if not report.passed:
+            return _fail(job, State.REJECTED, report.reason, report.detail, **fields)
+        if floor and job.measured_tflops < floor:
+            detail = (
+                f"measured {job.measured_tflops:.3f} TFLOP/s on {job.precision}; a "
+                f"'{job.machine.accelerator_model}' does at least {floor:.3f}"
+            )
+            return _fail(job, State.REJECTED, "claimed_device_mismatch", detail, **fields)
+        return _pass(job, report.detail, **fields)
+
+
+@transaction.atomic
+def benchmark_expire(*, job_id: int, now: datetime | None = None) -> BenchmarkJob:
+    """Ends a job past its deadline (or never picked up); refuses one still in time."""
+    now = now or timezone.now()
+    job = _lock(job_id)
+    if job.state == State.QUEUED:
+        if job.created_at > now - timedelta(seconds=settings.BENCHMARK_QUEUE_TTL_SECONDS):
+            raise ConflictError("The job is not overdue.", code="benchmarks_job_not_overdue")
+        # Dodging re-verification while alive counts; an offline or unverified machine does not
+        # (going offline has its own consequences, and onboarding simply starts again).
+        alive_since = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
+        dodging = (
+            job.purpose != Purpose.ONBOARDING
+            and Machine.objects.filter(
+                pk=job.machine_id, last_heartbeat_at__gte=alive_since
+            ).exists()
+        )
+        if dodging:
+            return _expire_late(job, "job never picked up", since=job.created_at, until=now)
+        return _fail(job, State.EXPIRED, "not_dispatched", "job never picked up", penalise=False)
+    if job.state not in BenchmarkJob.OPEN_STATES or job.deadline is None or job.deadline >= now:
+        raise ConflictError("The job is not overdue.", code="benchmarks_job_not_overdue")
+    if job.answer_received_at is not None:
+        raise ConflictError(
+            "The answer arrived in time; verification is pending.",
+            code="benchmarks_job_not_overdue",
+        )
+    if job.state == State.COMMITTED:
+        # The agent did its part; the challenge is ours to issue. Our lost task is no breach.
+        return _fail(
+            job, State.EXPIRED, "challenge_not_issued", "no challenge was issued", penalise=False
+        )
+    return _expire_late(job, f"no progress in state '{job.state}'", until=now)
+
+
+def _expire_late(
+    job: BenchmarkJob, detail: str, *, until: datetime, since: datetime | None = None
+) -> BenchmarkJob:
+    """A missed deadline counts against the machine, unless the platform itself was failing
+    while the job was out ([dispatched_at, deadline], or up to `until` when that is earlier):
+    then it expires as nobody's fault, and the machine is asked again later."""
+    since = since or job.dispatched_at or job.created_at
+    until = min(until, job.deadline) if job.deadline is not None else until
+    machine = Machine.objects.select_related("provider").get(pk=job.machine_id)
+    if platform_failing_during(start=since, end=until, machine=machine):
+        return _fail(
+            job,
+            State.EXPIRED,
+            "platform_unavailable",
+            f"{detail}, while the platform was failing",
+            penalise=False,
+        )
+    return _fail(job, State.EXPIRED, "deadline_exceeded", detail)
+
+
+def benchmarks_expire_overdue(*, now: datetime | None = None) -> list[int]:
+    now = now or timezone.now()
+    queued_cutoff = now - timedelta(seconds=settings.BENCHMARK_QUEUE_TTL_SECONDS)
+    due = BenchmarkJob.objects.filter(
+        Q(state=State.QUEUED, created_at__lt=queued_cutoff)
+        | Q(
+            state__in=(State.DISPATCHED, State.COMMITTED, State.CHALLENGED),
+            deadline__lt=now,
+            answer_received_at__isnull=True,
+        )
+    ).order_by("pk")
+    expired = []
+    for job_id in due.values_list("pk", flat=True):
+        try:
+            benchmark_expire(job_id=job_id, now=now)
+            expired.append(job_id)
+        except ConflictError:
+            pass  # it moved on while we looked
+    return expired

@@ -1,0 +1,203 @@
+"""What a decided job means for its machine: a pass counts towards its suite and its listing's
+figure; a failure fails the suite, suspends the machine, ends its leases and writes the verdict
+that the payments app turns into a slash, all in the transaction of the decision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from marketplace.benchmarks import signals
+from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Verdict
+from marketplace.benchmarks.services.transitions import State, _lock, _transition
+from marketplace.providers.models import Machine
+from workers.kernels import spec_from_dict
+from workers.verification import report_hash
+
+# Outcomes that end a job without counting against its machine.
+NO_FAULT_REASONS = ("suite_failed", "not_dispatched", "platform_unavailable")
+
+
+def _pass(job: BenchmarkJob, detail: str, **fields: Any) -> BenchmarkJob:
+    _transition(
+        job,
+        State.VERIFIED,
+        finished_at=timezone.now(),
+        outcome_detail=detail,
+        answer=None,  # a verified answer is no evidence of anything; the report hash stays
+        **fields,
+    )
+    verdict = _verdict_record(
+        key=str(job.pk),
+        kind=Verdict.Kind.PASS,
+        machine_id=job.machine_id,
+        job=job,
+        report_hash="0x" + job.report_hash,
+        reason="",
+        penalised=False,
+        order_ids=[],
+    )
+    machine_id, job_id, digest = job.machine_id, job.pk, verdict.report_hash
+    transaction.on_commit(
+        lambda: signals.machine_verification_passed.send(
+            sender=BenchmarkJob,
+            machine_id=machine_id,
+            job_id=job_id,
+            report_hash=digest,
+            verdict_id=verdict.pk,
+        )
+    )
+    if job.suite_id is not None:
+        _suite_progress(job.suite_id)
+    elif job.kind == "matmul" and job.precision == "fp32":
+        _record_listing_tflops(job.machine_id, job.measured_tflops)
+    return job
+
+
+def _record_listing_tflops(machine_id: int, tflops: float) -> None:
+    from marketplace.listings.services import listing_record_verified_tflops
+
+    # Jobs run on one device; the listing's figure is for the whole machine.
+    count = Machine.objects.values_list("accelerator_count", flat=True).get(pk=machine_id)
+    listing_record_verified_tflops(machine_id=machine_id, tflops=tflops * max(1, count))
+
+
+def _suite_progress(suite_id: int) -> None:
+    from marketplace.providers.services import machine_mark_verified
+
+    suite = BenchmarkSuite.objects.select_for_update().get(pk=suite_id)
+    if suite.state != BenchmarkSuite.State.RUNNING:
+        return
+    if suite.jobs.exclude(state=State.VERIFIED).exists():
+        return
+    suite.state = BenchmarkSuite.State.PASSED
+    suite.finished_at = timezone.now()
+    suite.save(update_fields=["state", "finished_at", "updated_at"])
+    machine_mark_verified(machine_id=suite.machine_id, reason="passed onboarding benchmarks")
+    fp32 = suite.jobs.filter(kind="matmul", precision="fp32").order_by("-measured_tflops").first()
+    if fp32 is not None:
+        _record_listing_tflops(suite.machine_id, fp32.measured_tflops)
+
+
+def _fail(
+    job: BenchmarkJob, target: str, reason: str, detail: str, *, penalise: bool = True, **fields
+) -> BenchmarkJob:
+    """Rejects or expires a job; unless it was nobody's fault, the machine is suspended, its
+    leases end and the payments app hears of it (after commit) to slash."""
+    _transition(
+        job,
+        target,
+        finished_at=timezone.now(),
+        outcome_reason=reason,
+        outcome_detail=detail[:2000],
+        **fields,
+    )
+    if not job.report_hash:
+        # Expired and malformed-commitment jobs have no verification report; hash what is known
+        # so a slash on chain still points at a reproducible document.
+        job.report_hash = report_hash(
+            spec_from_dict(job.spec),
+            job.seed,
+            job.commitment_root or None,
+            job.challenge or {},
+            {"passed": False, "reason": reason, "state": target},
+        )
+        job.save(update_fields=["report_hash", "updated_at"])
+    if job.suite_id is not None:
+        _suite_fail(job.suite_id, reason, exclude_job_id=job.pk)
+    if penalise:
+        _machine_penalise(job, reason)
+    return job
+
+
+def _suite_fail(suite_id: int, reason: str, *, exclude_job_id: int) -> None:
+    suite = BenchmarkSuite.objects.select_for_update().get(pk=suite_id)
+    if suite.state != BenchmarkSuite.State.RUNNING:
+        return
+    suite.state = BenchmarkSuite.State.FAILED
+    suite.outcome_reason = reason
+    suite.finished_at = timezone.now()
+    suite.save(update_fields=["state", "outcome_reason", "finished_at", "updated_at"])
+    for other_id in (
+        suite.jobs.filter(state__in=BenchmarkJob.OPEN_STATES)
+        .exclude(pk=exclude_job_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    ):
+        other = _lock(other_id)
+        if other.state in BenchmarkJob.OPEN_STATES:
+            _fail(other, State.EXPIRED, "suite_failed", f"suite {suite_id} failed", penalise=False)
+
+
+def _machine_penalise(job: BenchmarkJob, reason: str) -> None:
+    from marketplace.orders.services import orders_end_for_machine
+    from marketplace.providers.services import machine_suspend
+
+    machine = Machine.objects.select_for_update().get(pk=job.machine_id)
+    if machine.state != Machine.State.SUSPENDED:
+        machine_suspend(
+            machine_id=machine.pk, reason=f"benchmark job {job.pk} {job.state}: {reason}"
+        )
+    ended = orders_end_for_machine(machine_id=machine.pk, reason=f"failed verification: {reason}")
+    # In this transaction, not in a receiver after commit: the settlements of the leases ended
+    # above are enqueued on commit too (and before the announcement below), and they cite this
+    # row's report hash. Whatever runs first, the row is already there.
+    verdict = _verdict_record(
+        key=str(job.pk),
+        kind=Verdict.Kind.FAIL,
+        machine_id=machine.pk,
+        job=job,
+        report_hash="0x" + job.report_hash,
+        reason=reason,
+        penalised=True,
+        order_ids=ended,
+    )
+    _announce_failure(verdict)
+
+
+def _verdict_record(
+    *,
+    key: str,
+    kind: str,
+    machine_id: int,
+    job: BenchmarkJob | None,
+    report_hash: str,
+    reason: str,
+    penalised: bool,
+    order_ids: list[int],
+) -> Verdict:
+    """Call inside the transaction of the decision. A pass has no effects to enqueue (rewards
+    are paid per period from these rows), so it is born claimed."""
+    verdict = Verdict.objects.create(
+        key=key,
+        kind=kind,
+        passed=kind == Verdict.Kind.PASS,
+        penalised=penalised,
+        machine_id=machine_id,
+        job=job,
+        report_hash=report_hash.lower(),
+        reason=reason[:100],
+        effects_enqueued_at=timezone.now() if kind == Verdict.Kind.PASS else None,
+    )
+    if order_ids:
+        verdict.orders.set(order_ids)
+    return verdict
+
+
+def _announce_failure(verdict: Verdict) -> None:
+    """Tells the payments app, after commit, to enqueue the slash and settlements. If this
+    process dies before it does, the payments app's beat sweep finds the unclaimed row."""
+    fields = {
+        "machine_id": verdict.machine_id,
+        "job_id": verdict.job_id if verdict.job_id is not None else verdict.key,
+        "report_hash": verdict.report_hash,
+        "reason": verdict.reason,
+        "order_id": verdict.job.order_id if verdict.job is not None else None,
+        "verdict_id": verdict.pk,
+    }
+    transaction.on_commit(
+        lambda: signals.machine_verification_failed.send(sender=Verdict, **fields)
+    )
