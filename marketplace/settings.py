@@ -177,6 +177,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Admin pages show times as 2026-01-31 14:05:09 UTC (billing is per second); see the module.
+FORMAT_MODULE_PATH = ["marketplace.core.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -11,7 +11,7 @@ from marketplace.core.admin import ReadOnlyAdmin
 
 
 @admin.register(BenchmarkJob)
-class BenchmarkJobAdmin(admin.ModelAdmin):
+class BenchmarkJobAdmin(ReadOnlyAdmin):
     list_display = [
         "id",
         "machine",
@@ -22,28 +22,24 @@ class BenchmarkJobAdmin(admin.ModelAdmin):
         "outcome_reason",
         "measured_tflops",
         "created_at",
+        "finished_at",
     ]
     list_filter = ["state", "purpose", "kind", "precision", "outcome_reason"]
     search_fields = ["machine__name", "report_hash"]
-    # State changes only through services; the seed stays out of the admin's pages.
-    exclude = ["seed", "answer"]
-    readonly_fields = [
-        f.name for f in BenchmarkJob._meta.fields if f.name not in ("seed", "answer")
-    ]
-
-    def has_add_permission(self, request):
-        return False
+    list_select_related = ["machine"]
+    # State changes only through services; the seed (secret until dispatch) and the bulky answer
+    # stay out of the admin's pages.
+    hidden_fields = ("seed", "answer")
 
 
 @admin.register(BenchmarkSuite)
-class BenchmarkSuiteAdmin(admin.ModelAdmin):
+class BenchmarkSuiteAdmin(ReadOnlyAdmin):
     list_display = ["id", "machine", "state", "outcome_reason", "created_at", "finished_at"]
     list_filter = ["state"]
-    readonly_fields = [f.name for f in BenchmarkSuite._meta.fields]
 
 
 @admin.register(MachineUptime)
-class MachineUptimeAdmin(admin.ModelAdmin):
+class MachineUptimeAdmin(ReadOnlyAdmin):
     list_display = ["machine", "samples", "online_samples", "updated_at"]
 
 
@@ -61,6 +57,10 @@ class VerdictAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["kind", "passed", "penalised"]
     search_fields = ["key", "report_hash"]
+
+    def get_fields(self, request, obj=None):
+        # The leases this decision ended, beside the decision.
+        return [*super().get_fields(request, obj), "orders"]
 
 
 @admin.register(PlatformIncident)

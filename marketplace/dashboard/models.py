@@ -26,3 +26,32 @@ class MarketSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"market at {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class MachineStaffAction(models.Model):
+    """A suspension or reinstatement a person made, with why, written in the transaction that
+    changes the machine. Machine.state_reason keeps only the latest reason; this keeps them all
+    (automatic suspensions are recorded as verdicts in the benchmarks app)."""
+
+    class Action(models.TextChoices):
+        SUSPEND = "suspend"
+        REINSTATE = "reinstate"
+
+    machine = models.ForeignKey(
+        "providers.Machine", on_delete=models.PROTECT, related_name="staff_actions"
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    reason = models.TextField()
+    staff = models.ForeignKey(
+        "accounts.User", on_delete=models.PROTECT, related_name="machine_staff_actions"
+    )
+    state_before = models.CharField(max_length=20)
+    state_after = models.CharField(max_length=20)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "machine staff action"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.machine_id} by {self.staff_id}: {self.reason[:60]}"

@@ -5,16 +5,31 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q, Sum
-from django.db.models.functions import TruncDay
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, TruncDay
 from django.utils import timezone
 
-from marketplace.benchmarks.models import BenchmarkJob
+from marketplace.benchmarks.models import BenchmarkJob, Verdict
 from marketplace.benchmarks.services import NO_FAULT_REASONS
 from marketplace.core.errors import NotFoundError
-from marketplace.dashboard.models import MarketSnapshot
+from marketplace.core.models import Alert
+from marketplace.dashboard.models import MachineStaffAction, MarketSnapshot
 from marketplace.listings.models import Listing
 from marketplace.orders.models import Order
+from marketplace.payments.models import ChainEvent, ChainTransaction, Stake
 from marketplace.providers.models import Machine
 
 Job = BenchmarkJob.State
@@ -33,11 +48,29 @@ def _escrowed_orders():
     return Order.objects.filter(funded_at__isnull=False).exclude(state=Order.State.SETTLED)
 
 
+def machines_by_state() -> dict[str, int]:
+    """Machines per state, where a suspended machine that is also offline counts as suspended:
+    it stays barred when it returns (resume_state), and an operator counting suspensions must
+    not lose it because its heartbeats stopped."""
+    suspended_offline = Q(state=Machine.State.OFFLINE, resume_state=Machine.State.SUSPENDED)
+    rows = (
+        Machine.objects.exclude(suspended_offline)
+        .values_list("state")
+        .annotate(n=Count("pk"))
+        .values_list("state", "n")
+    )
+    by_state = dict(rows)
+    also_suspended = Machine.objects.filter(suspended_offline).count()
+    if also_suspended:
+        by_state[Machine.State.SUSPENDED] = (
+            by_state.get(Machine.State.SUSPENDED, 0) + also_suspended
+        )
+    return by_state
+
+
 def market_now(*, now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
-    by_state = dict(
-        Machine.objects.values_list("state").annotate(n=Count("pk")).values_list("state", "n")
-    )
+    by_state = machines_by_state()
     alive_since = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
     online = Machine.objects.filter(
         state__in=REACHABLE_STATES, last_heartbeat_at__gte=alive_since
@@ -188,3 +221,182 @@ def machine_benchmark_history(*, machine_id: int) -> dict[str, Any]:
             :MAX_REJECTIONS
         ],
     }
+
+
+# --- money and orders over time ---------------------------------------------------------------
+
+SETTLEMENT_EVENTS = ("LeaseSettled", "LeaseFailed")
+MAX_OPEN_ALERTS = 20
+
+
+def _amount(arg: str):
+    # uint256 arguments are stored as decimal strings in the JSON (numbers would lose precision).
+    return Cast(KeyTextTransform(arg, "args"), DecimalField(max_digits=78, decimal_places=0))
+
+
+def revenue_by_day(*, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per day, from the final settlement events on chain (the money that actually moved):
+    `billed` (what renters paid for seconds used = provider + fee), `fees` (the platform's part)
+    and `settlements`. A day is the day the event was indexed."""
+    now = now or timezone.now()
+    rows = (
+        ChainEvent.objects.filter(
+            name__in=SETTLEMENT_EVENTS, is_final=True, created_at__gte=now - timedelta(days=days)
+        )
+        .annotate(day=TruncDay("created_at"))
+        .values("day")
+        .annotate(
+            provider=Sum(_amount("providerAmount")),
+            fees=Sum(_amount("feeAmount")),
+            refunds=Sum(_amount("refundAmount")),
+            settlements=Count("pk"),
+        )
+        .order_by("day")
+    )
+    out = []
+    for row in rows:
+        provider, fees = int(row["provider"] or 0), int(row["fees"] or 0)
+        out.append(
+            {
+                "day": row["day"],
+                "billed": provider + fees,
+                "fees": fees,
+                "provider": provider,
+                "refunds": int(row["refunds"] or 0),
+                "settlements": row["settlements"],
+            }
+        )
+    return out
+
+
+def order_volume_by_day(*, days: int = 30, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Orders created per day, and of those how many were funded on chain and how much escrow
+    they put up (token units)."""
+    now = now or timezone.now()
+    rows = (
+        Order.objects.filter(created_at__gte=now - timedelta(days=days))
+        .annotate(day=TruncDay("created_at"))
+        .values("day")
+        .annotate(
+            created=Count("pk"),
+            funded=Count("pk", filter=Q(funded_at__isnull=False)),
+            escrowed=Coalesce(
+                Sum("escrow_amount", filter=Q(funded_at__isnull=False)),
+                0,
+                output_field=IntegerField(),
+            ),
+        )
+        .order_by("day")
+    )
+    return [dict(row) for row in rows]
+
+
+def open_alerts(*, limit: int = MAX_OPEN_ALERTS) -> dict[str, Any]:
+    alerts = Alert.objects.filter(resolved_at__isnull=True)
+    return {
+        "count": alerts.count(),
+        "newest": list(alerts.order_by("-last_seen_at", "-pk")[:limit]),
+    }
+
+
+# --- the admin's pages ------------------------------------------------------------------------
+
+
+def _split(order: Order, events: list[ChainEvent]) -> dict[str, Any] | None:
+    """Provider / fee / refund: as the chain settled it when the event is indexed, otherwise as
+    the settlement will split it at the current fee (the contract's formula, integer division)."""
+    closing = [e for e in events if e.name in SETTLEMENT_EVENTS]
+    if closing:
+        args = closing[-1].args
+        return {
+            "source": "chain",
+            "event": closing[-1],
+            "seconds": int(args["secondsUsed"]),
+            "provider": int(args["providerAmount"]),
+            "fee": int(args["feeAmount"]),
+            "refund": int(args["refundAmount"]),
+        }
+    if order.amount_owed is None:
+        return None
+    fee = order.amount_owed * settings.PLATFORM_FEE_BPS // 10_000
+    return {
+        "source": "expected",
+        "event": None,
+        "seconds": order.billable_seconds,
+        "provider": order.amount_owed - fee,
+        "fee": fee,
+        "refund": order.escrow_amount - order.amount_owed,
+    }
+
+
+def order_chain_story(*, order_id: int) -> dict[str, Any]:
+    """What happened to an order's money, for its admin page: the escrow events on chain, the
+    transactions the platform sent, the settlement split, what pre-empted it and the verdict
+    that ended it."""
+    order = Order.objects.select_related("preempted_by").filter(pk=order_id).first()
+    if order is None:
+        raise NotFoundError("No such order.", code="dashboard_order_not_found")
+    events = list(
+        ChainEvent.objects.filter(Q(lease_id=order.lease_id) | Q(order=order)).order_by(
+            "block_number", "log_index"
+        )
+    )
+    return {
+        "order": order,
+        "events": events,
+        "transactions": list(ChainTransaction.objects.filter(order=order).order_by("pk")),
+        "split": _split(order, events),
+        "preempted_by": order.preempted_by,
+        "preempted": list(order.preempted_orders.order_by("pk")),
+        "verdicts": list(order.verdicts.select_related("job").order_by("pk")),
+        "report_hashes": sorted(
+            {e.args.get("reportHash", "") for e in events if e.name == "LeaseFailed"} - {""}
+        ),
+    }
+
+
+def machine_reason_history(*, machine_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """Why a machine was suspended or reinstated, newest first: the staff's actions with their
+    reasons, and the penalising verdicts that suspended it automatically."""
+    staff = [
+        {
+            "at": a.created_at,
+            "what": a.action,
+            "reason": a.reason,
+            "who": a.staff.username,
+            "states": f"{a.state_before} → {a.state_after}",
+        }
+        for a in MachineStaffAction.objects.filter(machine_id=machine_id).select_related("staff")[
+            :limit
+        ]
+    ]
+    automatic = [
+        {
+            "at": v.created_at,
+            "what": f"{v.kind} verdict",
+            "reason": v.reason,
+            "who": "verification",
+            "states": "",
+        }
+        for v in Verdict.objects.filter(machine_id=machine_id, penalised=True).order_by("-pk")[
+            :limit
+        ]
+    ]
+    return sorted(staff + automatic, key=lambda row: row["at"], reverse=True)[:limit]
+
+
+def machines_for_admin(queryset: QuerySet[Machine]) -> QuerySet[Machine]:
+    """The machine list's figures in the one query of the page: the verified TFLOP/s of its open
+    listing, active leases, and the stake of its provider's wallet (token units)."""
+    open_listing = Listing.objects.filter(machine=OuterRef("pk")).exclude(
+        status=Listing.Status.CLOSED
+    )
+    stake = Stake.objects.filter(address=OuterRef("provider__wallet_address")).order_by(
+        "-updated_at"
+    )
+    return queryset.select_related("provider").annotate(
+        verified_tflops=Subquery(open_listing.values("verified_tflops")[:1]),
+        active_leases=Count("orders", filter=Q(orders__state=Order.State.ACTIVE), distinct=True),
+        stake_units=Subquery(stake.values("staked")[:1]),
+        has_open_listing=Exists(open_listing),
+    )

@@ -1,10 +1,16 @@
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from marketplace.dashboard.models import MarketSnapshot
+from marketplace.accounts.models import User
+from marketplace.core.errors import ApplicationError
+from marketplace.dashboard.models import MachineStaffAction, MarketSnapshot
 from marketplace.dashboard.selectors import market_now
+from marketplace.listings.models import Listing
+from marketplace.providers import services as provider_services
+from marketplace.providers.models import Machine
 
 
 def snapshot_interval_start(*, now: datetime, seconds: int) -> datetime:
@@ -47,3 +53,48 @@ def market_snapshots_prune(*, now: datetime | None = None, keep_days: int = 90) 
     cutoff = now - timedelta(days=keep_days)
     deleted, _ = MarketSnapshot.objects.filter(taken_at__lt=cutoff).delete()
     return deleted
+
+
+def _reason_required(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("Say why: a reason is required.", code="dashboard_reason_required")
+    return reason
+
+
+@transaction.atomic
+def machine_staff_suspend(*, machine_id: int, staff: User, reason: str) -> MachineStaffAction:
+    """Suspends through the providers service (its transition rules; an offline machine stays
+    suspended when it returns) and records who and why in the same transaction."""
+    reason = _reason_required(reason)
+    before = Machine.objects.select_for_update().get(pk=machine_id).state
+    machine = provider_services.machine_suspend(
+        machine_id=machine_id, reason=f"{reason} (staff: {staff.username})"
+    )
+    return MachineStaffAction.objects.create(
+        machine=machine,
+        action=MachineStaffAction.Action.SUSPEND,
+        reason=reason,
+        staff=staff,
+        state_before=before,
+        state_after=machine.state,
+    )
+
+
+@transaction.atomic
+def machine_staff_reinstate(*, machine_id: int, staff: User, reason: str) -> MachineStaffAction:
+    """Lifts a suspension; a machine whose listing is still active goes back on the market."""
+    reason = _reason_required(reason)
+    before = Machine.objects.select_for_update().get(pk=machine_id).state
+    listed = Listing.objects.filter(machine_id=machine_id, status=Listing.Status.ACTIVE).exists()
+    machine = provider_services.machine_reinstate(
+        machine_id=machine_id, reason=f"{reason} (staff: {staff.username})", listed=listed
+    )
+    return MachineStaffAction.objects.create(
+        machine=machine,
+        action=MachineStaffAction.Action.REINSTATE,
+        reason=reason,
+        staff=staff,
+        state_before=before,
+        state_after=machine.state,
+    )

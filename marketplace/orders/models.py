@@ -67,6 +67,11 @@ class Order(TimestampedModel):
     # Fixed when the lease ends: what the provider earned (before the platform fee).
     billable_seconds = models.PositiveBigIntegerField(null=True, blank=True)
     amount_owed = models.PositiveBigIntegerField(null=True, blank=True)
+    # The order whose funding took this interruptible lease's accelerators (end_reason
+    # "preempted"): the operator's answer to "why did my lease stop?".
+    preempted_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="preempted_orders"
+    )
 
     class Meta:
         constraints = [

@@ -334,11 +334,11 @@ def _close_fields(order: Order, *, reason: str, now: datetime) -> dict:
     }
 
 
-def _preempt(order_id: int) -> Order:
+def _preempt(order_id: int, *, by: int) -> Order:
     order = _lock(order_id)
     if order.state == State.ACTIVE:
         fields = _close_fields(order, reason="preempted", now=timezone.now())
-        return _transition(order, State.COMPLETED, **fields)
+        return _transition(order, State.COMPLETED, preempted_by_id=by, **fields)
     return _transition(
         order,
         State.CANCELLED,
@@ -346,6 +346,7 @@ def _preempt(order_id: int) -> Order:
         end_reason="preempted",
         billable_seconds=0,
         amount_owed=0,
+        preempted_by_id=by,
     )
 
 
@@ -384,7 +385,7 @@ def order_mark_funded(*, order_id: int, funded_at: datetime | None = None) -> Or
                 amount_owed=0,
             )
         for preempted in sorted(plan, key=lambda o: o.pk):
-            _preempt(preempted.pk)
+            _preempt(preempted.pk, by=order.pk)
     return _transition(order, State.FUNDED, funded_at=funded_at)
 
 

@@ -9,36 +9,63 @@ from marketplace.payments import models
 
 @admin.register(models.ContractDeployment)
 class ContractDeploymentAdmin(ReadOnlyAdmin):
-    list_display = ["chain_id", "name", "address", "generation", "block_number"]
+    list_display = ["chain_id", "name", "address", "generation", "block_number", "created_at"]
 
 
 @admin.register(models.ChainTransaction)
 class ChainTransactionAdmin(ReadOnlyAdmin):
-    list_display = ["pk", "purpose", "idempotency_key", "status", "nonce", "tx_hash", "created_at"]
+    list_display = [
+        "pk",
+        "purpose",
+        "order",
+        "idempotency_key",
+        "status",
+        "nonce",
+        "tx_hash",
+        "block_number",
+        "created_at",
+    ]
     list_filter = ["status", "purpose", "chain_id"]
     search_fields = ["idempotency_key", "tx_hash"]
+    list_select_related = ["order"]
+    # The signed bytes are long and say nothing to a person; the hash names the transaction.
+    hidden_fields = ("raw_tx",)
 
 
 @admin.register(models.ChainEvent)
 class ChainEventAdmin(ReadOnlyAdmin):
-    list_display = ["name", "block_number", "log_index", "tx_hash", "is_final", "flagged"]
+    list_display = [
+        "name",
+        "order",
+        "block_number",
+        "log_index",
+        "tx_hash",
+        "is_final",
+        "flagged",
+        "created_at",
+    ]
     list_filter = ["name", "is_final", "flagged", "chain_id"]
     search_fields = ["tx_hash", "lease_id", "account"]
+    list_select_related = ["order"]
 
 
 @admin.register(models.Stake)
 class StakeAdmin(ReadOnlyAdmin):
-    list_display = ["address", "provider", "staked", "pending", "unlock_time"]
+    money_fields = {"staked": "", "pending": ""}
+    unix_time_fields = ("unlock_time",)
+    list_display = ["address", "provider", "staked_usd", "pending_usd", "unlock_time_text"]
 
 
 @admin.register(models.Slash)
 class SlashAdmin(ReadOnlyAdmin):
-    list_display = ["address", "provider", "amount", "report_hash", "tx_hash"]
+    money_fields = {"amount": ""}
+    list_display = ["address", "provider", "amount_usd", "report_hash", "tx_hash", "created_at"]
 
 
 @admin.register(models.Reward)
 class RewardAdmin(ReadOnlyAdmin):
-    list_display = ["address", "provider", "amount", "report_hash", "tx_hash"]
+    money_fields = {"amount": ""}
+    list_display = ["address", "provider", "amount_usd", "report_hash", "tx_hash", "created_at"]
 
 
 @admin.register(models.VerificationOutcome)

@@ -227,3 +227,28 @@ def machine_suspend(*, machine_id: int, reason: str) -> Machine:
         machine.save(update_fields=["resume_state", "state_reason", "updated_at"])
         return machine
     return _machine_transition(machine_id, State.SUSPENDED, reason)
+
+
+@transaction.atomic
+def machine_reinstate(*, machine_id: int, reason: str, listed: bool = False) -> Machine:
+    """Lifts a suspension (staff decided it was wrong, or the fault is fixed): back to verified,
+    or to listed when the machine still has an active listing (`listed`, which the caller above
+    the listings app knows). An offline suspended machine keeps waiting for its heartbeat, now
+    to come back reinstated. Anything but a suspended machine is refused."""
+    if not reason:
+        raise ApplicationError("A reinstatement needs a reason.", code="providers_reason_required")
+    target = State.LISTED if listed else State.VERIFIED
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if machine.state == State.OFFLINE and machine.resume_state == State.SUSPENDED:
+        machine.resume_state = target
+        machine.state_reason = reason
+        machine.save(update_fields=["resume_state", "state_reason", "updated_at"])
+        return machine
+    if machine.state != State.SUSPENDED:
+        raise InvalidTransition(
+            entity="Machine", entity_id=machine.pk, current=machine.state, target=target
+        )
+    machine = _machine_transition(machine_id, State.VERIFIED, reason)
+    if listed:
+        machine = _machine_transition(machine_id, State.LISTED, reason)
+    return machine

@@ -59,11 +59,12 @@ def test_admin_changelist_and_search_render(staff_client, bob_provider, model):
     assert staff_client.get(url, {"q": "x"}).status_code == 200
 
 
-def test_admin_suspend_action_goes_through_the_service(staff_client, bob_provider):
+def test_admin_suspend_goes_through_the_service(staff_client, bob_provider):
+    # Suspension is a per-machine form with a reason (tests/admin covers it in full).
     listing = ListingFactory(machine__provider=bob_provider)
     response = staff_client.post(
-        reverse("admin:providers_machine_changelist"),
-        {"action": "suspend", "_selected_action": [listing.machine_id]},
+        reverse("admin:providers_machine_suspend", args=[listing.machine_id]),
+        {"reason": "renter reports wrong GPUs"},
     )
     assert response.status_code == 302
     machine = Machine.objects.get(pk=listing.machine_id)
