@@ -281,6 +281,10 @@ ORDER_UNFUNDED_HOLD_SECONDS = _positive_int("ORDER_UNFUNDED_HOLD_SECONDS", 600)
 # buyer funds one order at a time; a squatter is bounded per account.
 ORDER_MAX_UNFUNDED_PER_RENTER = _positive_int("ORDER_MAX_UNFUNDED_PER_RENTER", 3)
 ORDER_MAX_UNFUNDED_ACCELERATORS = _positive_int("ORDER_MAX_UNFUNDED_ACCELERATORS", 64)
+# Rendered search pages are kept this long in the Redis cache (marketplace/listings/
+# search_cache.py): every write that changes what search shows invalidates them at once, so this
+# bounds only the cost of a page, not how stale it can be. 0 turns the cache off.
+SEARCH_CACHE_SECONDS = _positive_int("SEARCH_CACHE_SECONDS", 30)
 
 # --- Benchmarks ---------------------------------------------------------------------------
 # A job's deadline: this allowance (network, input generation, hashing, answer) plus its FLOPs at
@@ -298,10 +302,22 @@ BENCHMARK_SAMPLE_COUNT = _positive_int("BENCHMARK_SAMPLE_COUNT", 32)
 # Claimed-device check (see marketplace/benchmarks/suites.py for why these figures).
 BENCHMARK_DEVICE_MIN_FRACTION = env.float("BENCHMARK_DEVICE_MIN_FRACTION", default=0.01)
 BENCHMARK_DEVICE_PROBE_MIN_FLOPS = env.float("BENCHMARK_DEVICE_PROBE_MIN_FLOPS", default=5e11)
+# Every job's floor and ceiling (marketplace/benchmarks/suites.py, DEVICE_CLASSES): the plumbing
+# the current protocol puts inside the server-timed span (dispatch, inputs, hashing, HTTP), and
+# the margin above a data-sheet peak (boost clocks, clock skew) before a figure is impossible.
+BENCHMARK_FLOOR_BASE_SECONDS = env.float("BENCHMARK_FLOOR_BASE_SECONDS", default=2.0)
+BENCHMARK_FLOOR_SECONDS_PER_MB = env.float("BENCHMARK_FLOOR_SECONDS_PER_MB", default=0.01)
+BENCHMARK_CEILING_FACTOR = env.float("BENCHMARK_CEILING_FACTOR", default=1.5)
 # CPU-sized suites for every machine: for local demos and tests without a GPU.
 BENCHMARK_SMALL_SUITES = env.bool("BENCHMARK_SMALL_SUITES", default=False)
 BENCHMARK_REPUTATION_WINDOW = _positive_int("BENCHMARK_REPUTATION_WINDOW", 50)
 BENCHMARK_LONG_POLL_MAX_SECONDS = _positive_int("BENCHMARK_LONG_POLL_MAX_SECONDS", 25)
+# The ASGI agent channel (marketplace/asgi.py): threads per web process for its database reads,
+# however many agents wait (each waiting agent is a coroutine, not a thread).
+AGENT_CHANNEL_DB_THREADS = max(1, _positive_int("AGENT_CHANNEL_DB_THREADS", 8))
+# Heartbeats are buffered in Redis and written to the database in bulk this often: a small
+# fraction of the heartbeat timeout, so the database's last-seen times lag by seconds.
+HEARTBEAT_FLUSH_SECONDS = max(1, _positive_int("HEARTBEAT_FLUSH_SECONDS", 10))
 # Platform incidents: windows in which the platform itself failed, inside which a missed deadline
 # or heartbeat counts against nobody (marketplace/benchmarks/models.py PlatformIncident).
 # A 5xx excuses this long either side of it (an agent's retries around it failed too).
@@ -355,6 +371,11 @@ CELERY_BEAT_SCHEDULE = {
     "machines-expire-heartbeats": {
         "task": "workers.tasks.machines_expire_heartbeats",
         "schedule": max(5, HEARTBEAT_TIMEOUT_SECONDS // 3),
+    },
+    # Buffered heartbeats to the database in bulk (marketplace/providers/heartbeats.py).
+    "machines-flush-heartbeats": {
+        "task": "workers.tasks.machines_flush_heartbeats",
+        "schedule": HEARTBEAT_FLUSH_SECONDS,
     },
     # Leases are billed to the second, but ending one a few seconds late costs the renter
     # nothing: billable time is capped at the paid duration.

@@ -1,13 +1,16 @@
+from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.accounts.permissions import IsProviderOwner
 from marketplace.core.pagination import CappedCountPagination
-from marketplace.listings import selectors, services
+from marketplace.listings import search_cache, selectors, services
 from marketplace.listings.filters import ListingSearchFilter
 from marketplace.listings.serializers import (
     ListingOutputSerializer,
@@ -28,8 +31,23 @@ class ListingSearchApi(ListAPIView):
     def get_queryset(self):
         return selectors.listing_search()
 
-    def paginate_queryset(self, queryset):
-        return selectors.listings_attach_free_accelerators(super().paginate_queryset(queryset))
+    def list(self, request, *args, **kwargs):
+        # A rendered page is the same for every caller; see search_cache for invalidation.
+        key = search_cache.key_for(request)
+        cached = search_cache.lookup(key)
+        if cached.body is not None:
+            return HttpResponse(cached.body, content_type="application/json")
+        queryset = self.filter_queryset(self.get_queryset())
+        rows = self.paginate_queryset(queryset.values(*selectors.SEARCH_COLUMNS))
+        results, next_change = selectors.listings_search_rows(
+            rows, holds_anywhere="min_free" in request.query_params
+        )
+        body = JSONRenderer().render(self.paginator.get_paginated_response(results).data)
+        seconds = search_cache.ttl_seconds()
+        if next_change is not None:
+            seconds = min(seconds, (next_change - timezone.now()).total_seconds())
+        search_cache.store(key, generation=cached.generation, body=body, seconds=seconds)
+        return HttpResponse(body, content_type="application/json")
 
     @extend_schema(request=ListingPublishInputSerializer, responses={201: ListingOutputSerializer})
     def post(self, request):

@@ -4,13 +4,15 @@ from marketplace.listings import selectors
 from marketplace.listings.models import Interconnect, Listing, Precision
 from marketplace.providers.models import Machine
 
+# Ties break on id in the direction of the sort, so each order is one (sort key, id) index walked
+# forwards or backwards, and a cursor is a single seek into it.
 SORTS = {
     "price": ("price_per_hour", "id"),
-    "-price": ("-price_per_hour", "id"),
+    "-price": ("-price_per_hour", "-id"),
     "tflops": ("verified_tflops", "id"),
-    "-tflops": ("-verified_tflops", "id"),
+    "-tflops": ("-verified_tflops", "-id"),
     "price_per_tflop_hour": ("price_per_tflop_hour", "id"),
-    "-price_per_tflop_hour": ("-price_per_tflop_hour", "id"),
+    "-price_per_tflop_hour": ("-price_per_tflop_hour", "-id"),
 }
 
 

@@ -78,6 +78,10 @@ class Listing(TimestampedModel):
     verified_tflops = models.FloatField(null=True, blank=True)
     # price_per_hour × accelerator_count / verified_tflops, kept with both inputs for sorting.
     price_per_tflop_hour = models.PositiveBigIntegerField(null=True, blank=True)
+    # Whole-machine matmul TFLOP/s per precision from the newest verified job at each one, e.g.
+    # {"fp32": 268.0, "bf16": 1980.5}: kept on the row (by publishing and by a receiver of verified
+    # jobs, see listings.receivers) so search shows it without reading benchmark jobs.
+    verified_tflops_by_precision = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [

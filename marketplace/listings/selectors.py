@@ -1,10 +1,43 @@
-from django.db.models import F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value
+from collections import defaultdict
+from datetime import datetime
+
+from django.db.models import F, IntegerField, Min, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from rest_framework.fields import DateTimeField
 
 from marketplace.accounts.models import User
 from marketplace.core.errors import NotFoundError
-from marketplace.listings.models import Listing
+from marketplace.listings.models import Listing, ReservedPrice
+
+# The columns a search result is built from (`listings_search_rows`), read with values(): a page
+# is plain dicts turned straight into JSON, with no model instances and no serializer fields.
+SEARCH_COLUMNS = (
+    "id",
+    "machine_id",
+    "provider_id",
+    "status",
+    "accelerator_kind",
+    "vendor",
+    "model",
+    "accelerator_count",
+    "memory_per_accelerator_gb",
+    "memory_bandwidth_gbps",
+    "interconnect",
+    "precisions",
+    "vcpu_count",
+    "ram_gib",
+    "storage_gb",
+    "network_gbps",
+    "region",
+    "price_per_hour",
+    "interruptible_floor_per_hour",
+    "verified_tflops",
+    "verified_tflops_by_precision",
+    "price_per_tflop_hour",
+    "created_at",
+)
+_DATETIME = DateTimeField()
 
 
 def _capacity_holders():
@@ -54,11 +87,56 @@ def listings_with_free_at_least(qs: QuerySet[Listing], *, free: int) -> QuerySet
 
 def listing_search() -> QuerySet[Listing]:
     """Public search: active listings on machines in good standing, cheapest first by default."""
-    return (
-        Listing.objects.filter(is_searchable=True)
-        .prefetch_related("reserved_prices")
-        .order_by("price_per_hour", "id")
+    return Listing.objects.filter(is_searchable=True).order_by("price_per_hour", "id")
+
+
+def _unfunded_holds():
+    order_model = Listing._meta.get_field("orders").related_model
+    return order_model.objects.filter(
+        state=order_model.State.CREATED, hold_expires_at__gt=timezone.now()
     )
+
+
+def listings_search_rows(
+    rows: list[dict], *, holds_anywhere: bool = False
+) -> tuple[list[dict], datetime | None]:
+    """A search page as JSON-ready dicts, in ListingOutputSerializer's shape, from rows read with
+    SEARCH_COLUMNS: two indexed queries for the whole page (reserved prices, held accelerators).
+    Also returns when the page may next change by the clock alone: the earliest expiry of a live
+    unfunded hold on it (of any listing, with holds_anywhere: a min_free search, whose matches
+    change when any hold lapses), or None."""
+    ids = [row["id"] for row in rows]
+    reserved: dict[int, dict[str, int]] = defaultdict(dict)
+    held: dict[int, int] = {}
+    if ids:
+        for listing_id, term, price in ReservedPrice.objects.filter(listing_id__in=ids).values_list(
+            "listing_id", "term", "price_per_hour"
+        ):
+            reserved[listing_id][term] = price
+        held = dict(
+            _capacity_holders()
+            .filter(listing_id__in=ids)
+            .order_by()
+            .values("listing_id")
+            .annotate(n=Sum("accelerators"))
+            .values_list("listing_id", "n")
+        )
+    next_change = None
+    if holds_anywhere or ids:
+        lapses = _unfunded_holds()
+        if not holds_anywhere:
+            lapses = lapses.filter(listing_id__in=ids)
+        next_change = lapses.aggregate(at=Min("hold_expires_at"))["at"]
+    results = []
+    for row in rows:
+        out = {key: row[key] for key in SEARCH_COLUMNS}
+        out["free_accelerators"] = max(0, row["accelerator_count"] - held.get(row["id"], 0))
+        out["precisions"] = [p for p in row["precisions"].split(",") if p]
+        out["reserved_prices"] = reserved.get(row["id"], {})
+        out["verified_tflops_by_precision"] = row["verified_tflops_by_precision"] or {}
+        out["created_at"] = _DATETIME.to_representation(row["created_at"])
+        results.append(out)
+    return results, next_change
 
 
 def listing_get_public(*, listing_id: int) -> Listing:

@@ -108,9 +108,16 @@ class ListingOutputSerializer(serializers.ModelSerializer):
             "interruptible_floor_per_hour",
             "reserved_prices",
             "verified_tflops",
+            "verified_tflops_by_precision",
             "price_per_tflop_hour",
             "created_at",
         ]
+        extra_kwargs = {
+            "verified_tflops_by_precision": {
+                "help_text": "Whole-machine matmul TFLOP/s per precision, from the newest "
+                'verified job at each, e.g. {"fp32": 268.0, "bf16": 1980.5}.'
+            }
+        }
 
     def get_free_accelerators(self, listing) -> int:
         # A page has it attached already (one query per page, in the view); a single listing

@@ -4,7 +4,8 @@ from django.db import transaction
 
 from marketplace.accounts.models import User
 from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
-from marketplace.listings.models import SECONDS_PER_HOUR, Listing, ReservedPrice
+from marketplace.listings import search_cache
+from marketplace.listings.models import SECONDS_PER_HOUR, Listing, Precision, ReservedPrice
 from marketplace.providers import services as provider_services
 from marketplace.providers.models import Machine
 
@@ -39,6 +40,7 @@ def _price_per_tflop_hour(listing: Listing) -> int | None:
 
 def listing_sync_searchable(*, machine_id: int) -> None:
     """Called whenever a machine's state or a listing's status changes."""
+    search_cache.invalidate_on_commit()
     machine_listed = Machine.objects.filter(pk=machine_id, state=Machine.State.LISTED).exists()
     Listing.objects.filter(machine_id=machine_id).exclude(status=Listing.Status.ACTIVE).update(
         is_searchable=False
@@ -100,8 +102,10 @@ def listing_publish(
         **sheet,
     )
     listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
+    listing.verified_tflops_by_precision = _machine_tflops_by_precision(machine)
     listing.save()
     _reserved_prices_replace(listing, reserved_prices or {})
+    search_cache.invalidate_on_commit()
     provider_services.machine_mark_listed(machine_id=machine.pk)
     listing.refresh_from_db()
     return listing
@@ -141,6 +145,7 @@ def listing_update_prices(
     listing.save()
     if reserved_prices is not None:
         _reserved_prices_replace(listing, reserved_prices)
+    search_cache.invalidate_on_commit()
     return listing
 
 
@@ -176,3 +181,36 @@ def listing_record_verified_tflops(*, machine_id: int, tflops: float) -> None:
         listing.verified_tflops = tflops
         listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
         listing.save(update_fields=["verified_tflops", "price_per_tflop_hour", "updated_at"])
+    search_cache.invalidate_on_commit()
+
+
+def _machine_tflops_by_precision(machine: Machine) -> dict[str, float]:
+    """Whole-machine matmul TFLOP/s per precision from the machine's newest verified jobs (the
+    onboarding suite ran before it could be listed)."""
+    from marketplace.benchmarks.selectors import machine_benchmark_scores
+
+    count = max(1, machine.accelerator_count)
+    return {
+        row["precision"]: row["last_tflops"] * count
+        for row in machine_benchmark_scores(machine_id=machine.pk)
+        if row["kind"] == "matmul" and row["last_tflops"]
+    }
+
+
+@transaction.atomic
+def listing_record_precision_tflops(*, machine_id: int, precision: str, tflops: float) -> None:
+    """A verified matmul job's per-device figure at one precision becomes the whole-machine figure
+    of that precision on the machine's listings. Called (through listings.receivers) in the
+    transaction that verified the job, so the figure and the verdict commit together."""
+    if precision not in Precision.values or not (tflops > 0):
+        return
+    count = Machine.objects.filter(pk=machine_id).values_list("accelerator_count", flat=True)
+    whole_machine = tflops * max(1, count.first() or 1)
+    for listing in Listing.objects.select_for_update().filter(machine_id=machine_id).order_by("pk"):
+        figures = dict(listing.verified_tflops_by_precision or {})
+        if figures.get(precision) == whole_machine:
+            continue
+        figures[precision] = whole_machine
+        listing.verified_tflops_by_precision = figures
+        listing.save(update_fields=["verified_tflops_by_precision", "updated_at"])
+    search_cache.invalidate_on_commit()
