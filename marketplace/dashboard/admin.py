@@ -68,7 +68,7 @@ GROUPS = [
 def grouped_app_list(self, request, app_label=None):
     if app_label is not None:
         # An app's own index page (/admin/<app>/) keeps Django's list for that app.
-        return type(self).get_app_list(self, request, app_label)
+        return admin.AdminSite.get_app_list(self, request, app_label)
     by_key = {
         (app["app_label"], m["object_name"].lower()): m
         for app in self._build_app_dict(request).values()
