@@ -1,0 +1,394 @@
+"""Chain jobs: L layers of a GEMM (or a convolution) with an elementwise non-linearity between
+them, answered by an O(units) sketch. The verification protocol is workers/verification/sketch.py.
+
+matmul:  X_0 = A (rows x n),  X_{i+1} = f_i(X_i . B),  B n x n,  i < L
+conv2d:  X_0 = X (batch, C, H, W),  X_{i+1} = f_i(conv2d(X_i, W, padding=k//2)),  W (C, C, k, k)
+f_i(z) = s_i * |z| elementwise, s_i[j] = d_i[j] * 2**-t_i: a seeded sign per column (matmul) or
+channel (conv2d), and a power of two that keeps each layer's output at the input's scale.
+sketch:  Y = X_L . V per unit (a row of X_L, or an output pixel's C channels), V width x m.
+
+Why this shape. Each unit (row / output pixel) is computed independently of the others, so the
+server can recompute a few from the seed; |.| makes the chain non-linear, so no unit's sketch can
+be had without all L products for it (for a linear chain, X_L . V = A . (B^L . V) costs O(n^2));
+the seeded signs stop a fixed B from acting as a power iteration (a growing direction), and the
+power-of-two scale is exact in every format, so the only rounding per layer is P's own.
+
+Every size the protocol and the backends need (units, reduction length, sketch width, payload
+bytes, scales) is a property of the spec: no code outside branches on the kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .floatgen import (
+    MANTISSA_BITS,
+    generate_floats,
+    generate_floats_at,
+    generate_floats_torch,
+)
+from .specs import MAX_BATCH, MAX_CHANNELS, MAX_SPATIAL, SpecError, _int_field
+
+CHAIN_PRECISIONS = tuple(MANTISSA_BITS)
+MAX_LAYERS = 1024
+MAX_WIDTH = 16384
+MAX_ROWS = 65536
+MAX_CHAIN_ELEMENTS = 2**29  # one activation tensor: 2 GiB in fp32
+# The sketch travels as float32: at most this many bytes of values (base64 adds a third). The
+# width m (values per unit) is the largest of 1..MAX_SKETCH_WIDTH that fits; more values per
+# unit make a guessed unit less likely to pass (guess_probability ** m).
+SKETCH_BUDGET_BYTES = 160 * 1024
+MAX_SKETCH_WIDTH = 4
+MAX_UNITS = SKETCH_BUDGET_BYTES // 4
+
+
+def _second_moment(precision: str) -> float:
+    """E[value^2] of floatgen's distribution in `precision` (exact for its discrete mantissa)."""
+    p = MANTISSA_BITS[precision]
+    q = 2**p
+    mean_m = (q - 1) / (2 * q)
+    mean_m2 = (q - 1) * (2 * q - 1) / (6 * q * q)
+    significand = 1 + 2 * mean_m + mean_m2
+    exponent = sum(4.0**-e for e in range(8)) / 8
+    return significand * exponent
+
+
+@functools.cache
+def layer_shifts(precision: str, reduction_length: int, layers: int) -> tuple[int, ...]:
+    """t_0..t_{L-1}: powers of two such that prod_i sqrt(r E[b^2]) 2**-t_i stays within a factor
+    sqrt(2) of 1 (a running rounding of the cumulative log2 gain)."""
+    gain = 0.5 * math.log2(reduction_length * _second_moment(precision))
+    shifts, total = [], 0
+    for i in range(1, layers + 1):
+        t = round(i * gain) - total
+        shifts.append(t)
+        total += t
+    return tuple(shifts)
+
+
+def _sketch_width(units: int) -> int:
+    return max(1, min(MAX_SKETCH_WIDTH, SKETCH_BUDGET_BYTES // (4 * units)))
+
+
+def _chain_precision(value: Any) -> str:
+    if not isinstance(value, str) or value not in CHAIN_PRECISIONS:
+        raise SpecError(f"precision must be one of {', '.join(CHAIN_PRECISIONS)}, got {value!r}")
+    return value
+
+
+class _ChainSizes:
+    """Sizes shared by both kinds, from the per-kind `units`, `width` and `reduction_length`."""
+
+    units: int
+    features: int
+    layers: int
+    precision: str
+    reduction_length: int
+
+    @property
+    def sketch_width(self) -> int:
+        return _sketch_width(self.units)
+
+    @property
+    def sketch_values(self) -> int:
+        return self.units * self.sketch_width
+
+    @property
+    def sketch_bytes(self) -> int:
+        return 4 * self.sketch_values
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        return layer_shifts(self.precision, self.reduction_length, self.layers)
+
+    def scales(self, seed: str) -> np.ndarray:
+        """s_i as an (L, width) float32 array: seeded sign times 2**-t_i (exact in any format)."""
+        signs = np.sign(generate_floats(seed, "D", self.layers * self.features, "fp32"))
+        powers = np.ldexp(np.float32(1), -np.array(self.shifts, dtype=np.int32))
+        return (signs.reshape(self.layers, self.features) * powers[:, None]).astype(np.float32)
+
+    def sketch_matrix(self, seed: str) -> np.ndarray:
+        return generate_floats(seed, "V", self.features * self.sketch_width, "fp32").reshape(
+            self.features, self.sketch_width
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {"kind": self.kind, **fields}  # type: ignore[attr-defined]
+
+
+@dataclasses.dataclass(frozen=True)
+class MatmulChainSpec(_ChainSizes):
+    """X_0 (rows x n), L layers of X . B with B n x n; units are rows."""
+
+    n: int
+    layers: int
+    rows: int = 0  # 0: square, rows = n
+    precision: str = "fp32"
+
+    kind: ClassVar[str] = "matmul_chain"
+
+    def __post_init__(self) -> None:
+        _int_field("n", self.n, 1, MAX_WIDTH)
+        _int_field("layers", self.layers, 1, MAX_LAYERS)
+        _int_field("rows", self.rows, 0, MAX_ROWS)
+        if self.rows == 0:
+            object.__setattr__(self, "rows", self.n)
+        _chain_precision(self.precision)
+        if self.rows * self.n > MAX_CHAIN_ELEMENTS or self.n * self.n > MAX_CHAIN_ELEMENTS:
+            raise SpecError(f"{self.rows} x {self.n} exceeds {MAX_CHAIN_ELEMENTS} elements")
+        if self.rows > MAX_UNITS:
+            raise SpecError(f"{self.rows} rows exceed the sketch's {MAX_UNITS} units")
+
+    @property
+    def units(self) -> int:
+        return self.rows
+
+    @property
+    def features(self) -> int:
+        return self.n
+
+    @property
+    def reduction_length(self) -> int:
+        return self.n
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.rows * self.n * self.n * self.layers
+
+    @property
+    def unit_flops(self) -> int:
+        """What the server spends to recompute one unit."""
+        return 2 * self.n * self.n * self.layers
+
+    def input_shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        return ("A", (self.rows, self.n)), ("B", (self.n, self.n))
+
+    def broadcast_scale(self, scale: np.ndarray) -> np.ndarray:
+        return scale  # one per column of (rows, n)
+
+    def layer_numpy(self, x: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.matmul(x, b)
+
+    def layer_torch(self, torch: Any, x: Any, b: Any) -> Any:
+        return torch.mm(x, b)
+
+    def unit_vectors(self, x: Any) -> Any:
+        return x
+
+    def reference_units(self, seed: str, units: np.ndarray) -> np.ndarray:
+        """X_L at the sampled rows, fp32: k rows of A, all of B, L (k x n) . (n x n) GEMMs."""
+        n = self.n
+        rows = [generate_floats(seed, "A", n, self.precision, start=int(r) * n) for r in units]
+        x = np.stack(rows)
+        b = generate_floats(seed, "B", n * n, self.precision).reshape(n, n)
+        for scale in self.scales(seed):
+            x = _abs_scale_np(x @ b, scale)
+        return x
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvChainSpec(_ChainSizes):
+    """X_0 (batch, C, H, W), L layers of a 'same' k x k convolution C -> C; units are output
+    pixels (b, h, w), each sketched over its C channels."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    kernel_size: int
+    layers: int
+    precision: str = "fp32"
+
+    kind: ClassVar[str] = "conv2d_chain"
+
+    def __post_init__(self) -> None:
+        _int_field("batch", self.batch, 1, MAX_BATCH)
+        _int_field("channels", self.channels, 1, MAX_CHANNELS)
+        _int_field("height", self.height, 1, MAX_SPATIAL)
+        _int_field("width", self.width, 1, MAX_SPATIAL)
+        _int_field("kernel_size", self.kernel_size, 1, 11)
+        _int_field("layers", self.layers, 1, 64)
+        _chain_precision(self.precision)
+        if self.kernel_size % 2 == 0:
+            raise SpecError("kernel_size must be odd ('same' padding keeps the shape per layer)")
+        if self.batch * self.channels * self.height * self.width > MAX_CHAIN_ELEMENTS:
+            raise SpecError(f"activations exceed {MAX_CHAIN_ELEMENTS} elements")
+        if self.units > MAX_UNITS:
+            raise SpecError(f"{self.units} output pixels exceed the sketch's {MAX_UNITS} units")
+
+    @property
+    def units(self) -> int:
+        return self.batch * self.height * self.width
+
+    @property
+    def features(self) -> int:
+        return self.channels
+
+    @property
+    def radius(self) -> int:
+        return self.kernel_size // 2
+
+    @property
+    def reduction_length(self) -> int:
+        return self.channels * self.kernel_size**2
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.units * self.channels * self.reduction_length * self.layers
+
+    @property
+    def unit_flops(self) -> int:
+        """The cone of one output pixel: layer L - j needs (2 j r + 1)^2 pixels (interior)."""
+        pixels = sum((2 * j * self.radius + 1) ** 2 for j in range(self.layers))
+        return 2 * pixels * self.channels * self.reduction_length
+
+    def input_shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        k = self.kernel_size
+        return (
+            ("X", (self.batch, self.channels, self.height, self.width)),
+            ("W", (self.channels, self.channels, k, k)),
+        )
+
+    def broadcast_scale(self, scale: np.ndarray) -> np.ndarray:
+        return scale[:, None, None]  # one per channel of (batch, C, H, W)
+
+    def layer_numpy(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        r = self.radius
+        return _conv_valid_np(np.pad(x, ((0, 0), (0, 0), (r, r), (r, r))) if r else x, w)
+
+    def layer_torch(self, torch: Any, x: Any, w: Any) -> Any:
+        return torch.nn.functional.conv2d(x, w, padding=self.radius)
+
+    def unit_vectors(self, x: Any) -> Any:
+        """(batch, C, H, W) -> (batch * H * W, C): unit u = (b * H + h) * W + w."""
+        if isinstance(x, np.ndarray):
+            return x.transpose(0, 2, 3, 1).reshape(-1, self.channels)
+        return x.permute(0, 2, 3, 1).reshape(-1, self.channels)
+
+    def reference_units(self, seed: str, units: np.ndarray) -> np.ndarray:
+        """X_L at the sampled pixels: each pixel's cone, layer by layer, zeroed outside the
+        image after every layer (the 'same' padding applies at every layer)."""
+        shape = (self.batch, self.height, self.width)
+        pixels = np.stack(np.unravel_index(np.asarray(units), shape), axis=1)
+        x = _cone_inputs(self, seed, pixels)
+        k = self.kernel_size
+        w = generate_floats(seed, "W", self.channels * self.reduction_length, self.precision)
+        w = w.reshape(self.channels, self.channels, k, k)
+        for layer, scale in enumerate(self.scales(seed), start=1):
+            x = _abs_scale_np(_conv_valid_np(x, w), scale[:, None, None])
+            x *= _inside(self, pixels, (self.layers - layer) * self.radius)[:, None]
+        return x.reshape(len(pixels), self.channels)
+
+
+ChainSpec = MatmulChainSpec | ConvChainSpec
+_CHAIN_TYPES: dict[str, type[MatmulChainSpec] | type[ConvChainSpec]] = {
+    "matmul_chain": MatmulChainSpec,
+    "conv2d_chain": ConvChainSpec,
+}
+
+
+def chain_spec_from_dict(data: Any) -> ChainSpec:
+    """Build and validate a chain spec from its `to_dict()` form; every field must be present."""
+    if not isinstance(data, dict):
+        raise SpecError(f"spec must be a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    spec_type = _CHAIN_TYPES.get(kind) if isinstance(kind, str) else None
+    if spec_type is None:
+        raise SpecError(f"unknown chain kind {kind!r}; expected one of {sorted(_CHAIN_TYPES)}")
+    expected = {f.name for f in dataclasses.fields(spec_type)}
+    given = set(data) - {"kind"}
+    if given != expected:
+        raise SpecError(f"spec fields must be exactly {sorted(expected)}")
+    return spec_type(**{name: data[name] for name in expected})
+
+
+# --- inputs and helpers -------------------------------------------------------------------------
+
+
+def inputs_numpy(spec: ChainSpec, seed: str) -> tuple[np.ndarray, np.ndarray]:
+    """The two generated tensors (X_0 and the layer weights) as float32 NumPy arrays."""
+    first, second = (
+        generate_floats(seed, name, math.prod(shape), spec.precision).reshape(shape)
+        for name, shape in spec.input_shapes()
+    )
+    return first, second
+
+
+def inputs_torch(spec: ChainSpec, seed: str, *, device: Any, dtype: Any) -> tuple[Any, Any]:
+    """The same tensors on `device` in `dtype` (exact: the values are P's)."""
+    import torch
+
+    tensors = []
+    for name, shape in spec.input_shapes():
+        count = math.prod(shape)
+        if torch.device(device).type == "cpu":
+            # NumPy's uint64 arithmetic is far faster than torch's int64 emulation on a CPU,
+            # and from_numpy shares the buffer.
+            flat = torch.from_numpy(generate_floats(seed, name, count, spec.precision)).to(dtype)
+        else:
+            flat = generate_floats_torch(
+                seed, name, count, spec.precision, device=device, dtype=dtype
+            )
+        tensors.append(flat.reshape(shape).contiguous())
+    return tensors[0], tensors[1]
+
+
+def _abs_scale_np(z: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    np.abs(z, out=z)
+    z *= scale
+    return z
+
+
+def _conv_valid_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation (N, C, H, W) x (O, C, k, k) -> (N, O, H-k+1, W-k+1) as fp32 GEMMs
+    one kernel tap at a time (an im2col of one tap: no k*k-times copy of the input)."""
+    count, channels, height, width = x.shape
+    k = w.shape[2]
+    out_h, out_w = height - k + 1, width - k + 1
+    out = np.zeros((count, w.shape[0], out_h * out_w), dtype=np.float32)
+    for dy in range(k):
+        for dx in range(k):
+            tap = np.ascontiguousarray(x[:, :, dy : dy + out_h, dx : dx + out_w])
+            out += np.matmul(w[:, :, dy, dx], tap.reshape(count, channels, -1))
+    return out.reshape(count, w.shape[0], out_h, out_w)
+
+
+def _inside(spec: ConvChainSpec, pixels: np.ndarray, span: int) -> np.ndarray:
+    """(count, 2 span + 1, 2 span + 1): 1 where the window around each pixel is in the image."""
+    offsets = np.arange(-span, span + 1)
+    hh = pixels[:, 1][:, None] + offsets[None, :]
+    ww = pixels[:, 2][:, None] + offsets[None, :]
+    rows = (hh >= 0) & (hh < spec.height)
+    cols = (ww >= 0) & (ww < spec.width)
+    return (rows[:, :, None] & cols[:, None, :]).astype(np.float32)
+
+
+def _cone_inputs(spec: ConvChainSpec, seed: str, pixels: np.ndarray) -> np.ndarray:
+    """X_0 around each pixel (b, h, w): (count, C, 2Lr+1, 2Lr+1), zero outside the image."""
+    span = spec.layers * spec.radius
+    offsets = np.arange(-span, span + 1)
+    hh = np.clip(pixels[:, 1][:, None] + offsets[None, :], 0, spec.height - 1)
+    ww = np.clip(pixels[:, 2][:, None] + offsets[None, :], 0, spec.width - 1)
+    channels = np.arange(spec.channels)
+    plane = (pixels[:, 0][:, None] * spec.channels + channels[None, :]) * spec.height
+    flat = (plane[:, :, None, None] + hh[:, None, :, None]) * spec.width + ww[:, None, None, :]
+    values = generate_floats_at(seed, "X", flat, spec.precision)
+    return values * _inside(spec, pixels, span)[:, None]
+
+
+__all__ = [
+    "CHAIN_PRECISIONS",
+    "ChainSpec",
+    "ConvChainSpec",
+    "MatmulChainSpec",
+    "chain_spec_from_dict",
+    "inputs_numpy",
+    "inputs_torch",
+    "layer_shifts",
+]
