@@ -9,12 +9,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
 
-TOKEN_DECIMALS = 6
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 FAIL = "#D55E00"
@@ -22,16 +20,6 @@ FONT = 'font-family="system-ui, sans-serif" font-size="12" fill="#333"'
 # Above this many points a series is drawn as a line only: thousands of circles make the page
 # heavy and hide the line anyway.
 MAX_MARKERS = 100
-
-
-def usd(units: int | None, places: int | None = None) -> str:
-    """Token units (6 decimals, 1 unit = 1 micro-USD) as dollars for people."""
-    if units is None:
-        return "–"
-    dollars = Decimal(int(units)).scaleb(-TOKEN_DECIMALS)
-    if places is None:
-        places = 2 if abs(dollars) >= 100 else 4
-    return f"${dollars:,.{places}f}"
 
 
 def percent(value: float | None) -> str:

@@ -10,9 +10,10 @@ from django.http import Http404
 from django.shortcuts import render
 from django.utils import timezone
 
+from marketplace.core.display import usd
 from marketplace.core.errors import NotFoundError
 from marketplace.dashboard import selectors
-from marketplace.dashboard.charts import Bar, Series, hbar_chart, percent, time_chart, usd
+from marketplace.dashboard.charts import Bar, Series, hbar_chart, percent, time_chart
 
 
 def _price_chart(rows):
@@ -92,6 +93,34 @@ def _pass_ratio_daily_chart(rows):
     )
 
 
+def _revenue_chart(rows):
+    return time_chart(
+        [
+            Series("billed (provider + fee)", [(r["day"], r["billed"]) for r in rows]),
+            Series("platform fees", [(r["day"], r["fees"]) for r in rows]),
+        ],
+        title="Revenue and fees per day",
+        y_label="USD per day",
+        fmt=lambda v: usd(v, 0 if v >= 100 * 10**6 else 2),
+        empty="No lease has been settled on chain in the last 30 days.",
+        height=240,
+    )
+
+
+def _volume_chart(rows):
+    return time_chart(
+        [
+            Series("orders created", [(r["day"], r["created"]) for r in rows]),
+            Series("of those funded", [(r["day"], r["funded"]) for r in rows]),
+        ],
+        title="Orders per day",
+        y_label="orders per day",
+        fmt=lambda v: f"{v:g}",
+        empty="No order in the last 30 days.",
+        height=240,
+    )
+
+
 @staff_member_required
 def dashboard(request):
     now = timezone.now()
@@ -108,7 +137,19 @@ def dashboard(request):
         "pass_ratio_chart": _pass_ratio_chart(selectors.pass_ratio_by_kind_precision(now=now)),
         "pass_daily_chart": _pass_ratio_daily_chart(selectors.pass_ratio_by_day(now=now)),
         "machines": selectors.machines_for_dashboard(),
+        "alerts": selectors.open_alerts(),
     }
+    revenue = selectors.revenue_by_day(now=now)
+    volume = selectors.order_volume_by_day(now=now)
+    context.update(
+        revenue_chart=_revenue_chart(revenue),
+        volume_chart=_volume_chart(volume),
+        billed_30d=usd(sum(r["billed"] for r in revenue)),
+        fees_30d=usd(sum(r["fees"] for r in revenue)),
+        settlements_30d=sum(r["settlements"] for r in revenue),
+        orders_30d=sum(r["created"] for r in volume),
+        funded_30d=sum(r["funded"] for r in volume),
+    )
     context["escrow_now"] = usd(context["market"]["escrow_amount"], 2)
     return render(request, "dashboard/index.html", context)
 

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime, timedelta
 
-from marketplace.dashboard.charts import Bar, Series, hbar_chart, nice_ticks, time_chart, usd
+from marketplace.core.display import usd
+from marketplace.dashboard.charts import Bar, Series, hbar_chart, nice_ticks, time_chart
 
 
 def test_usd_converts_six_decimal_token_units():
