@@ -58,8 +58,12 @@ def _row_value(row, field: str):
     return row[field] if isinstance(row, dict) else getattr(row, field)
 
 
+def _names(ordering: list[tuple[str, bool]]) -> list[str]:
+    return [f"-{name}" if descending else name for name, descending in ordering]
+
+
 def cursor_encode(ordering: list[tuple[str, bool]], row) -> str:
-    payload = {"k": [name for name, _ in ordering], "v": [_row_value(row, n) for n, _ in ordering]}
+    payload = {"k": _names(ordering), "v": [_row_value(row, name) for name, _ in ordering]}
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -77,7 +81,7 @@ def cursor_decode(ordering: list[tuple[str, bool]], raw: str) -> list:
         data = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise _bad_cursor("not a cursor this API issued") from None
-    names = [name for name, _ in ordering]
+    names = _names(ordering)
     if not isinstance(data, dict) or data.get("k") != names:
         raise _bad_cursor("it belongs to another sort order")
     values = data.get("v")
@@ -146,7 +150,9 @@ class CappedCountPagination(DefaultPagination):
         self.has_next = len(rows) > self.page_size_value
         rows = rows[: self.page_size_value]
         self.next_cursor = cursor_encode(ordering, rows[-1]) if self.has_next else None
-        counted = queryset.order_by()[: self.COUNT_CAP + 1].count()
+        # Only the key: a page read as values() would otherwise count through every column (a heap
+        # fetch per row) where the index alone answers.
+        counted = queryset.order_by().values("pk")[: self.COUNT_CAP + 1].count()
         self.count = min(counted, self.COUNT_CAP)
         self.count_is_exact = counted <= self.COUNT_CAP
         return rows

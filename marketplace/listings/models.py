@@ -111,6 +111,19 @@ class Listing(TimestampedModel):
                 condition=SEARCHABLE,
                 name="search_by_region_price",
             ),
+            # Equality filters that leave the sort order sparse in matches: a model or a fabric
+            # that is dear sits at the far end of the price index (checked with EXPLAIN ANALYZE
+            # at a million listings; see docs/architecture.md, "Search at a million listings").
+            models.Index(
+                fields=["model", "price_per_hour", "id"],
+                condition=SEARCHABLE,
+                name="search_by_model_price",
+            ),
+            models.Index(
+                fields=["interconnect", "price_per_hour", "id"],
+                condition=SEARCHABLE,
+                name="search_by_fabric_price",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,7 @@
 from collections import defaultdict
 from datetime import datetime
 
+from django.db import connection
 from django.db.models import F, IntegerField, Min, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -88,6 +89,26 @@ def listings_with_free_at_least(qs: QuerySet[Listing], *, free: int) -> QuerySet
 def listing_search() -> QuerySet[Listing]:
     """Public search: active listings on machines in good standing, cheapest first by default."""
     return Listing.objects.filter(is_searchable=True).order_by("price_per_hour", "id")
+
+
+def listing_models_matching(fragment: str) -> list[str]:
+    """The searchable listings' model names containing `fragment`, ignoring case. The distinct
+    names come from a loose index scan (one index probe per distinct name, over the partial
+    (model, price) index) instead of reading every row."""
+    table = Listing._meta.db_table
+    sql = (
+        f"WITH RECURSIVE m(model) AS ("  # noqa: S608 - only the table name is formatted in
+        f" SELECT MIN(model) FROM {table} WHERE is_searchable"
+        f" UNION ALL SELECT ("
+        f"  SELECT MIN(model) FROM {table} WHERE is_searchable AND model > m.model"
+        f" ) FROM m WHERE m.model IS NOT NULL"
+        f") SELECT model FROM m WHERE model IS NOT NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        names = [row[0] for row in cursor.fetchall()]
+    needle = fragment.casefold()
+    return [name for name in names if needle in name.casefold()]
 
 
 def _unfunded_holds():
