@@ -2,7 +2,7 @@ from collections import defaultdict
 from datetime import datetime
 
 from django.db import connection
-from django.db.models import F, IntegerField, Min, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import F, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
@@ -129,25 +129,27 @@ def listings_search_rows(
     ids = [row["id"] for row in rows]
     reserved: dict[int, dict[str, int]] = defaultdict(dict)
     held: dict[int, int] = {}
+    next_change = None
     if ids:
         for listing_id, term, price in ReservedPrice.objects.filter(listing_id__in=ids).values_list(
             "listing_id", "term", "price_per_hour"
         ):
             reserved[listing_id][term] = price
-        held = dict(
+        order_model = Listing._meta.get_field("orders").related_model
+        unfunded = Q(state=order_model.State.CREATED)
+        for listing_id, n, lapse in (
             _capacity_holders()
             .filter(listing_id__in=ids)
             .order_by()
             .values("listing_id")
-            .annotate(n=Sum("accelerators"))
-            .values_list("listing_id", "n")
-        )
-    next_change = None
-    if holds_anywhere or ids:
-        lapses = _unfunded_holds()
-        if not holds_anywhere:
-            lapses = lapses.filter(listing_id__in=ids)
-        next_change = lapses.aggregate(at=Min("hold_expires_at"))["at"]
+            .annotate(n=Sum("accelerators"), lapse=Min("hold_expires_at", filter=unfunded))
+            .values_list("listing_id", "n", "lapse")
+        ):
+            held[listing_id] = n
+            if lapse is not None and (next_change is None or lapse < next_change):
+                next_change = lapse
+    if holds_anywhere:
+        next_change = _unfunded_holds().aggregate(at=Min("hold_expires_at"))["at"]
     results = []
     for row in rows:
         out = {key: row[key] for key in SEARCH_COLUMNS}
