@@ -358,9 +358,7 @@ def profile() -> None:
     """Each search in-process, with the SQL it runs and the time of each statement."""
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext
-
-    from django.test.utils import override_settings
+    from django.test.utils import CaptureQueriesContext, override_settings
 
     client = Client()
     for path in SEARCHES:
@@ -372,6 +370,20 @@ def profile() -> None:
         print(f"\n{path}  -> {response.status_code}, {total:.1f} ms in-process")
         for q in ctx.captured_queries:
             print(f"  {float(q['time']) * 1000:7.1f} ms  {q['sql'][:220]}")
+        page_query = next((q["sql"] for q in ctx.captured_queries if "ORDER BY" in q["sql"]), None)
+        if page_query is not None:
+            explain(page_query)
+
+
+def explain(sql: str) -> None:
+    """The page query's plan: EXPLAIN ANALYZE on PostgreSQL, EXPLAIN QUERY PLAN on SQLite."""
+    from django.db import connection
+
+    postgres = connection.vendor == "postgresql"
+    with connection.cursor() as cursor:
+        cursor.execute(("EXPLAIN (ANALYZE, BUFFERS) " if postgres else "EXPLAIN QUERY PLAN ") + sql)
+        for row in cursor.fetchall():
+            print("      | " + " ".join(str(col) for col in row[-1:]))
 
 
 def connection_vendor() -> str:
