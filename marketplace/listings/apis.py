@@ -19,6 +19,9 @@ from marketplace.listings.serializers import (
     ListingStatusInputSerializer,
 )
 
+# What a search page depends on: its filters and its place in the results.
+SEARCH_PARAMS = frozenset([*ListingSearchFilter.base_filters, "page", "page_size", "cursor"])
+
 
 class ListingSearchApi(ListAPIView):
     """Public search over listings on verified machines."""
@@ -33,7 +36,7 @@ class ListingSearchApi(ListAPIView):
 
     def list(self, request, *args, **kwargs):
         # A rendered page is the same for every caller; see search_cache for invalidation.
-        key = search_cache.key_for(request)
+        key = search_cache.key_for(request, params=SEARCH_PARAMS)
         cached = search_cache.lookup(key)
         if cached.body is not None:
             return HttpResponse(cached.body, content_type="application/json")

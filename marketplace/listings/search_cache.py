@@ -41,10 +41,19 @@ def ttl_seconds() -> int:
     return int(getattr(settings, "SEARCH_CACHE_SECONDS", 0))
 
 
-def key_for(request) -> str:
+def key_for(request, *, params: frozenset[str] | None = None) -> str:
     # Host and scheme are part of the page (its next/previous links are absolute URLs). The
-    # query is sorted so that the same search spelled in another order shares one entry.
-    query = urlencode(sorted((k, v) for k, values in request.GET.lists() for v in values))
+    # query is sorted so that the same search spelled in another order shares one entry, and
+    # parameters search does not read are left out, so `?junk=1`, `?junk=2`, ... cannot make an
+    # entry each.
+    query = urlencode(
+        sorted(
+            (k, v)
+            for k, values in request.GET.lists()
+            if params is None or k in params
+            for v in values
+        )
+    )
     raw = f"{request.scheme}://{request.get_host()}{request.path}?{query}"
     return "listings-search:page:" + hashlib.sha256(raw.encode()).hexdigest()
 

@@ -22,6 +22,17 @@ def test_a_repeated_search_is_served_from_the_cache(listing, anon, django_assert
     assert again.content == first.content
 
 
+@pytest.mark.django_db
+def test_parameters_search_does_not_read_share_one_cache_entry(listing, anon):
+    from django.core.cache import cache
+
+    before = len(list(cache._cache.get_client().scan_iter(match="*listings-search:page:*")))
+    for junk in range(5):
+        assert anon.get("/api/v1/listings", {"junk": junk, "sort": "price"}).status_code == 200
+    after = len(list(cache._cache.get_client().scan_iter(match="*listings-search:page:*")))
+    assert after - before == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_page_built_from_rows_a_commit_then_changes_is_not_served_after_that_commit(
     listing, anon
