@@ -32,6 +32,18 @@ def _no_throttle_state_between_tests():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _no_buffered_heartbeats_between_tests():
+    """Machine ids restart with each test's database: a heartbeat buffered in Redis by an earlier
+    test must not keep this test's machine alive (marketplace/providers/heartbeats.py)."""
+    import redis
+    from django.conf import settings
+
+    from marketplace.providers.heartbeats import KEY
+
+    redis.Redis.from_url(settings.REDIS_URL).delete(KEY)
+
+
 def client_for(user: User | None = None, *, token: str | None = None) -> APIClient:
     client = APIClient()
     if user is not None:

@@ -1,5 +1,5 @@
-import time
 import zlib
+from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
@@ -9,7 +9,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from marketplace.benchmarks import selectors, services
+from marketplace.benchmarks import selectors, services, wakeups
 from marketplace.benchmarks.models import BenchmarkJob
 from marketplace.benchmarks.serializers import (
     AgentJobOutputSerializer,
@@ -21,11 +21,13 @@ from marketplace.benchmarks.serializers import (
     WaitQuerySerializer,
 )
 from marketplace.core.exceptions import error_body
-from marketplace.providers.apis import AgentApiMixin
+from marketplace.providers.apis import AgentApiMixin, agent_channel_serve
 from workers.verification import MAX_ANSWER_BYTES
 
-_POLL_INTERVAL_SECONDS = 0.25
 _WAIT = OpenApiParameter("wait", int, description="Long-poll for up to this many seconds (0..25)")
+# Says how a long poll ended: "initial" (found at once), "event" (woken by the job's change),
+# "timeout" (the last read when the wait ran out). For operators and tests, not for agents.
+WAIT_HEADER = "Agent-Wait"
 
 
 def _wait_seconds(request) -> int:
@@ -34,15 +36,38 @@ def _wait_seconds(request) -> int:
     return min(data.validated_data["wait"], settings.BENCHMARK_LONG_POLL_MAX_SECONDS)
 
 
-def _long_poll(wait: int, attempt):
-    """Calls attempt() until it returns something or `wait` seconds pass. It holds one web
-    thread while it waits: the price of an agent that needs no inbound connection."""
-    give_up = time.monotonic() + wait
-    while True:
-        found = attempt()
-        if found is not None or time.monotonic() >= give_up:
-            return found
-        time.sleep(_POLL_INTERVAL_SECONDS)
+def _job_to_deliver(machine_id: int) -> dict | None:
+    """The job the machine's agent should work on, serialised. A job dispatched but not yet
+    committed is handed out again: its agent lost the reply or restarted, and the deadline set
+    at the first dispatch still runs, so a repeat gains it nothing."""
+    job = selectors.benchmark_job_dispatched_for(machine_id=machine_id)
+    if job is None:
+        job = services.benchmark_dispatch_next(machine_id=machine_id)
+    return None if job is None else AgentJobOutputSerializer(job).data
+
+
+def _challenge_or_end(job_id: int, machine_id: int) -> BenchmarkJob | None:
+    job = selectors.benchmark_job_get_for_agent(job_id=job_id, machine_id=machine_id)
+    if job.state in BenchmarkJob.FINAL_STATES or job.challenge is not None:
+        return job
+    return None
+
+
+def _challenge_response(job: BenchmarkJob | None, how: str) -> Response:
+    if job is None:
+        response = Response(status=status.HTTP_204_NO_CONTENT)
+    elif job.state in (BenchmarkJob.State.REJECTED, BenchmarkJob.State.EXPIRED):
+        response = _outcome_response(job, status.HTTP_200_OK)
+    else:
+        response = Response(ChallengeOutputSerializer(job).data)
+    response[WAIT_HEADER] = how
+    return response
+
+
+def _next_response(data: dict | None, how: str) -> Response:
+    response = Response(status=status.HTTP_204_NO_CONTENT) if data is None else Response(data)
+    response[WAIT_HEADER] = how
+    return response
 
 
 def _read_body(request, cap: int) -> bytes:
@@ -93,14 +118,13 @@ class AgentJobNextApi(AgentApiMixin, APIView):
         responses={200: AgentJobOutputSerializer, 204: OpenApiResponse(description="No job")},
     )
     def get(self, request):
+        # Served by the WSGI server: the wait holds this thread (the ASGI agent channel below
+        # holds none), but it waits on the machine's wake-up channel, not by polling.
         machine_id = request.user.machine_id
-        job = _long_poll(
-            _wait_seconds(request),
-            lambda: services.benchmark_dispatch_next(machine_id=machine_id),
+        data, how = wakeups.wait_sync(
+            machine_id, _wait_seconds(request), partial(_job_to_deliver, machine_id)
         )
-        if job is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(AgentJobOutputSerializer(job).data)
+        return _next_response(data, how)
 
 
 class AgentJobCommitmentApi(AgentApiMixin, APIView):
@@ -126,19 +150,10 @@ class AgentJobChallengeApi(AgentApiMixin, APIView):
     )
     def get(self, request, job_id: int):
         machine_id = request.user.machine_id
-
-        def attempt():
-            job = selectors.benchmark_job_get_for_agent(job_id=job_id, machine_id=machine_id)
-            if job.state in BenchmarkJob.FINAL_STATES or job.challenge is not None:
-                return job
-            return None
-
-        job = _long_poll(_wait_seconds(request), attempt)
-        if job is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        if job.state in (BenchmarkJob.State.REJECTED, BenchmarkJob.State.EXPIRED):
-            return _outcome_response(job, status.HTTP_200_OK)
-        return Response(ChallengeOutputSerializer(job).data)
+        job, how = wakeups.wait_sync(
+            machine_id, _wait_seconds(request), partial(_challenge_or_end, job_id, machine_id)
+        )
+        return _challenge_response(job, how)
 
 
 class AgentJobAnswerApi(AgentApiMixin, APIView):
@@ -170,3 +185,32 @@ class MachineBenchmarksApi(APIView):
     def get(self, request, machine_id: int):
         data = selectors.machine_benchmarks_for(user=request.user, machine_id=machine_id)
         return Response(MachineBenchmarksOutputSerializer(data).data)
+
+
+# --- the ASGI agent channel ---------------------------------------------------------------------
+# The same two long polls as coroutines (marketplace/asgi.py routes them here): authentication,
+# throttles and errors are the DRF views' own (agent_channel_serve), database reads run in a
+# small shared pool, and the wait itself is an asyncio.Event set by the machine's wake-up.
+
+
+async def agent_job_next_channel(request):
+    async def handle(view, drf_request):
+        machine_id = drf_request.user.machine_id
+        data, how = await wakeups.wait_async(
+            machine_id, _wait_seconds(drf_request), partial(_job_to_deliver, machine_id)
+        )
+        return _next_response(data, how)
+
+    return await agent_channel_serve(AgentJobNextApi, request, handle)
+
+
+async def agent_job_challenge_channel(request, job_id: int):
+    async def handle(view, drf_request):
+        machine_id = drf_request.user.machine_id
+        job, how = await wakeups.wait_async(
+            machine_id, _wait_seconds(drf_request), partial(_challenge_or_end, job_id, machine_id)
+        )
+        # Serialising may read the database: not on the event loop.
+        return await wakeups.in_db_thread(_challenge_response, job, how)
+
+    return await agent_channel_serve(AgentJobChallengeApi, request, handle, job_id=job_id)

@@ -102,3 +102,15 @@ def machine_benchmarks_for(*, user: User, machine_id: int) -> dict[str, Any]:
         "reputation": machine_reputation(machine_id=machine.pk),
         "recent_jobs": list(jobs),
     }
+
+
+def benchmark_job_dispatched_for(*, machine_id: int) -> BenchmarkJob | None:
+    """The machine's dispatched, not yet committed job, unless the machine is suspended (a
+    suspended machine is handed nothing, not even again)."""
+    if Machine.objects.filter(pk=machine_id, state=Machine.State.SUSPENDED).exists():
+        return None
+    return (
+        BenchmarkJob.objects.filter(machine_id=machine_id, state=State.DISPATCHED)
+        .order_by("pk")
+        .first()
+    )

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from marketplace.accounts.permissions import IsProviderOwner, IsStaff
 from marketplace.accounts.throttles import AuthRateThrottle
-from marketplace.providers import selectors, services
+from marketplace.providers import heartbeats, selectors, services
 from marketplace.providers.authentication import AgentCredentialAuthentication, IsAgent
 from marketplace.providers.serializers import (
     AgentRegisterInputSerializer,
@@ -67,6 +67,11 @@ class MachineListApi(ListAPIView):
     serializer_class = MachineOutputSerializer
     filterset_fields = ["state", "provider"]
 
+    def get_serializer(self, *args, **kwargs):
+        if args and isinstance(args[0], list):
+            heartbeats.machines_last_seen_overlay(args[0])
+        return super().get_serializer(*args, **kwargs)
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no user
             return self.serializer_class.Meta.model.objects.none()
@@ -79,6 +84,7 @@ class MachineDetailApi(APIView):
     @extend_schema(responses=MachineOutputSerializer)
     def get(self, request, machine_id: int):
         machine = selectors.machine_get_for(user=request.user, machine_id=machine_id)
+        heartbeats.machines_last_seen_overlay([machine])
         return Response(MachineOutputSerializer(machine).data)
 
 
@@ -131,6 +137,51 @@ class AgentMachineApi(AgentApiMixin, APIView):
     def get(self, request):
         from marketplace.providers.models import Machine
 
-        return Response(
-            MachineOutputSerializer(Machine.objects.get(pk=request.user.machine_id)).data
+        machine = Machine.objects.get(pk=request.user.machine_id)
+        heartbeats.machines_last_seen_overlay([machine])
+        return Response(MachineOutputSerializer(machine).data)
+
+
+# --- the ASGI agent channel ---------------------------------------------------------------------
+
+
+class AgentChannelAuthentication(AgentCredentialAuthentication):
+    """The agent credential, without a database write per request: on the channel, the
+    credential's last use is recorded with the coalesced heartbeats (heartbeats_flush)."""
+
+    touch_last_used = False
+
+
+async def agent_channel_serve(view_class, request, handle, **kwargs):
+    """Serves one request of a DRF agent view as a coroutine (marketplace/asgi.py routes the
+    agent channel's hot paths here): the view's own authentication, permissions, throttles
+    and exception handler run in the database pool, `handle(view, drf_request)` does the rest
+    and may wait without holding a thread. An unexpected error propagates (a 500)."""
+    from marketplace.benchmarks.wakeups import in_db_thread
+
+    view = view_class()
+    view.authentication_classes = [AgentChannelAuthentication]
+    view.args, view.kwargs = (), kwargs
+    view.headers = view.default_response_headers
+    drf_request = view.request = view.initialize_request(request, **kwargs)
+    try:
+        await in_db_thread(view.initial, drf_request, **kwargs)
+        response = await handle(view, drf_request)
+    except Exception as exc:  # noqa: BLE001 - the view's handler decides; it re-raises a 500
+        response = await in_db_thread(view.handle_exception, exc)
+    response = view.finalize_response(drf_request, response, **kwargs)
+    return response.render()
+
+
+async def agent_heartbeat_channel(request):
+    async def handle(view, drf_request):
+        from marketplace.benchmarks.wakeups import in_db_thread
+
+        machine = await in_db_thread(
+            services.machine_heartbeat, machine_id=drf_request.user.machine_id
         )
+        return Response(
+            {"machine_id": machine.pk, "state": machine.state, "server_time": timezone.now()}
+        )
+
+    return await agent_channel_serve(AgentHeartbeatApi, request, handle)

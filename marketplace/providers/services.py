@@ -14,6 +14,7 @@ from marketplace.core.errors import (
     PermissionDeniedError,
 )
 from marketplace.core.tokens import token_display_prefix, token_generate, token_hash
+from marketplace.providers import heartbeats
 from marketplace.providers.authentication import AGENT_TOKEN_PREFIX
 from marketplace.providers.models import AgentCredential, Machine, Provider, RegistrationToken
 
@@ -156,10 +157,23 @@ def _listings_sync(machine_id: int) -> None:
     listing_sync_searchable(machine_id=machine_id)
 
 
-@transaction.atomic
 def machine_heartbeat(*, machine_id: int) -> Machine:
+    """Records that the machine's agent is alive. A machine online already costs one Redis write
+    (flushed to the database in bulk by beat: heartbeats_flush); only coming back from offline,
+    a state change, writes the database at once."""
+    now = timezone.now()
+    machine = Machine.objects.get(pk=machine_id)
+    if machine.state == State.OFFLINE:
+        return _machine_heartbeat_resume(machine_id=machine_id, now=now)
+    heartbeats.heartbeat_record(machine_id=machine_id, at=now)
+    machine.last_heartbeat_at = now
+    return machine
+
+
+@transaction.atomic
+def _machine_heartbeat_resume(*, machine_id: int, now) -> Machine:
     machine = Machine.objects.select_for_update().get(pk=machine_id)
-    machine.last_heartbeat_at = timezone.now()
+    machine.last_heartbeat_at = now
     fields = ["last_heartbeat_at", "updated_at"]
     if machine.state == State.OFFLINE:
         machine.state = machine.resume_state or State.REGISTERED
@@ -177,6 +191,12 @@ def machine_heartbeat(*, machine_id: int) -> Machine:
 def machine_mark_offline(*, machine_id: int) -> Machine | None:
     """Called by beat for a machine whose heartbeats stopped. Returns None if it came back."""
     machine = Machine.objects.select_for_update().get(pk=machine_id)
+    # The row may lag the heartbeats buffered in Redis by a flush interval: under the lock,
+    # the buffered time decides (and is written, so what the caller reads agrees).
+    seen = heartbeats.machines_last_seen(machine_ids=[machine_id]).get(machine_id)
+    if seen is not None and (machine.last_heartbeat_at is None or seen > machine.last_heartbeat_at):
+        machine.last_heartbeat_at = seen
+        machine.save(update_fields=["last_heartbeat_at", "updated_at"])
     deadline = timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT_SECONDS)
     if machine.state == State.OFFLINE or (
         machine.last_heartbeat_at and machine.last_heartbeat_at > deadline

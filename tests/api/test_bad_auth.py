@@ -143,6 +143,10 @@ def test_heartbeat_with_a_live_agent_credential_moves_the_heartbeat(bob_agent):
     response = client.post("/api/v1/agent/heartbeat")
     assert response.status_code == 200
     assert response.json()["machine_id"] == machine.pk
+    # Buffered in Redis; the database has it once beat flushes (marketplace/providers/heartbeats).
+    from marketplace.providers.heartbeats import heartbeats_flush
+
+    assert heartbeats_flush() == 1
     machine.refresh_from_db()
     assert machine.last_heartbeat_at > before
 

@@ -1,0 +1,108 @@
+"""Coalesced heartbeats: a machine's last-seen time lives in one Redis hash, written by every
+heartbeat, and reaches Machine.last_heartbeat_at in bulk when beat flushes it.
+
+Database writes then follow the flush interval, not the number of agents times their heartbeat
+rate. Readers of Machine.last_heartbeat_at stay correct because
+- the flush runs every HEARTBEAT_FLUSH_SECONDS, a small fraction of HEARTBEAT_TIMEOUT_SECONDS,
+  and the expiry sweep flushes first, so the database lags by seconds against a 90 s timeout;
+- the one decision with consequences, taking a machine offline (machine_mark_offline), reads
+  this hash under the machine's row lock before it decides;
+- the machine API shows the later of the two (machines_last_seen_overlay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models.functions import Coalesce, Greatest
+
+KEY = "mkt:machine-last-seen"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Deletes each flushed field only if no newer heartbeat replaced it meanwhile.
+_DELETE_IF_UNCHANGED = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    removed = removed + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return removed
+"""
+
+_client = None
+
+
+def _redis():
+    global _client
+    if _client is None:
+        import redis
+
+        _client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+        )
+    return _client
+
+
+def heartbeat_record(*, machine_id: int, at: datetime) -> None:
+    _redis().hset(KEY, str(machine_id), repr(at.timestamp()))
+
+
+def _parse(raw: bytes | None) -> datetime | None:
+    return None if raw is None else datetime.fromtimestamp(float(raw), tz=UTC)
+
+
+def machines_last_seen(*, machine_ids: Iterable[int]) -> dict[int, datetime]:
+    """Heartbeats not yet flushed, by machine."""
+    ids = [int(pk) for pk in machine_ids]
+    if not ids:
+        return {}
+    raws = _redis().hmget(KEY, [str(pk) for pk in ids])
+    return {pk: _parse(raw) for pk, raw in zip(ids, raws, strict=True) if raw is not None}
+
+
+def machines_last_seen_overlay(machines: Iterable) -> None:
+    """Sets each machine's last_heartbeat_at to the later of the database's and Redis's, for
+    display: the row lags by up to one flush interval."""
+    machines = list(machines)
+    seen = machines_last_seen(machine_ids=[m.pk for m in machines])
+    for machine in machines:
+        at = seen.get(machine.pk)
+        if at is not None and (machine.last_heartbeat_at is None or at > machine.last_heartbeat_at):
+            machine.last_heartbeat_at = at
+
+
+def heartbeats_flush(*, batch_size: int = 500) -> int:
+    """Beat: writes the buffered last-seen times, one UPDATE per batch of machines (and one for
+    their agent credentials' last use, which heartbeats stand for on the agent channel). A time
+    never moves backwards. Returns the number of machines flushed."""
+    from marketplace.providers.models import AgentCredential, Machine
+
+    client = _redis()
+    raw = client.hgetall(KEY)
+    entries = sorted((int(k), v) for k, v in raw.items())
+    for start in range(0, len(entries), batch_size):
+        batch = entries[start : start + batch_size]
+        latest = Case(
+            *[When(pk=pk, then=Value(_parse(v))) for pk, v in batch],
+            output_field=DateTimeField(),
+        )
+        ids = [pk for pk, _ in batch]
+        with transaction.atomic():
+            Machine.objects.filter(pk__in=ids).update(
+                last_heartbeat_at=Greatest(Coalesce(F("last_heartbeat_at"), Value(_EPOCH)), latest)
+            )
+            used = Case(
+                *[When(machine_id=pk, then=Value(_parse(v))) for pk, v in batch],
+                output_field=DateTimeField(),
+            )
+            AgentCredential.objects.filter(machine_id__in=ids, revoked_at__isnull=True).update(
+                last_used_at=Greatest(Coalesce(F("last_used_at"), Value(_EPOCH)), used)
+            )
+        args = [part for pk, v in batch for part in (str(pk), v)]
+        client.eval(_DELETE_IF_UNCHANGED, 1, KEY, *args)
+    return len(entries)

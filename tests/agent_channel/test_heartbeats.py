@@ -1,0 +1,88 @@
+"""Heartbeats on the agent channel are one Redis write each; beat flushes them to the database in
+bulk. Every reader that decides something on the last-seen time still decides right."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from marketplace.benchmarks.services import machines_expire_heartbeats
+from marketplace.providers import heartbeats
+from marketplace.providers.models import AgentCredential, Machine
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+State = Machine.State
+
+
+def _row(machine_id: int) -> tuple:
+    machine = Machine.objects.get(pk=machine_id)
+    credential = AgentCredential.objects.get(machine_id=machine_id)
+    return machine.last_heartbeat_at, machine.updated_at, machine.state, credential.last_used_at
+
+
+def test_heartbeats_write_no_row_until_the_flush_lands(channel, make_agent):
+    machine, bob = make_agent()
+    before = _row(machine.pk)
+
+    answers = [bob.post(f"{channel.url}/api/v1/agent/heartbeat", timeout=30) for _ in range(20)]
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert _row(machine.pk) == before  # neither the machine nor its credential was written
+    buffered = heartbeats.machines_last_seen(machine_ids=[machine.pk])[machine.pk]
+    assert buffered > before[0]
+
+    assert heartbeats.heartbeats_flush() == 1
+
+    last_seen, _, state, last_used = _row(machine.pk)
+    assert last_seen == buffered and last_used == buffered and state == State.VERIFIED
+    assert heartbeats.machines_last_seen(machine_ids=[machine.pk]) == {}
+    assert heartbeats.heartbeats_flush() == 0  # nothing new: no write at all
+
+
+def test_the_expiry_sweep_trusts_a_buffered_heartbeat_over_a_stale_row(make_agent):
+    alive, _ = make_agent()
+    silent, _ = make_agent()
+    an_hour_ago = timezone.now() - timedelta(hours=1)
+    Machine.objects.filter(pk__in=[alive.pk, silent.pk]).update(last_heartbeat_at=an_hour_ago)
+    heartbeats.heartbeat_record(machine_id=alive.pk, at=timezone.now())
+
+    assert machines_expire_heartbeats() == [silent.pk]
+
+    alive.refresh_from_db()
+    assert alive.state == State.VERIFIED and alive.last_heartbeat_at > an_hour_ago
+    assert Machine.objects.get(pk=silent.pk).state == State.OFFLINE
+
+
+def test_an_offline_machine_is_back_on_its_first_heartbeat(channel, make_agent):
+    machine, bob = make_agent(state=State.OFFLINE)
+    Machine.objects.filter(pk=machine.pk).update(resume_state=State.VERIFIED)
+
+    response = bob.post(f"{channel.url}/api/v1/agent/heartbeat", timeout=30)
+
+    assert response.status_code == 200 and response.json()["state"] == State.VERIFIED
+    machine.refresh_from_db()  # a state change is written at once, not buffered
+    assert machine.state == State.VERIFIED and machine.state_reason == "heartbeats resumed"
+
+
+def test_the_machine_api_shows_the_buffered_heartbeat(channel, make_agent):
+    machine, bob = make_agent()
+    bob.post(f"{channel.url}/api/v1/agent/heartbeat", timeout=30)
+    buffered = heartbeats.machines_last_seen(machine_ids=[machine.pk])[machine.pk]
+
+    shown = bob.get(f"{channel.url}/api/v1/agent/machine", timeout=30).json()
+
+    assert shown["last_heartbeat_at"].replace("Z", "+00:00") == buffered.isoformat()
+
+
+def test_a_flush_never_moves_last_seen_backwards(make_agent):
+    machine, _ = make_agent()
+    newer = timezone.now()
+    Machine.objects.filter(pk=machine.pk).update(last_heartbeat_at=newer)
+    heartbeats.heartbeat_record(machine_id=machine.pk, at=newer - timedelta(minutes=5))
+
+    heartbeats.heartbeats_flush()
+
+    assert Machine.objects.get(pk=machine.pk).last_heartbeat_at == newer
