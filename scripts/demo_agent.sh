@@ -5,7 +5,8 @@
 # and publishes the demo listing as soon as onboarding has verified it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-URL="http://127.0.0.1:${WEB_PORT:-8000}"
+# The agent talks to the agent channel (Procfile `channel`), not to the web site.
+URL="http://127.0.0.1:${AGENT_PORT:-8001}"
 CONFIG=.run/agent.json
 STARTED="${RUN_STARTED_AT:-$(date +%s)}"
 for _ in $(seq 300); do curl -sf "$URL/api/v1/health" >/dev/null && break; sleep 0.2; done
@@ -45,7 +46,7 @@ credential=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv
       verified*)
         if line=$(.venv/bin/python manage.py demo_listing 2>&1); then
           echo "agent: $line ($(($(date +%s) - STARTED)) s after start)"
-          echo "agent: the demo machine is in the search: curl $URL/api/v1/listings"
+          echo "agent: the demo machine is in the search: curl http://127.0.0.1:${WEB_PORT:-8000}/api/v1/listings"
           break
         fi
         ;;

@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .run
 export WEB_PORT="${WEB_PORT:-8000}"
+# The agent channel (Procfile `channel`: uvicorn, marketplace/asgi.py): where agents connect.
+export AGENT_PORT="${AGENT_PORT:-8001}"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 export CHAIN_RPC_URL="${CHAIN_RPC_URL:-http://127.0.0.1:8545}"
 # CPU-sized onboarding suites for every machine, so the demo agent is verified in seconds even
@@ -22,7 +24,7 @@ fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 chain_port=$(.venv/bin/python -c "import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 8545)" "$CHAIN_RPC_URL")
-for check in "WEB_PORT $WEB_PORT" "CHAIN_RPC_URL $chain_port"; do
+for check in "WEB_PORT $WEB_PORT" "AGENT_PORT $AGENT_PORT" "CHAIN_RPC_URL $chain_port"; do
   set -- $check
   if port_busy "$2"; then
     echo "Port $2 is taken: stop what listens there or choose another with $1=..." >&2
@@ -67,6 +69,7 @@ cat <<BANNER
   API docs       http://127.0.0.1:${WEB_PORT}/api/docs/
   Admin          http://127.0.0.1:${WEB_PORT}/admin/   (user admin, below)
   Listings       http://127.0.0.1:${WEB_PORT}/api/v1/listings
+  Agent channel  http://127.0.0.1:${AGENT_PORT}/api/v1/agent/  (agents connect here; ASGI)
   Database       ${database}
   Redis          ${REDIS_URL}
   Chain (Anvil)  ${CHAIN_RPC_URL}, chain id 31337: token, escrow and staking deployed;
