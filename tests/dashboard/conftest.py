@@ -3,6 +3,9 @@ import pytest
 from tests.conftest import payments_receivers_detached
 from tests.dashboard.seed import seed_market
 
+# The in-process chain of the payments tests, for the lease the browser's admin walk follows.
+from tests.payments.conftest import chain_w3, deployed, rich_alice, tester_w3  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def no_chain_receivers():

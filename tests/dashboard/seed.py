@@ -11,9 +11,18 @@ from django.utils import timezone
 from marketplace.accounts.models import User
 from marketplace.benchmarks.models import BenchmarkJob, Purpose
 from marketplace.benchmarks.services import benchmark_job_create
+from marketplace.core.models import Alert
 from marketplace.dashboard.services import market_snapshot_take
 from marketplace.listings.services import listing_record_verified_tflops
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.orders.models import Order
+from marketplace.orders.services import (
+    order_activate,
+    order_complete,
+    order_create,
+    order_mark_funded,
+    order_mark_settled,
+)
+from marketplace.payments.models import ChainEvent
 from marketplace.providers.models import Machine
 from marketplace.providers.services import machine_suspend
 from tests.factories import ListingFactory, MachineFactory, ProviderFactory, UserFactory
@@ -124,6 +133,7 @@ def seed_market(*, hours: int = 72, step_minutes: int = 60, seed: int = 7) -> di
                 hours=rng.choice([4, 8, 24, 72]),
                 idempotency_key=f"seed-{orders}",
             )
+            Order.objects.filter(pk=order.pk).update(created_at=t)
             order_mark_funded(order_id=order.pk, funded_at=t)
             order_activate(order_id=order.pk)
             orders += 1
@@ -132,4 +142,55 @@ def seed_market(*, hours: int = 72, step_minutes: int = 60, seed: int = 7) -> di
     Machine.objects.filter(pk__in=[m.pk for m in machines[: len(machines) * 4 // 5]]).update(
         last_heartbeat_at=now
     )
-    return {"honest": honest, "mallory": mallory, "listings": listings, "orders": orders}
+    settled = _settle_some(renter=renter, rng=rng, start=start, now=now)
+    Alert.objects.create(
+        kind="payments_mismatch",
+        fingerprint="seed-escrow",
+        message="Escrow on chain differs from the database for lease 0x5eed…: 1 order",
+        last_seen_at=timezone.now(),
+    )
+    return {
+        "honest": honest,
+        "mallory": mallory,
+        "listings": listings,
+        "orders": orders,
+        "settled": settled,
+    }
+
+
+def _settle_some(*, renter, rng, start, now) -> int:
+    """Ends every other seeded lease and records its settlement as the indexer would (a final
+    LeaseSettled with the contract's split at a 10 % fee), at a past time so revenue has days."""
+    settled = 0
+    for k, order in enumerate(Order.objects.filter(renter=renter, state="active").order_by("pk")):
+        if k % 2:
+            continue
+        order = order_complete(order_id=order.pk)
+        seconds = rng.randint(600, order.duration_seconds)
+        owed = seconds * order.rate_per_second
+        Order.objects.filter(pk=order.pk).update(billable_seconds=seconds, amount_owed=owed)
+        fee = owed * 1_000 // 10_000
+        event = ChainEvent.objects.create(
+            chain_id=31337,
+            contract="escrow",
+            address="0x" + "e" * 40,
+            name="LeaseSettled",
+            tx_hash=f"0x{order.pk:064x}",
+            log_index=0,
+            block_number=1_000 + order.pk,
+            block_hash="0x" + "b" * 64,
+            args={
+                "secondsUsed": str(seconds),
+                "providerAmount": str(owed - fee),
+                "feeAmount": str(fee),
+                "refundAmount": str(order.escrow_amount - owed),
+            },
+            lease_id=order.lease_id,
+            is_final=True,
+            order=order,
+        )
+        at = min(order.funded_at + timedelta(seconds=seconds), now)
+        ChainEvent.objects.filter(pk=event.pk).update(created_at=at)
+        order_mark_settled(order_id=order.pk)
+        settled += 1
+    return settled

@@ -3,7 +3,12 @@ in with a staff session cookie set through CDP (no test-only login URL in the pr
 
 Needs Debian's chromium (`apt-get install -y chromium`). Without it this test fails with that
 line rather than skipping: a skipped browser test would let a dashboard that renders nothing go
-green. Set DASHBOARD_SCREENSHOTS=docs to write docs/dashboard.png and docs/machine.png.
+green. Set DASHBOARD_SCREENSHOTS=docs to write docs/dashboard.png, docs/machine.png and
+docs/order.png (`make screenshots` does; see scripts/ensure_chromium.sh).
+
+The admin walk follows links the way an operator clicks them (the index, a group, the order
+list, an order, its chain transaction, the dashboard) on a lease that really went through the
+in-process chain, so the chain story on the page is the one the indexer and the signer wrote.
 """
 
 import io
@@ -26,7 +31,14 @@ from tests.factories import UserFactory
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 INSTALL_HINT = "apt-get install -y chromium"
-CHART_IDS = ["price-chart", "machines-chart", "pass-ratio-chart", "escrow-chart"]
+CHART_IDS = [
+    "price-chart",
+    "machines-chart",
+    "pass-ratio-chart",
+    "escrow-chart",
+    "revenue-chart",
+    "volume-chart",
+]
 
 
 class Browser:
@@ -73,6 +85,35 @@ class Browser:
             height=max(int(height), 900),
             deviceScaleFactor=1,
             mobile=False,
+        )
+
+    def js(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def follow(self, selector: str) -> str:
+        """Opens the link an operator would click: the href of the first match."""
+        href = self.js(f"(document.querySelector({json.dumps(selector)}) || {{}}).href || null")
+        assert href, f"no link {selector} on {self.js('location.href')}"
+        self.open(href)
+        return href
+
+    def text(self, selector: str) -> str:
+        return self.js(
+            f"(document.querySelector({json.dumps(selector)}) || {{}}).textContent || ''"
+        )
+
+    def login(self, live_server, user) -> None:
+        client = Client()
+        client.force_login(user)
+        self.send("Network.enable")
+        self.send("Page.enable")
+        self.send(
+            "Network.setCookie",
+            name=settings.SESSION_COOKIE_NAME,
+            value=client.cookies[settings.SESSION_COOKIE_NAME].value,
+            url=live_server.url,
+            httpOnly=True,
         )
 
     def screenshot(self) -> bytes:
@@ -138,6 +179,8 @@ def chromium(tmp_path):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        process.stderr.close()
 
 
 def _colored_pixels(png: bytes, rect: dict) -> int:
@@ -163,19 +206,7 @@ def _distinct_colors(png: bytes) -> int:
 @pytest.mark.django_db(transaction=True)
 def test_dashboard_renders_charts_in_chromium(chromium, live_server, tmp_path):
     market = seed_market(hours=72, step_minutes=30)
-    staff = UserFactory(username="sam", is_staff=True)
-    client = Client()
-    client.force_login(staff)
-    session = client.cookies[settings.SESSION_COOKIE_NAME].value
-    chromium.send("Network.enable")
-    chromium.send("Page.enable")
-    chromium.send(
-        "Network.setCookie",
-        name=settings.SESSION_COOKIE_NAME,
-        value=session,
-        url=live_server.url,
-        httpOnly=True,
-    )
+    chromium.login(live_server, UserFactory(username="sam", is_staff=True))
 
     out = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,6 +230,8 @@ def test_dashboard_renders_charts_in_chromium(chromium, live_server, tmp_path):
         rect = rects[chart_id]
         assert rect and rect["w"] > 100, f"{chart_id} not on the page: {rect}"
         assert _colored_pixels(png, rect) > 200, f"{chart_id} has no coloured marks"
+    # The open alert the seed raised is listed with a link to its admin page.
+    assert "Escrow on chain differs" in chromium.text("#open-alerts")
 
     chromium.open(f"{live_server.url}/admin/dashboard/machines/{market['mallory'].pk}/")
     rect = chromium.rects(["history-chart"])["history-chart"]
@@ -206,3 +239,107 @@ def test_dashboard_renders_charts_in_chromium(chromium, live_server, tmp_path):
     (out / "machine.png").write_bytes(png)
     assert _distinct_colors(png) > 50, "the screenshot is blank"
     assert rect and _colored_pixels(png, rect) > 200, "the history chart has no coloured marks"
+
+
+def _operator():
+    """Staff with the view permission on every model and the change permission on orders and
+    machines: what an operator on call holds."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="otto", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(codename__startswith="view_")
+        | Permission.objects.filter(codename__in=["change_order", "change_machine"])
+    )
+    return user
+
+
+def _settled_lease(w3, monkeypatch):
+    """alice rents 3 accelerators of bob's for an hour and stops after 1,234 s: funded, started
+    and settled on the in-process chain through the real signer and indexer."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    from contracts.indexer import index
+    from marketplace.orders.models import Order
+    from marketplace.orders.services import order_complete, order_create
+    from marketplace.payments.selectors import order_funding_instructions
+    from tests.factories import ListingFactory, ProviderFactory
+    from tests.payments.helpers import ALICE_KEY, fund_with_instructions
+    from workers.chain_tasks import lease_settle
+
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    alice = UserFactory(username="alice-chain")
+    bob = ProviderFactory(
+        name="bob-gpus", wallet_address="0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    )
+    listing = ListingFactory(machine__provider=bob, machine__name="bob-h100", price_per_hour=25_200)
+    monkeypatch.setattr(timezone, "now", lambda: t0)
+    order, _ = order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=3,
+        hours=1,
+        idempotency_key="walk",
+    )
+    fund_with_instructions(w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk))
+    index()  # LeaseFunded: active; the start transaction is sent when that commits
+    index()  # LeaseStarted
+    Order.objects.filter(pk=order.pk).update(started_at=t0)
+    monkeypatch.setattr(timezone, "now", lambda: t0 + timedelta(seconds=1_234))
+    order_complete(order_id=order.pk, reason="stopped_by_renter")
+    lease_settle.apply(args=(order.pk,)).get()
+    index()
+    monkeypatch.undo()  # the live server's sessions run on the real clock
+    order.refresh_from_db()
+    assert order.state == Order.State.SETTLED
+    return order
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_walk_through_an_order_chain_story_and_the_dashboard(
+    chromium, live_server, tmp_path, chain_w3, deployed, rich_alice, eager, monkeypatch, settings
+):
+    from marketplace.payments.models import ChainTransaction
+
+    settings.PLATFORM_FEE_BPS = 1_000
+    seed_market(hours=72, step_minutes=60)
+    order = _settled_lease(chain_w3, monkeypatch)
+    chromium.login(live_server, _operator())
+    out = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+
+    chromium.open(f"{live_server.url}/admin/")
+    assert "Leases and money" in chromium.text("#content-main"), "not the grouped index"
+    chromium.follow('#content-main a[href$="/admin/orders/order/"]')
+    assert "Select order to view" in chromium.js("document.title")
+    chromium.follow(f'#result_list a[href$="/admin/orders/order/{order.pk}/change/"]')
+
+    story = chromium.text("#chain-story")
+    # 21 units/s × 1,234 s = 25,914 owed: 2,591 fee, 23,323 to bob, 49,686 back to alice.
+    assert "$0.023323 (23,323 units)" in story and "$0.002591 (2,591 units)" in story
+    assert "$0.049686 (49,686 units)" in story and "As settled on chain" in story
+    for name in ("LeaseFunded", "LeaseStarted", "LeaseSettled"):
+        assert name in story
+    sent = list(ChainTransaction.objects.filter(order=order))
+    assert {t.purpose for t in sent} == {"lease_start", "lease_settle"}
+    assert all(t.tx_hash in story for t in sent)
+    assert chromium.js("document.querySelector('input[name=_save]') === null"), "a Save button"
+    png = chromium.screenshot()
+    (out / "order.png").write_bytes(png)
+    assert _distinct_colors(png) > 50, "the screenshot is blank"
+
+    # One of its transactions, from the story: read-only too.
+    chromium.follow('#chain-transactions a[href*="/admin/payments/chaintransaction/"]')
+    assert "View chain transaction" in chromium.js("document.title")
+    assert chromium.js("document.querySelector('input[name=_save]') === null")
+
+    # Back to the start page, then the dashboard it links.
+    chromium.open(f"{live_server.url}/admin/")
+    chromium.follow("#dashboard-link a")
+    rects = chromium.rects(["revenue-chart", "volume-chart"])
+    png = chromium.screenshot()
+    for chart_id, rect in rects.items():
+        assert rect and _colored_pixels(png, rect) > 200, f"{chart_id} has no coloured marks"

@@ -40,10 +40,14 @@ AMOUNT_ARGS = {
 
 
 @register.filter
-def event_args(args: dict) -> str:
-    """A contract event's arguments on one line, amounts as dollars with their units."""
+def event_args(args: dict, leave_out: str = "") -> str:
+    """A contract event's arguments on one line, amounts as dollars with their units;
+    `leave_out` names arguments the page already shows (comma-separated)."""
     parts = []
+    skip = set(leave_out.split(","))
     for key, value in (args or {}).items():
+        if key in skip:
+            continue
         if key in AMOUNT_ARGS:
             value = display.money(int(value))
         elif key == "secondsUsed":
