@@ -42,6 +42,14 @@ test: lint
 test-ganache: install
 	$(BIN)/pytest -q -m ganache
 
+# Regenerates docs/dashboard.png, docs/machine.png and docs/order.png from the browser test
+# (headless Chromium walking the admin as staff).
+screenshots: install
+	bash scripts/ensure_redis.sh
+	bash scripts/ensure_chromium.sh
+	DASHBOARD_SCREENSHOTS=docs REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" \
+		$(BIN)/pytest -q tests/dashboard/test_browser.py
+
 # The whole marketplace on this machine: web, worker, beat, a local chain and a demo provider.
 run: install
 	bash scripts/run.sh
