@@ -2,30 +2,40 @@
 
 One run (beat, every few seconds):
   1. reorg check: every stored, not yet final block hash is compared with the node's; from the
-     lowest mismatch up, blocks and (non-final) events are deleted and the cursors rewound;
-  2. scan: per contract, eth_getLogs from the cursor + 1 to the head (bounded ranges); each log
-     is stored once (unique chain id + tx hash + log index) with block number and hash, and the
-     cursor moves in the same database transaction;
+     last block that still agrees, blocks and (non-final) events above it are deleted and the
+     cursors rewound;
+  2. scan: one eth_getLogs per block range for all indexed contracts and their money events
+     together, from the lowest cursor + 1 to the head. The range starts at
+     CHAIN_INDEXER_MAX_BLOCKS and halves while the node refuses it as too large (public nodes cap
+     block spans or result counts), growing back after each success. A range's logs are stored
+     with one bulk insert that ignores rows already there (unique chain id + tx hash + log
+     index), with their block numbers and hashes, and the cursors move in the same database
+     transaction;
   3. finality: events with CHAIN_CONFIRMATIONS confirmations become final and only then apply
-     their effects (payments.services.chain_event_finalize): order funded → active, settled,
-     stakes, slashes, rewards. Effects never need undoing because a reorg deeper than the
-     confirmation depth is refused, not followed.
+     their effects (payments.services.chain_events_finalize): order funded → active, settled,
+     stakes, slashes, rewards. Effects apply in chain order, FINALIZE_BATCH events per database
+     transaction: a batch commits whole or not at all. Effects never need undoing because a
+     reorg deeper than the confirmation depth is refused, not followed.
 Chain calls happen outside database transactions; two overlapping runs are harmless because a
-cursor moves only if it still holds the value the run started from.
+cursor moves only if it still holds the value the run started from, and an event becomes final
+under its row lock, in one batch only.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
 from eth_utils import event_abi_to_log_topic
 from hexbytes import HexBytes
+from requests.exceptions import Timeout
 from web3 import Web3
-from web3.contract import Contract
-from web3.exceptions import BlockNotFound
+from web3.exceptions import BlockNotFound, Web3RPCError
+from web3.providers.base import JSONBaseProvider
+from web3.types import RPCEndpoint
 
 from contracts import chain
 
@@ -49,9 +59,28 @@ INDEXED_CONTRACTS = {
     ),
 }
 
+# Events whose effects share one database transaction. Large enough that the per-transaction cost
+# (commit, fsync, the lookups a batch shares) vanishes per event, small enough that a batch holds
+# its row locks briefly and a failing event's retry redoes little.
+FINALIZE_BATCH = 1_000
+
+# How nodes say "this eth_getLogs asks too much" (block span, result count, response size, time):
+# geth/Infura "query returned more than 10000 results", Infura "range 1000000 exceeds limit of
+# 10000", Alchemy "Log response size exceeded", reth "query exceeds max block range 100000",
+# others "eth_getLogs range is too large, max is 1k blocks", "is limited to 1024 block range".
+_RANGE_REFUSED = re.compile(
+    r"more than \d+ results|exceed|too large|too big|range limit|block range|max results"
+    r"|size exceeded|limited to|query timeout",
+    re.IGNORECASE,
+)
+
 
 class DeepReorg(chain.ChainError):
     """A block the indexer already treated as final changed: a human has to look."""
+
+
+class RangeRefused(chain.ChainError):
+    """The node refused an eth_getLogs range as too large, even for a single block."""
 
 
 @dataclass
@@ -76,22 +105,280 @@ def _jsonable(value):
     return value
 
 
-def _topics(contract: Contract, names: tuple[str, ...]) -> dict[bytes, str]:
-    by_topic = {}
-    for item in contract.abi:
-        if item["type"] == "event" and item["name"] in names:
-            by_topic[event_abi_to_log_topic(item)] = item["name"]
-    return by_topic
+@dataclass
+class _Watched:
+    """One indexed contract as the scan sees it."""
+
+    name: str
+    address: str
+    cursor_pk: int
+    last_block: int
+    events: dict[bytes, dict]  # topic0 → event ABI
+
+
+def _watched(w3: Web3, cid: int) -> list[_Watched]:
+    from marketplace.payments.models import ContractDeployment, IndexerCursor
+
+    watched = []
+    for deployment in ContractDeployment.objects.filter(
+        chain_id=cid, name__in=INDEXED_CONTRACTS
+    ).order_by("pk"):
+        contract = chain.contract(deployment.name, w3)
+        cursor, _ = IndexerCursor.objects.get_or_create(
+            chain_id=cid,
+            address=deployment.address,
+            defaults={"name": deployment.name, "last_block": deployment.block_number - 1},
+        )
+        events = {
+            event_abi_to_log_topic(item): item
+            for item in contract.abi
+            if item["type"] == "event" and item["name"] in INDEXED_CONTRACTS[deployment.name]
+        }
+        watched.append(
+            _Watched(deployment.name, contract.address, cursor.pk, cursor.last_block, events)
+        )
+    return watched
+
+
+def _range_refused(exc: Exception) -> bool:
+    if isinstance(exc, Timeout):
+        return True  # a node that cannot answer a range in time may answer half of it
+    if isinstance(exc, Web3RPCError | ValueError):
+        return bool(_RANGE_REFUSED.search(str(exc)))
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Log:
+    address: str
+    topics: tuple[bytes, ...]
+    data: bytes
+    block_number: int
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+
+def _get_logs(w3: Web3, watched: list[_Watched], from_block: int, to_block: int) -> list[_Log]:
+    """All money events of all watched contracts in one call; admin events (fee, operator
+    changes) are left out by the node: they carry no money."""
+    query = {
+        "address": [w.address for w in watched],
+        "topics": [sorted({HexBytes(t).to_0x_hex() for w in watched for t in w.events})],
+        "fromBlock": hex(from_block),
+        "toBlock": hex(to_block),
+    }
+    if not isinstance(w3.provider, JSONBaseProvider):  # eth-tester in the unit tests
+        return [
+            _Log(
+                log["address"],
+                tuple(bytes(t) for t in log["topics"]),
+                bytes(log["data"]),
+                log["blockNumber"],
+                _hex(log["blockHash"]),
+                _hex(log["transactionHash"]),
+                log["logIndex"],
+            )
+            for log in w3.eth.get_logs(query)
+        ]
+    # A node's JSON as it is: web3's generic result formatting took a fifth of a run's time.
+    response = w3.provider.make_request(RPCEndpoint("eth_getLogs"), [query])
+    if "error" in response:
+        raise Web3RPCError(str(response["error"]), rpc_response=response)
+    return [
+        _Log(
+            log["address"],
+            tuple(bytes.fromhex(t[2:]) for t in log["topics"]),
+            bytes.fromhex(log["data"][2:]),
+            int(log["blockNumber"], 16),
+            log["blockHash"],
+            log["transactionHash"],
+            int(log["logIndex"], 16),
+        )
+        for log in response["result"]
+        if not log.get("removed")
+    ]
+
+
+_WORD = 32
+_ZERO_PAD = bytes(12)
+
+
+class _Decoder:
+    """Event arguments from raw logs, as process_log and _jsonable would make them (addresses
+    checksummed, uint as decimal strings, bytes32 as 0x hex), read word by word: every argument
+    of our money events is one static 32-byte word, and eth_abi's generic decoder was the
+    largest cost of a run."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[int, list] = {}
+        self.addresses: dict[bytes, str] = {}
+
+    def _shape(self, abi: dict) -> list:
+        if id(abi) not in self.shapes:
+            shape, topic, word = [], 1, 0
+            for item in abi["inputs"]:
+                type_ = item["type"]
+                if not (type_ in ("address", "bool", "bytes32") or re.fullmatch(r"uint\d+", type_)):
+                    raise ValueError(f"{abi['name']}.{item['name']}: {type_} is not one word")
+                if item.get("indexed"):
+                    shape.append((item["name"], type_, "topic", topic))
+                    topic += 1
+                else:
+                    shape.append((item["name"], type_, "data", word))
+                    word += 1
+            self.shapes[id(abi)] = shape
+        return self.shapes[id(abi)]
+
+    def _address(self, word: bytes) -> str:
+        if word[:12] != _ZERO_PAD:
+            raise ValueError(f"not an address: 0x{word.hex()}")
+        checksummed = self.addresses.get(word)
+        if checksummed is None:
+            checksummed = self.addresses[word] = Web3.to_checksum_address(word[12:])
+        return checksummed
+
+    def _value(self, type_: str, word: bytes):
+        if type_ == "address":
+            return self._address(word)
+        if type_ == "bytes32":
+            return "0x" + word.hex()
+        value = int.from_bytes(word, "big")
+        if type_ == "bool":
+            if value > 1:
+                raise ValueError(f"not a bool: {value}")
+            return bool(value)
+        if value >> int(type_[4:]):
+            raise ValueError(f"{value} does not fit {type_}")
+        return str(value)  # uint256 does not fit a JSON number
+
+    def args(self, abi: dict, log: _Log) -> dict:
+        shape = self._shape(abi)
+        words = sum(1 for *_, where, _ in shape if where == "data")
+        if len(log.data) != words * _WORD or len(log.topics) != len(shape) - words + 1:
+            raise ValueError(f"{abi['name']} log of the wrong size in {log.tx_hash}")
+        args = {}
+        for name, type_, where, i in shape:
+            word = log.topics[i] if where == "topic" else log.data[i * _WORD : (i + 1) * _WORD]
+            args[name] = self._value(type_, word)
+        return args
+
+
+def _rows(
+    decoder: _Decoder, cid: int, watched: list[_Watched], logs: list[_Log]
+) -> tuple[list, dict[int, str]]:
+    """ChainEvent rows for the logs each contract's cursor has not passed yet, and the hash of
+    every block they come from."""
+    from marketplace.payments.models import ChainEvent
+
+    by_address = {w.address.lower(): w for w in watched}
+    rows, blocks = [], {}
+    for log in logs:
+        w = by_address.get(log.address.lower())
+        if w is None or not log.topics or log.block_number <= w.last_block:
+            continue
+        abi = w.events.get(log.topics[0])
+        if abi is None:
+            continue
+        args = decoder.args(abi, log)
+        blocks[log.block_number] = log.block_hash
+        rows.append(
+            ChainEvent(
+                chain_id=cid,
+                contract=w.name,
+                address=w.address,
+                name=abi["name"],
+                tx_hash=log.tx_hash,
+                log_index=log.log_index,
+                block_number=log.block_number,
+                block_hash=log.block_hash,
+                args=args,
+                lease_id=args.get("leaseId", ""),
+                account=args.get("provider", ""),
+            )
+        )
+    return rows, blocks
+
+
+def _store(
+    cid: int, watched: list[_Watched], span: tuple[int, int], rows: list, blocks: dict
+) -> int | None:
+    """Stores one range's new rows and moves the cursors, all or nothing; returns how many rows
+    were new. None when a concurrent run (or a rewind) moved a cursor first: its view wins."""
+    from marketplace.payments.models import ChainEvent, IndexedBlock, IndexerCursor
+
+    from_block, to_block = span
+    with transaction.atomic():
+        for w in watched:
+            if w.last_block >= to_block:
+                continue
+            moved = IndexerCursor.objects.filter(pk=w.cursor_pk, last_block=w.last_block).update(
+                last_block=to_block
+            )
+            if not moved:
+                transaction.set_rollback(True)
+                return None
+        # A re-scan (a rewind that re-reads agreeing blocks) inserts nothing; a run overlapping
+        # this one is stopped by the unique key instead.
+        known = set(
+            ChainEvent.objects.filter(
+                chain_id=cid, block_number__gte=from_block, block_number__lte=to_block
+            ).values_list("tx_hash", "log_index")
+        )
+        rows = [r for r in rows if (r.tx_hash, r.log_index) not in known]
+        ChainEvent.objects.bulk_create(rows, ignore_conflicts=True)
+        IndexedBlock.objects.bulk_create(
+            [IndexedBlock(chain_id=cid, number=n, hash=h) for n, h in blocks.items()],
+            ignore_conflicts=True,
+        )
+    for w in watched:
+        w.last_block = max(w.last_block, to_block)
+    return len(rows)
+
+
+def _scan(w3: Web3, cid: int, head: int) -> int:
+    watched = _watched(w3, cid)
+    if not watched:
+        return 0
+    decoder = _Decoder()
+    most = settings.CHAIN_INDEXER_MAX_BLOCKS
+    span = most
+    stored = 0
+    start = min(w.last_block for w in watched)
+    while start < head:
+        to_block = min(head, start + span)
+        try:
+            logs = _get_logs(w3, watched, start + 1, to_block)
+        except Exception as exc:
+            if not _range_refused(exc):
+                raise
+            if to_block == start + 1:
+                raise RangeRefused(f"the node refuses eth_getLogs for block {to_block}") from exc
+            span = max(1, (to_block - start) // 2)
+            logger.info("eth_getLogs %s..%s refused (%s); next %s", start + 1, to_block, exc, span)
+            continue
+        rows, blocks = _rows(decoder, cid, watched, logs)
+        if to_block not in blocks:
+            # The range end's hash is what the next run checks for a reorg.
+            blocks[to_block] = _hex(w3.eth.get_block(to_block)["hash"])
+        new = _store(cid, watched, (start + 1, to_block), rows, blocks)
+        if new is None:
+            return stored
+        stored += new
+        start = to_block
+        span = min(most, span * 2)
+    return stored
 
 
 def _check_reorg(w3: Web3, cid: int) -> int | None:
-    """Returns the fork point (last block still agreeing) after rewinding, or None."""
+    """Returns the fork point (last block known to agree) after rewinding, or None."""
     from marketplace.payments.models import ChainEvent, IndexedBlock, IndexerCursor
 
     stored = list(IndexedBlock.objects.filter(chain_id=cid, is_final=False).order_by("number"))
     if not stored:
         return None
     lowest_bad = None
+    agreeing = None
     for block in stored:
         try:
             actual = _hex(w3.eth.get_block(block.number)["hash"])
@@ -100,9 +387,20 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
         if actual != block.hash:
             lowest_bad = block.number
             break
+        agreeing = block.number
     if lowest_bad is None:
         return None
-    fork = lowest_bad - 1
+    if agreeing is None:
+        agreeing = (
+            IndexedBlock.objects.filter(chain_id=cid, number__lt=lowest_bad)
+            .order_by("-number")
+            .values_list("number", flat=True)
+            .first()
+        )
+    # A block hash commits to all its ancestors, so the chain agrees up to the last stored block
+    # whose hash matched; the blocks between it and the first mismatch were never stored (they
+    # held no event of ours) and may have been replaced by blocks that do: they are read again.
+    fork = agreeing if agreeing is not None else lowest_bad - 1
     with transaction.atomic():
         if ChainEvent.objects.filter(chain_id=cid, block_number__gt=fork, is_final=True).exists():
             raise DeepReorg(f"chain {cid} reorganised below final events (fork at {fork})")
@@ -113,98 +411,23 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
     return fork
 
 
-def _scan(w3: Web3, cid: int, name: str, head: int) -> int:
-    from marketplace.payments.models import (
-        ChainEvent,
-        ContractDeployment,
-        IndexedBlock,
-        IndexerCursor,
-    )
-
-    deployment = ContractDeployment.objects.filter(chain_id=cid, name=name).first()
-    if deployment is None:
-        return 0
-    contract = chain.contract(name, w3)
-    cursor, _ = IndexerCursor.objects.get_or_create(
-        chain_id=cid,
-        address=deployment.address,
-        defaults={"name": name, "last_block": deployment.block_number - 1},
-    )
-    topics = _topics(contract, INDEXED_CONTRACTS[name])
-    stored = 0
-    start = cursor.last_block
-    while start < head:
-        to_block = min(head, start + settings.CHAIN_INDEXER_MAX_BLOCKS)
-        logs = w3.eth.get_logs(
-            {"address": contract.address, "fromBlock": start + 1, "toBlock": to_block}
-        )
-        rows, blocks = [], {}
-        for log in logs:
-            event_name = topics.get(bytes(log["topics"][0])) if log["topics"] else None
-            if event_name is None:
-                continue  # admin events (fee, operator changes) carry no money
-            decoded = getattr(contract.events, event_name)().process_log(log)
-            args = {k: _jsonable(v) for k, v in decoded["args"].items()}
-            block_hash = _hex(log["blockHash"])
-            blocks[log["blockNumber"]] = block_hash
-            rows.append(
-                ChainEvent(
-                    chain_id=cid,
-                    contract=name,
-                    address=contract.address,
-                    name=event_name,
-                    tx_hash=_hex(log["transactionHash"]),
-                    log_index=log["logIndex"],
-                    block_number=log["blockNumber"],
-                    block_hash=block_hash,
-                    args=args,
-                    lease_id=args.get("leaseId", ""),
-                    account=args.get("provider", ""),
-                )
-            )
-        if to_block not in blocks:
-            # The range end's hash is what the next run checks for a reorg.
-            blocks[to_block] = _hex(w3.eth.get_block(to_block)["hash"])
-        with transaction.atomic():
-            moved = IndexerCursor.objects.filter(pk=cursor.pk, last_block=start).update(
-                last_block=to_block
-            )
-            if not moved:
-                # A concurrent run got here first (or a rewind moved the cursor): its view wins.
-                transaction.set_rollback(True)
-                return stored
-            ChainEvent.objects.bulk_create(rows, ignore_conflicts=True)
-            existing = set(
-                IndexedBlock.objects.filter(chain_id=cid, number__in=blocks).values_list(
-                    "number", flat=True
-                )
-            )
-            IndexedBlock.objects.bulk_create(
-                [
-                    IndexedBlock(chain_id=cid, number=n, hash=h)
-                    for n, h in blocks.items()
-                    if n not in existing
-                ],
-                ignore_conflicts=True,
-            )
-        stored += len(rows)
-        start = to_block
-    return stored
-
-
 def _finalize(cid: int, head: int) -> int:
     from marketplace.payments.models import ChainEvent, IndexedBlock
-    from marketplace.payments.services import chain_event_finalize
+    from marketplace.payments.services import chain_events_finalize
 
     # A block in the head has one confirmation.
     safe = head - settings.CHAIN_CONFIRMATIONS + 1
     finalized = 0
-    ids = ChainEvent.objects.filter(
-        chain_id=cid, is_final=False, block_number__lte=safe
-    ).values_list("pk", flat=True)
-    for event_id in list(ids):  # ordered by (block, log index): Meta.ordering
-        if chain_event_finalize(event_id=event_id):
-            finalized += 1
+    while True:
+        ids = list(
+            ChainEvent.objects.filter(chain_id=cid, is_final=False, block_number__lte=safe)
+            .order_by("block_number", "log_index")
+            .values_list("pk", flat=True)[:FINALIZE_BATCH]
+        )
+        done = chain_events_finalize(event_ids=ids) if ids else 0
+        if not done:
+            break  # nothing left, or a concurrent run holds these: it applies them
+        finalized += done
     IndexedBlock.objects.filter(chain_id=cid, is_final=False, number__lte=safe).update(
         is_final=True
     )
@@ -218,7 +441,6 @@ def index(w3: Web3 | None = None) -> IndexResult:
     result = IndexResult()
     result.rewound_to = _check_reorg(w3, cid)
     head = w3.eth.block_number
-    for name in INDEXED_CONTRACTS:
-        result.stored += _scan(w3, cid, name, head)
+    result.stored = _scan(w3, cid, head)
     result.finalized = _finalize(cid, head)
     return result

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 from eth_utils import keccak
 from hexbytes import HexBytes
@@ -485,8 +486,36 @@ def _flag(event: ChainEvent, reason: str) -> None:
     logger.warning("chain event %s flagged: %s", event, reason)
 
 
-def _lease_funded(event: ChainEvent) -> None:
-    order = Order.objects.select_related("provider").filter(lease_id=event.lease_id).first()
+class _Batch:
+    """What the events of one finalize batch share: which lease ids have an order at all (one
+    query, not one per deposit nobody ordered), provider wallets looked up once, and the payout
+    rows written together at the end."""
+
+    def __init__(self, events: list[ChainEvent]) -> None:
+        # An order exists before its lease can be funded (the lease id comes from the order), so
+        # a lease id without an order at the start of the batch has none for any of its events.
+        self.leases_with_order = set(
+            Order.objects.filter(
+                lease_id__in={e.lease_id for e in events if e.lease_id}
+            ).values_list("lease_id", flat=True)
+        )
+        self.providers: dict[str, Provider | None] = {}
+        self.payouts: list[Slash | Reward] = []
+
+    def order(self, event: ChainEvent) -> Order | None:
+        # Read fresh: an earlier event of the same batch may have moved this order on.
+        if event.lease_id not in self.leases_with_order:
+            return None
+        return Order.objects.select_related("provider").filter(lease_id=event.lease_id).first()
+
+    def provider(self, address: str) -> Provider | None:
+        if address not in self.providers:
+            self.providers[address] = _provider_for(address)
+        return self.providers[address]
+
+
+def _lease_funded(event: ChainEvent, batch: _Batch) -> None:
+    order = batch.order(event)
     if order is None:
         _flag(event, "no order has this lease id")
         return
@@ -523,8 +552,8 @@ def _lease_funded(event: ChainEvent) -> None:
     transaction.on_commit(lambda: _enqueue("lease_start", order_pk))
 
 
-def _lease_closed(event: ChainEvent) -> None:
-    order = Order.objects.filter(lease_id=event.lease_id).first()
+def _lease_closed(event: ChainEvent, batch: _Batch) -> None:
+    order = batch.order(event)
     if order is None:
         _flag(event, "no order has this lease id")
         return
@@ -538,8 +567,8 @@ def _lease_closed(event: ChainEvent) -> None:
     order_services.order_mark_settled(order_id=order.pk)
 
 
-def _lease_reclaimed(event: ChainEvent) -> None:
-    order = Order.objects.filter(lease_id=event.lease_id).first()
+def _lease_reclaimed(event: ChainEvent, batch: _Batch) -> None:
+    order = batch.order(event)
     event.order = order
     if order is None or order.state not in (Order.State.CANCELLED, Order.State.SETTLED):
         _flag(event, f"reclaimed while the order is {order.state if order else 'unknown'}")
@@ -549,54 +578,87 @@ def _provider_for(address: str) -> Provider | None:
     return Provider.objects.filter(wallet_address__iexact=address).order_by("pk").first()
 
 
-def stake_recompute(*, cid: int, address: str) -> Stake:
-    """The stake as the final staking events of `address` add up, replayed in chain order, the
-    way ProviderStaking computes it (slashes take from the stake first, then from pending)."""
+def _stake_replay(events) -> tuple[int, int, int]:
+    """(staked, pending, unlock time) as ProviderStaking computes them from a wallet's events in
+    chain order (slashes take from the stake first, then from pending)."""
     staked = pending = unlock = 0
-    for ev in ChainEvent.objects.filter(
-        chain_id=cid, contract="staking", account=address, is_final=True
-    ).order_by("block_number", "log_index"):
-        amount = int(ev.args.get("amount", 0))
-        if ev.name == "Staked":
+    for name, args in events:
+        amount = int(args.get("amount", 0))
+        if name == "Staked":
             staked += amount
-        elif ev.name == "UnstakeRequested":
+        elif name == "UnstakeRequested":
             staked -= amount
             pending += amount
-            unlock = int(ev.args["unlockTime"])
-        elif ev.name == "Withdrawn":
+            unlock = int(args["unlockTime"])
+        elif name == "Withdrawn":
             pending, unlock = 0, 0
-        elif ev.name == "Slashed":
+        elif name == "Slashed":
             from_stake = min(amount, staked)
             staked -= from_stake
             pending -= amount - from_stake
-    stake, _ = Stake.objects.update_or_create(
-        chain_id=cid,
-        address=address,
-        defaults={
-            "staked": staked,
-            "pending": pending,
-            "unlock_time": unlock,
-            "provider": _provider_for(address),
-        },
-    )
-    return stake
+    return staked, pending, unlock
 
 
-def _staking_event(event: ChainEvent) -> None:
-    if event.name in ("Slashed", "Rewarded"):
-        model = Slash if event.name == "Slashed" else Reward
-        model.objects.get_or_create(
-            event=event,
-            defaults={
-                "address": event.account,
-                "provider": _provider_for(event.account),
-                "amount": int(event.args["amount"]),
-                "report_hash": event.args["reportHash"],
-                "tx_hash": event.tx_hash,
-            },
+def stakes_recompute(*, cid: int, addresses: list[str]) -> dict[str, Stake]:
+    """The stakes of `addresses` as their final staking events add up, each replayed from the
+    first event: a stake is never adjusted by a delta, so no earlier mistake can survive a
+    replay. A handful of queries for any number of wallets."""
+    history: dict[str, list] = {address: [] for address in addresses}
+    for account, name, args in (
+        ChainEvent.objects.filter(
+            chain_id=cid, contract="staking", account__in=addresses, is_final=True
         )
-    if event.name in ("Staked", "UnstakeRequested", "Withdrawn", "Slashed"):
-        stake_recompute(cid=event.chain_id, address=event.account)
+        .order_by("block_number", "log_index")
+        .values_list("account", "name", "args")
+    ):
+        history[account].append((name, args))
+    providers: dict[str, Provider] = {}
+    for provider in (
+        Provider.objects.annotate(wallet=Lower("wallet_address"))
+        .filter(wallet__in=[a.lower() for a in addresses])
+        .order_by("-pk")  # the lowest pk wins, as in _provider_for
+    ):
+        providers[provider.wallet] = provider
+    stakes = {s.address: s for s in Stake.objects.filter(chain_id=cid, address__in=addresses)}
+    changed, created = [], []
+    fields = ("staked", "pending", "unlock_time", "provider_id")
+    for address in addresses:
+        staked, pending, unlock = _stake_replay(history[address])
+        provider = providers.get(address.lower())
+        values = (staked, pending, unlock, provider.pk if provider else None)
+        stake = stakes.get(address)
+        if stake is None:
+            stakes[address] = stake = Stake(chain_id=cid, address=address)
+            created.append(stake)
+        elif tuple(getattr(stake, f) for f in fields) != values:
+            changed.append(stake)
+        for field, value in zip(fields, values, strict=True):
+            setattr(stake, field, value)
+    now = timezone.now()
+    for stake in changed:
+        stake.updated_at = now
+    Stake.objects.bulk_create(created)
+    Stake.objects.bulk_update(changed, [*fields, "updated_at"], batch_size=500)
+    return stakes
+
+
+def stake_recompute(*, cid: int, address: str) -> Stake:
+    """The stake of one wallet (see stakes_recompute)."""
+    return stakes_recompute(cid=cid, addresses=[address])[address]
+
+
+def _payout(event: ChainEvent, batch: _Batch) -> None:
+    model = Slash if event.name == "Slashed" else Reward
+    batch.payouts.append(
+        model(
+            event=event,
+            address=event.account,
+            provider=batch.provider(event.account),
+            amount=int(event.args["amount"]),
+            report_hash=event.args["reportHash"],
+            tx_hash=event.tx_hash,
+        )
+    )
 
 
 _HANDLERS = {
@@ -604,36 +666,82 @@ _HANDLERS = {
     "LeaseSettled": _lease_closed,
     "LeaseFailed": _lease_closed,
     "LeaseReclaimed": _lease_reclaimed,
-    "Staked": _staking_event,
-    "UnstakeRequested": _staking_event,
-    "Withdrawn": _staking_event,
-    "Slashed": _staking_event,
-    "Rewarded": _staking_event,
+    "Slashed": _payout,
+    "Rewarded": _payout,
 }
+# The stake itself is replayed once per wallet and batch (chain_events_finalize).
+_STAKE_EVENTS = ("Staked", "UnstakeRequested", "Withdrawn", "Slashed")
 
 
-def chain_event_finalize(*, event_id: int) -> bool:
-    """Applies a stored event's effects once it has enough confirmations. Exactly once: the
-    row is locked and the is_final flip commits with the effects."""
+def chain_events_finalize(*, event_ids: list[int]) -> int:
+    """Applies the effects of stored events once they have enough confirmations, in chain order,
+    in one database transaction: the batch commits whole or not at all. Exactly once: the rows
+    are locked, and only those not yet final are flipped and applied, in the same transaction
+    as their effects. Returns how many became final."""
     with transaction.atomic():
-        event = ChainEvent.objects.select_for_update().filter(pk=event_id, is_final=False).first()
-        if event is None:
-            return False
-        event.is_final = True
-        event.save(update_fields=["is_final", "updated_at"])
-        handler = _HANDLERS.get(event.name)
-        if handler is not None:
-            handler(event)
-            event.save(update_fields=["order", "flagged", "flag_reason", "updated_at"])
-        # A transaction of ours whose effect is final is confirmed, whatever its task saw.
-        ChainTransaction.objects.filter(tx_hash=event.tx_hash).filter(
-            Q(status=ChainTransaction.Status.PENDING) | Q(status=ChainTransaction.Status.MINED)
-        ).update(
+        events = list(
+            ChainEvent.objects.select_for_update()
+            .filter(pk__in=event_ids, is_final=False)
+            .order_by("block_number", "log_index")
+        )
+        if not events:
+            return 0
+        now = timezone.now()
+        # Final first: the stake replays below count the batch's own events. No handler reads
+        # another event's finality, so flipping the batch at once equals flipping one by one.
+        ChainEvent.objects.filter(pk__in=[e.pk for e in events]).update(
+            is_final=True, updated_at=now
+        )
+        batch = _Batch(events)
+        outcomes: dict[tuple, list[int]] = {}
+        wallets: dict[tuple[int, str], None] = {}
+        for event in events:
+            event.is_final = True
+            handler = _HANDLERS.get(event.name)
+            if handler is not None:
+                handler(event, batch)
+                if event.order_id is not None or event.flagged:
+                    key = (event.order_id, event.flagged, event.flag_reason)
+                    outcomes.setdefault(key, []).append(event.pk)
+            if event.name in _STAKE_EVENTS:
+                wallets[(event.chain_id, event.account)] = None
+        # One UPDATE per distinct outcome (most deposits nobody ordered share one), not per event.
+        for (order_id, flagged, reason), pks in outcomes.items():
+            ChainEvent.objects.filter(pk__in=pks).update(
+                order_id=order_id, flagged=flagged, flag_reason=reason, updated_at=now
+            )
+        for model in (Slash, Reward):
+            rows = [p for p in batch.payouts if isinstance(p, model)]
+            # An event is final once, so its payout row is new; the conflict guard is the
+            # unique event key, kept as a second lock.
+            model.objects.bulk_create(rows, ignore_conflicts=True)
+        # A stake is the replay of all its wallet's final events: replaying once after the
+        # batch gives what replaying after each of them would have left.
+        for cid in {cid for cid, _ in wallets}:
+            stakes_recompute(cid=cid, addresses=[a for c, a in wallets if c == cid])
+        _transactions_confirm_by_events(events)
+    return len(events)
+
+
+def _transactions_confirm_by_events(events: list[ChainEvent]) -> None:
+    """A transaction of ours whose effect is final is confirmed, whatever its task saw."""
+    live = Q(status=ChainTransaction.Status.PENDING) | Q(status=ChainTransaction.Status.MINED)
+    where = {e.tx_hash: e for e in events}
+    ours = ChainTransaction.objects.filter(live, tx_hash__in=list(where)).values_list(
+        "tx_hash", flat=True
+    )
+    for tx_hash in set(ours):
+        event = where[tx_hash]
+        ChainTransaction.objects.filter(live, tx_hash=tx_hash).update(
             status=ChainTransaction.Status.CONFIRMED,
             block_number=event.block_number,
             block_hash=event.block_hash,
         )
-    return True
+
+
+def chain_event_finalize(*, event_id: int) -> bool:
+    """One event's effects (see chain_events_finalize)."""
+    return chain_events_finalize(event_ids=[event_id]) == 1
 
 
 def _enqueue(task_name: str, *args) -> None:
