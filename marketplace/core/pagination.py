@@ -1,5 +1,7 @@
 import base64
 import binascii
+import heapq
+import itertools
 import json
 import math
 import re
@@ -137,14 +139,14 @@ class CappedCountPagination(DefaultPagination):
                 raise ValidationError({"cursor": ["Give either page or cursor, not both."]})
             after = keyset_after(ordering, cursor_decode(ordering, raw_cursor))
             self.page_number = 1
-            rows = list(queryset.filter(after)[: self.page_size_value + 1])
+            rows = self._fetch(queryset.filter(after), view, 0, self.page_size_value + 1)
         else:
             page = _positive_int(raw_page if raw_page is not None else "1")
             if page is None or not 1 <= page <= 10**6:
                 raise NotFound("Invalid page.")
             self.page_number = page
             offset = (self.page_number - 1) * self.page_size_value
-            rows = list(queryset[offset : offset + self.page_size_value + 1])
+            rows = self._fetch(queryset, view, offset, self.page_size_value + 1)
             if not rows and self.page_number > 1:
                 raise NotFound("Invalid page.")
         self.has_next = len(rows) > self.page_size_value
@@ -156,6 +158,26 @@ class CappedCountPagination(DefaultPagination):
         self.count = min(counted, self.COUNT_CAP)
         self.count_is_exact = counted <= self.COUNT_CAP
         return rows
+
+    MAX_PARTITIONS = 16
+
+    def _fetch(self, queryset, view, offset: int, limit: int) -> list:
+        """Rows offset..offset+limit in the queryset's order. A view may name a partition of the
+        results, `page_partition = (field, [values])`: a filter that matches several values of
+        an indexed column (say two model names) leaves them spread thin along the sort index,
+        and the database walks most of it to fill a page. Then each value's rows are read
+        apart, in order, along its own (field, sort key) index, and merged here."""
+        field, values = getattr(view, "page_partition", None) or (None, ())
+        directions = {descending for _, descending in self.ordering}
+        if not 2 <= len(values) <= self.MAX_PARTITIONS or len(directions) != 1:
+            return list(queryset[offset : offset + limit])
+
+        def key(row):
+            return tuple(_row_value(row, name) for name, _ in self.ordering)
+
+        branches = [queryset.filter(**{field: value})[: offset + limit] for value in values]
+        merged = heapq.merge(*branches, key=key, reverse=directions.pop())
+        return list(itertools.islice(merged, offset, offset + limit))
 
     def get_next_link(self):
         if not self.has_next:

@@ -41,6 +41,11 @@ class ListingSearchApi(ListAPIView):
         if cached.body is not None:
             return HttpResponse(cached.body, content_type="application/json")
         queryset = self.filter_queryset(self.get_queryset())
+        # Several model names matched (the filter strips the value as this does): read each
+        # one's rows along its own (model, price) index; see CappedCountPagination._fetch.
+        fragment = request.query_params.get("model", "").strip()
+        if fragment:
+            self.page_partition = ("model", selectors.listing_models_matching(fragment))
         rows = self.paginate_queryset(queryset.values(*selectors.SEARCH_COLUMNS))
         results, next_change = selectors.listings_search_rows(
             rows, holds_anywhere="min_free" in request.query_params

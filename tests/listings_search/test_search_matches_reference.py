@@ -71,3 +71,15 @@ def test_the_model_filter_matches_any_part_of_a_name_in_any_case(market):
     assert selectors.listing_models_matching("h100") == ["H100 80GB HBM3"]
     assert selectors.listing_models_matching("A100") == ["A100 40GB", "A100 80GB"]
     assert selectors.listing_models_matching("nothing-like-it") == []
+
+
+@pytest.mark.parametrize("sort", ["price", "-price", "tflops", "-price_per_tflop_hour"])
+@pytest.mark.parametrize("fragment", ["a100", "40"])  # two names each: read apart and merged
+def test_a_model_fragment_that_matches_several_names_pages_in_order(market, anon, sort, fragment):
+    seed, _ = market
+    params = {"model": fragment, "sort": sort}
+    expected = reference_search(params)
+    assert len(selectors.listing_models_matching(fragment)) == 2
+    context = f"SEARCH_PROPERTY_SEED={seed}"
+    assert walk_pages(anon, params, page_size=3)[0] == expected, context
+    assert walk_cursor(anon, params, page_size=3) == expected, context
