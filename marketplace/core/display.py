@@ -66,3 +66,23 @@ def duration(seconds: int | None) -> str:
     if len(parts) == 2:
         reading = f"{parts[0]} {reading}"
     return f"{int(seconds):,} s ({reading})"
+
+
+# Contract event arguments that are token amounts (uint256 token units, stored as strings).
+AMOUNT_ARGS = frozenset(
+    {"amount", "ratePerSecond", "providerAmount", "feeAmount", "refundAmount", "newStake"}
+)
+
+
+def event_args(args: dict | None, leave_out: frozenset[str] = frozenset()) -> str:
+    """A contract event's arguments on one line, amounts as dollars with their units."""
+    parts = []
+    for key, value in (args or {}).items():
+        if key in leave_out:
+            continue
+        if key in AMOUNT_ARGS:
+            value = money(int(value))
+        elif key == "secondsUsed":
+            value = duration(int(value))
+        parts.append(f"{key}={value}")
+    return "; ".join(parts)

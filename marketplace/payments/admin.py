@@ -3,6 +3,7 @@ hand would make the database disagree with the money."""
 
 from django.contrib import admin
 
+from marketplace.core import display
 from marketplace.core.admin import ReadOnlyAdmin
 from marketplace.payments import models
 
@@ -47,6 +48,19 @@ class ChainEventAdmin(ReadOnlyAdmin):
     list_filter = ["name", "is_final", "flagged", "chain_id"]
     search_fields = ["tx_hash", "lease_id", "account"]
     list_select_related = ["order"]
+
+    def get_fields(self, request, obj=None):
+        # The raw arguments stay (exact, as indexed); the readable line sits beside them.
+        fields = super().get_fields(request, obj)
+        return [
+            *fields[: fields.index("args") + 1],
+            "arguments",
+            *fields[fields.index("args") + 1 :],
+        ]
+
+    @admin.display(description="arguments (USD)")
+    def arguments(self, obj):
+        return display.event_args(obj.args)
 
 
 @admin.register(models.Stake)

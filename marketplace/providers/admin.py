@@ -88,7 +88,13 @@ class MachineAdmin(MarketplaceAdmin):
         return request.user.has_perm("providers.change_machine")
 
     def get_fields(self, request, obj=None):
-        return [f.name for f in Machine._meta.fields if f.name != "id"] + ["state_reason_history"]
+        return [f.name for f in Machine._meta.fields if f.name != "id"] + [
+            "verified_tflops_column",
+            "reputation_column",
+            "active_leases_column",
+            "stake_column",
+            "state_reason_history",
+        ]
 
     def get_readonly_fields(self, request, obj=None):
         return self.get_fields(request, obj)

@@ -62,6 +62,11 @@ def test_machine_list_columns(operator_client, alice, bob_provider, no_chain_rec
     bare = _row(page, "bare-box")
     assert "no decided job" in bare and "no stake" in bare
     assert re.search(r'<td class="field-active_leases_column">0</td>', bare)
+    # The machine's own page shows the same figures.
+    detail = operator_client.get(
+        reverse("admin:providers_machine_change", args=[machine.pk])
+    ).content.decode()
+    assert "$250.00 (250,000,000 units)" in detail and "0.68 (3/4 passed)" in detail
 
 
 def test_machine_list_filters_by_state_and_model(operator_client, bob_provider):

@@ -142,3 +142,13 @@ def test_hardware_facts_and_owner_cannot_be_posted(operator_client, bob_provider
     assert response.status_code == 403
     machine.refresh_from_db()
     assert machine.accelerator_count == 8 and machine.provider_id == bob_provider.pk
+
+
+def test_a_reason_is_shown_as_text_never_as_markup(operator_client, bob_provider):
+    machine = MachineFactory(provider=bob_provider)
+    _suspend(operator_client, machine, '<script>alert("x")</script> bad GPUs')
+    page = operator_client.get(
+        reverse("admin:providers_machine_change", args=[machine.pk])
+    ).content.decode()
+    assert '<script>alert("x")</script>' not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; bad GPUs" in page

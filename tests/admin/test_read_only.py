@@ -208,3 +208,22 @@ def test_stake_and_slash_show_usd(operator_client, records):
     assert "$5.00 (5,000,000 units)" in page
     page = operator_client.get(_url("payments.slash", "changelist")).content.decode()
     assert "$1.00 (1,000,000 units)" in page
+
+
+def test_a_chain_event_page_reads_its_amounts(operator_client, bob_provider):
+    event = ChainEvent.objects.create(
+        chain_id=31337,
+        contract="escrow",
+        address=WALLET,
+        name="LeaseSettled",
+        tx_hash=HASH,
+        log_index=9,
+        block_number=12,
+        block_hash=HASH,
+        args={"secondsUsed": "1234", "providerAmount": "23323", "feeAmount": "2591"},
+    )
+    page = operator_client.get(_url("payments.chainevent", "change", event.pk)).content.decode()
+    assert (
+        "secondsUsed=1,234 s (0 h 20 min 34 s); providerAmount=$0.023323 (23,323 units); "
+        "feeAmount=$0.002591 (2,591 units)"
+    ) in page

@@ -28,29 +28,7 @@ def duration(value):
     return display.duration(value)
 
 
-# Contract event arguments that are token amounts (uint256 token units, stored as strings).
-AMOUNT_ARGS = {
-    "amount",
-    "ratePerSecond",
-    "providerAmount",
-    "feeAmount",
-    "refundAmount",
-    "newStake",
-}
-
-
 @register.filter
 def event_args(args: dict, leave_out: str = "") -> str:
-    """A contract event's arguments on one line, amounts as dollars with their units;
-    `leave_out` names arguments the page already shows (comma-separated)."""
-    parts = []
-    skip = set(leave_out.split(","))
-    for key, value in (args or {}).items():
-        if key in skip:
-            continue
-        if key in AMOUNT_ARGS:
-            value = display.money(int(value))
-        elif key == "secondsUsed":
-            value = display.duration(int(value))
-        parts.append(f"{key}={value}")
-    return "; ".join(parts)
+    """`leave_out` names arguments the page already shows (comma-separated)."""
+    return display.event_args(args, frozenset(leave_out.split(",")))
