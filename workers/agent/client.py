@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,6 +12,18 @@ from workers.verification import safe_json
 
 GZIP_MAGIC = b"\x1f\x8b"
 BACKOFF_BASE, BACKOFF_MAX = 1.0, 60.0
+# A server that does not accept the connection within this is unreachable; the read timeout
+# (the Transport's `timeout`) must outlast the longest long poll (25 s) instead.
+CONNECT_TIMEOUT = 10.0
+# TCP keepalives on every connection to the server: a long poll is a silent connection for up
+# to 25 s, and NATs and proxies drop silent connections. Probes after 15 s of silence every
+# 5 s, and a peer that misses 3 counts as gone (the request then fails and is retried with
+# backoff) instead of the agent waiting on a dead socket until its read timeout.
+KEEPALIVE_OPTIONS = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)] + [
+    (socket.IPPROTO_TCP, getattr(socket, name), value)
+    for name, value in (("TCP_KEEPIDLE", 15), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+]
 
 
 def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
@@ -38,13 +51,33 @@ class Transport(Protocol):
     ) -> tuple[int, Any]: ...
 
 
+def _keepalive_adapter():
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+
+    class KeepAliveAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["socket_options"] = [*HTTPConnection.default_socket_options, *KEEPALIVE_OPTIONS]
+            super().init_poolmanager(*args, **kwargs)
+
+    return KeepAliveAdapter()
+
+
 class RequestsTransport:
+    """One keep-alive session (the connection is reused between polls). A connection that a
+    proxy or a restarted server dropped fails its request as ServerUnreachable; callers retry
+    with backoff and jitter, and the server hands a dispatched job out again, so nothing the
+    agent was given is lost with the connection."""
+
     def __init__(self, base_url: str, credential: str | None = None, timeout: float = 60) -> None:
         import requests
 
         self._requests = requests
         self.base_url = base_url.rstrip("/")
         self.session = requests.Session()
+        adapter = _keepalive_adapter()
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.headers["Content-Type"] = "application/json"
         if credential:
             self.session.headers["Authorization"] = f"Token {credential}"
@@ -61,7 +94,7 @@ class RequestsTransport:
                 params=params,
                 data=body,
                 headers=headers,
-                timeout=self.timeout,
+                timeout=(CONNECT_TIMEOUT, self.timeout),
             )
         except self._requests.exceptions.InvalidURL as exc:
             raise ApiError(0, "bad_url", f"invalid server URL: {exc}") from None
