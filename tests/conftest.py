@@ -1,4 +1,5 @@
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
@@ -7,6 +8,32 @@ from marketplace.accounts.models import User
 from marketplace.accounts.services import api_token_create
 from marketplace.providers.services import registration_token_create
 from tests.factories import ListingFactory, ProviderFactory, UserFactory
+
+# Tests whose outcome cannot depend on the database engine: kernels and verification (no Django),
+# the contracts on the in-process chain, settings checks, the agent's own code, and the chain
+# process's restarts (their database use is a few plain ORM rows). CI's PostgreSQL run leaves them
+# out (`-m "not engine_agnostic"`): they ran on SQLite already, and the PostgreSQL run exists for
+# locking, isolation and query behaviour, which these never reach.
+ENGINE_AGNOSTIC_DIRS = (
+    "workers",
+    "contracts",
+    "deploy",
+    "agent",
+    "restart",
+    "verification_sketch",
+)
+ENGINE_AGNOSTIC_FILES = (
+    "hostile/test_safe_json.py",
+    "benchmarks/test_honest_sweep.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    for item in items:
+        relative = Path(item.fspath).relative_to(tests_dir).as_posix()
+        if relative.split("/", 1)[0] in ENGINE_AGNOSTIC_DIRS or relative in ENGINE_AGNOSTIC_FILES:
+            item.add_marker(pytest.mark.engine_agnostic)
 
 
 @pytest.fixture(autouse=True)
