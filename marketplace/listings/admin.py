@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from marketplace.core import display
-from marketplace.core.admin import MarketplaceAdmin
+from marketplace.core.admin import ReadOnlyAdmin
 from marketplace.listings.models import Listing, ReservedPrice
 
 
@@ -20,7 +20,7 @@ class ReservedPriceInline(admin.TabularInline):
 
 
 @admin.register(Listing)
-class ListingAdmin(MarketplaceAdmin):
+class ListingAdmin(ReadOnlyAdmin):
     money_fields = {
         "price_per_hour": "accelerator-hour",
         "interruptible_floor_per_hour": "accelerator-hour",
@@ -40,27 +40,6 @@ class ListingAdmin(MarketplaceAdmin):
     list_filter = ["status", "is_searchable", "accelerator_kind", "interconnect", "region"]
     search_fields = ["model", "vendor", "region", "provider__name"]
     list_select_related = ["machine", "provider"]
-    # Prices and verified figures change only through services that keep derived fields in step;
-    # the machine and provider a listing belongs to never change.
-    exclude = [
-        "price_per_hour",
-        "interruptible_floor_per_hour",
-        "price_per_tflop_hour",
-    ]
-    readonly_fields = [
-        "machine",
-        "provider",
-        "status",
-        "is_searchable",
-        "price_per_hour_usd",
-        "interruptible_floor_per_hour_usd",
-        "verified_tflops",
-        "price_per_tflop_hour_usd",
-        "created_at",
-        "updated_at",
-    ]
+    # A listing changes only through its services (publish, pause, close, verified figures),
+    # which keep the derived search fields and the search cache in step: read-only here.
     inlines = [ReservedPriceInline]
-
-    def has_add_permission(self, request):
-        # A listing is published by its provider through the API (listing_publish).
-        return False

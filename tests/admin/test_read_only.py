@@ -127,6 +127,7 @@ def records(alice, bob_provider, no_chain_receivers):
             state_after="suspended",
         ),
         "providers.machine": machine,
+        "listings.listing": listing,
     }
 
 
@@ -146,6 +147,7 @@ READ_ONLY = [
     "benchmarks.platformincident",
     "dashboard.machinestaffaction",
     "providers.machine",
+    "listings.listing",
 ]
 
 
