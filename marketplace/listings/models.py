@@ -124,6 +124,12 @@ class Listing(TimestampedModel):
                 condition=SEARCHABLE,
                 name="search_by_fabric_price",
             ),
+            # SQLite sorted a region's matches by figure in a temporary B-tree (30 ms at 20,000).
+            models.Index(
+                fields=["region", "verified_tflops", "id"],
+                condition=SEARCHABLE,
+                name="search_by_region_tflops",
+            ),
         ]
 
     def __str__(self) -> str:
