@@ -391,12 +391,21 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
     if lowest_bad is None:
         return None
     if agreeing is None:
-        agreeing = (
+        # Every block below the first unfinal one is final: the last stored of them must agree,
+        # or the chain changed under effects already applied.
+        final = (
             IndexedBlock.objects.filter(chain_id=cid, number__lt=lowest_bad)
             .order_by("-number")
-            .values_list("number", flat=True)
             .first()
         )
+        if final is not None:
+            try:
+                actual = _hex(w3.eth.get_block(final.number)["hash"])
+            except BlockNotFound:
+                actual = None
+            if actual != final.hash:
+                raise DeepReorg(f"chain {cid} reorganised below final block {final.number}")
+            agreeing = final.number
     # A block hash commits to all its ancestors, so the chain agrees up to the last stored block
     # whose hash matched; the blocks between it and the first mismatch were never stored (they
     # held no event of ours) and may have been replaced by blocks that do: they are read again.
