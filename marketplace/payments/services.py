@@ -582,14 +582,14 @@ def _stake_replay(events) -> tuple[int, int, int]:
     """(staked, pending, unlock time) as ProviderStaking computes them from a wallet's events in
     chain order (slashes take from the stake first, then from pending)."""
     staked = pending = unlock = 0
-    for name, args in events:
-        amount = int(args.get("amount", 0))
+    for name, amount, unlock_time in events:
+        amount = int(amount or 0)
         if name == "Staked":
             staked += amount
         elif name == "UnstakeRequested":
             staked -= amount
             pending += amount
-            unlock = int(args["unlockTime"])
+            unlock = int(unlock_time)
         elif name == "Withdrawn":
             pending, unlock = 0, 0
         elif name == "Slashed":
@@ -604,14 +604,20 @@ def stakes_recompute(*, cid: int, addresses: list[str]) -> dict[str, Stake]:
     first event: a stake is never adjusted by a delta, so no earlier mistake can survive a
     replay. A handful of queries for any number of wallets."""
     history: dict[str, list] = {address: [] for address in addresses}
-    for account, name, args in (
+    # Only the two arguments the replay reads, picked out by the database: a replay reads every
+    # event the wallet ever had, and decoding whole JSON objects was most of its cost.
+    for account, *event in (
         ChainEvent.objects.filter(
-            chain_id=cid, contract="staking", account__in=addresses, is_final=True
+            chain_id=cid,
+            contract="staking",
+            account__in=addresses,
+            name__in=_STAKE_EVENTS,
+            is_final=True,
         )
         .order_by("block_number", "log_index")
-        .values_list("account", "name", "args")
+        .values_list("account", "name", "args__amount", "args__unlockTime")
     ):
-        history[account].append((name, args))
+        history[account].append(event)
     providers: dict[str, Provider] = {}
     for provider in (
         Provider.objects.annotate(wallet=Lower("wallet_address"))
