@@ -21,7 +21,7 @@ from workers.kernels.chain_run import chain_backends, chain_compute, chain_prepa
 from .conftest import cuda_available
 
 MATMUL = MatmulChainSpec(n=96, layers=3, rows=40)
-CONV = ConvChainSpec(batch=2, channels=6, height=9, width=7, kernel_size=3, layers=2)
+CONV = ConvChainSpec(batch=2, channels=8, height=9, width=7, kernel_size=3, layers=2)
 
 
 @pytest.fixture(params=["matmul", "conv"])
@@ -30,7 +30,7 @@ def spec(request):
 
 
 def test_spec_round_trips_and_refuses_hostile_fields():
-    for spec in (MATMUL, CONV, MatmulChainSpec(n=8, layers=1)):
+    for spec in (MATMUL, CONV, MatmulChainSpec(n=64, layers=1)):
         assert chain_spec_from_dict(spec.to_dict()) == spec
     bad = [
         None,
@@ -38,6 +38,9 @@ def test_spec_round_trips_and_refuses_hostile_fields():
         {**MATMUL.to_dict(), "extra": 1},
         {**MATMUL.to_dict(), "n": True},
         {**MATMUL.to_dict(), "n": 2**40},
+        {**MATMUL.to_dict(), "n": 16},  # too short a reduction for the tolerance model
+        {**CONV.to_dict(), "channels": 4},
+        {**CONV.to_dict(), "channels": 16, "kernel_size": 1},
         {**MATMUL.to_dict(), "layers": 0},
         {**MATMUL.to_dict(), "precision": "int8"},
         {**MATMUL.to_dict(), "rows": 10**6},

@@ -71,11 +71,12 @@ def _assemble_np(u: np.ndarray, keep: int, out: np.ndarray) -> None:
 
 
 def generate_floats(
-    seed: str, name: str, count: int, precision: str, *, start: int = 0
+    seed: str, name: str, count: int, precision: str, *, start: int = 0, out: Any = None
 ) -> np.ndarray:
-    """Elements start..start+count-1 of tensor `name` as a flat float32 array."""
+    """Elements start..start+count-1 of tensor `name` as a flat float32 array (written into
+    `out`, a flat float32 array of `count` elements, when given)."""
     key, keep = chain_key(seed, name), keep_mask(precision)
-    out = np.empty(count, dtype=np.float32)
+    out = np.empty(count, dtype=np.float32) if out is None else out
     bits = out.view(np.uint32)
     first_word, skip = divmod(start, 2)
     words = (skip + count + 1) // 2
