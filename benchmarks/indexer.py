@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             f"generated {info['events']:,} money events in {info['blocks']:,} blocks "
             f"in {time.perf_counter() - started:.1f} s (Anvil {w3.client_version})"
         )
+        # Figures from a shared machine mean little without its load beside them.
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"host: {os.cpu_count()} CPUs, load average {load}")
         print("== Indexer from scratch (index() wall time: scan, store, finalize, effects) ==")
         rates = {}
         main_target = target if target.startswith("postgres") else "sqlite"

@@ -73,6 +73,7 @@ _RANGE_REFUSED = re.compile(
     r"|size exceeded|limited to|query timeout",
     re.IGNORECASE,
 )
+_THROTTLED = re.compile(r"\brate\b|too many requests|capacity", re.IGNORECASE)
 
 
 class DeepReorg(chain.ChainError):
@@ -144,7 +145,9 @@ def _range_refused(exc: Exception) -> bool:
     if isinstance(exc, Timeout):
         return True  # a node that cannot answer a range in time may answer half of it
     if isinstance(exc, Web3RPCError | ValueError):
-        return bool(_RANGE_REFUSED.search(str(exc)))
+        message = str(exc)
+        # "Request rate exceeded" is a throttle, not a size: a smaller range would not help.
+        return bool(_RANGE_REFUSED.search(message)) and not _THROTTLED.search(message)
     return False
 
 
