@@ -3,12 +3,11 @@ from types import MethodType
 from django.contrib import admin
 from django.urls import reverse
 
-from marketplace.core.admin import ReadOnlyAdmin
-from marketplace.dashboard.models import MachineStaffAction
-
 # The admin index is the staff's start page: it links the dashboard from there. Its template
 # extends the stock index, so the recent actions stay as they are.
 admin.site.index_template = "dashboard/admin_index.html"
+# No model of this app is registered: its admin URLs would sit under /admin/dashboard/, the
+# dashboard's own prefix. Staff actions on a machine are shown on that machine's page.
 
 # The index groups models by what an operator does, not by the Python app that defines them.
 # (group, [(app_label, model_name, name shown)]); the name fixes plurals the models spell
@@ -31,7 +30,6 @@ GROUPS = [
         [
             ("providers", "machine", "Machines"),
             ("providers", "provider", "Providers"),
-            ("dashboard", "machinestaffaction", "Suspensions and reinstatements"),
             ("benchmarks", "machineuptime", "Machine uptime"),
             ("providers", "registrationtoken", "Registration tokens"),
             ("providers", "agentcredential", "Agent credentials"),
@@ -99,19 +97,3 @@ def grouped_app_list(self, request, app_label=None):
 
 
 admin.site.get_app_list = MethodType(grouped_app_list, admin.site)
-
-
-@admin.register(MachineStaffAction)
-class MachineStaffActionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "created_at",
-        "machine",
-        "action",
-        "reason",
-        "staff",
-        "state_before",
-        "state_after",
-    ]
-    list_filter = ["action"]
-    search_fields = ["machine__name", "reason", "staff__username"]
-    list_select_related = ["machine", "staff"]

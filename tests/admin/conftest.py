@@ -39,7 +39,6 @@ ALL_MODELS = [
     "verdict",
     "platformincident",
     "alert",
-    "machinestaffaction",
     "user",
     "apitoken",
 ]

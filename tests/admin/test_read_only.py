@@ -15,7 +15,6 @@ from marketplace.benchmarks.models import (
     PlatformIncident,
     Verdict,
 )
-from marketplace.dashboard.models import MachineStaffAction
 from marketplace.orders.models import Order
 from marketplace.payments.models import (
     ChainEvent,
@@ -118,14 +117,6 @@ def records(alice, bob_provider, no_chain_receivers):
         "benchmarks.platformincident": PlatformIncident.objects.create(
             source="health_probe", started_at=timezone.now()
         ),
-        "dashboard.machinestaffaction": MachineStaffAction.objects.create(
-            machine=machine,
-            action="suspend",
-            reason="r",
-            staff=alice,
-            state_before="listed",
-            state_after="suspended",
-        ),
         "providers.machine": machine,
         "listings.listing": listing,
     }
@@ -145,7 +136,6 @@ READ_ONLY = [
     "benchmarks.machineuptime",
     "benchmarks.verdict",
     "benchmarks.platformincident",
-    "dashboard.machinestaffaction",
     "providers.machine",
     "listings.listing",
 ]
