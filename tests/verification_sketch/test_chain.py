@@ -46,6 +46,7 @@ def test_spec_round_trips_and_refuses_hostile_fields():
         {**MATMUL.to_dict(), "rows": 10**6},
         {**CONV.to_dict(), "kernel_size": 4},
         {**CONV.to_dict(), "layers": 10**6},
+        {**CONV.to_dict(), "layers": 40},  # a 81x81 cone per sampled pixel
         {"kind": "conv2d", "n": 8},
     ]
     for data in bad:
