@@ -24,7 +24,9 @@ under its row lock, in one batch only.
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -74,6 +76,8 @@ _RANGE_REFUSED = re.compile(
     re.IGNORECASE,
 )
 _THROTTLED = re.compile(r"\brate\b|too many requests|capacity", re.IGNORECASE)
+
+_clock = time.monotonic  # a run's time budget; tests replace it
 
 
 class DeepReorg(chain.ChainError):
@@ -339,7 +343,7 @@ def _store(
     return len(rows)
 
 
-def _scan(w3: Web3, cid: int, head: int) -> int:
+def _scan(w3: Web3, cid: int, head: int, until: float) -> int:
     watched = _watched(w3, cid)
     if not watched:
         return 0
@@ -348,7 +352,7 @@ def _scan(w3: Web3, cid: int, head: int) -> int:
     span = most
     stored = 0
     start = min(w.last_block for w in watched)
-    while start < head:
+    while start < head and _clock() < until:
         to_block = min(head, start + span)
         try:
             logs = _get_logs(w3, watched, start + 1, to_block)
@@ -423,7 +427,7 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
     return fork
 
 
-def _finalize(cid: int, head: int) -> int:
+def _finalize(cid: int, head: int, until: float) -> int:
     from marketplace.payments.models import ChainEvent, IndexedBlock
     from marketplace.payments.services import chain_events_finalize
 
@@ -431,6 +435,8 @@ def _finalize(cid: int, head: int) -> int:
     safe = head - settings.CHAIN_CONFIRMATIONS + 1
     finalized = 0
     while True:
+        if _clock() >= until:
+            return finalized  # the next run goes on from here
         ids = list(
             ChainEvent.objects.filter(chain_id=cid, is_final=False, block_number__lte=safe)
             .order_by("block_number", "log_index")
@@ -446,13 +452,16 @@ def _finalize(cid: int, head: int) -> int:
     return finalized
 
 
-def index(w3: Web3 | None = None) -> IndexResult:
-    """One indexer run; safe to call concurrently and as often as wanted."""
+def index(w3: Web3 | None = None, *, seconds: float | None = None) -> IndexResult:
+    """One indexer run; safe to call concurrently and as often as wanted. With `seconds`, it
+    stops starting new ranges and batches after that long (a catch-up from far behind then
+    spreads over several runs, each ending normally, instead of being killed mid-way)."""
     w3 = w3 or chain.get_web3()
+    until = _clock() + seconds if seconds is not None else math.inf
     cid = chain.chain_id(w3)
     result = IndexResult()
     result.rewound_to = _check_reorg(w3, cid)
     head = w3.eth.block_number
-    result.stored = _scan(w3, cid, head)
-    result.finalized = _finalize(cid, head)
+    result.stored = _scan(w3, cid, head, until)
+    result.finalized = _finalize(cid, head, until)
     return result

@@ -156,3 +156,29 @@ def test_a_crash_in_a_later_batch_keeps_the_batches_before_it(
     monkeypatch.setitem(services._HANDLERS, "Slashed", services._payout)
     index()
     assert outcome() == reference
+
+
+def test_a_run_out_of_time_stops_before_its_next_range_or_batch_and_the_next_run_goes_on(
+    live_chain, market, alice, listing, monkeypatch, settings
+):
+    workload(live_chain, market, alice, listing)
+    reference = _indexed_with(monkeypatch, settings, batch=1_000, blocks=2_000)
+    assert index(seconds=0) == indexer.IndexResult(stored=0, finalized=0)
+    assert not ChainEvent.objects.exists()
+    # A budget that lasts for the scan but not for the first batch of effects.
+    now = {"seconds": 0.0}
+    monkeypatch.setattr(indexer, "_clock", lambda: now["seconds"])
+    scan = indexer._scan
+
+    def scan_then_run_out(*args):
+        stored = scan(*args)
+        now["seconds"] = 100.0
+        return stored
+
+    monkeypatch.setattr(indexer, "_scan", scan_then_run_out)
+    partial = index(seconds=10)
+    assert partial.stored == len(reference["events"]) and partial.finalized == 0
+    assert not ChainEvent.objects.filter(is_final=True).exists()
+    monkeypatch.undo()
+    index()
+    assert outcome() == reference
