@@ -152,3 +152,18 @@ def test_a_reason_is_shown_as_text_never_as_markup(operator_client, bob_provider
     ).content.decode()
     assert '<script>alert("x")</script>' not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; bad GPUs" in page
+
+
+def test_a_suspension_without_the_csrf_token_is_refused(operator, bob_provider):
+    from django.test import Client
+
+    machine = MachineFactory(provider=bob_provider)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(operator)
+    response = _suspend(browser, machine, "cross-site")
+    assert response.status_code == 403
+    assert Machine.objects.get(pk=machine.pk).state == Machine.State.VERIFIED
+
+
+def test_an_unknown_machine_is_a_404(operator_client):
+    assert _suspend(operator_client, Machine(pk=999_999), "ghost").status_code == 404
