@@ -16,7 +16,7 @@ from workers.verification.sketch import (
 )
 
 LARGEST = [
-    MatmulChainSpec(n=8192, rows=16384, layers=16, precision=p) for p in ("fp32", "bf16", "fp16")
+    MatmulChainSpec(n=8192, rows=32768, layers=16, precision=p) for p in ("fp32", "bf16", "fp16")
 ] + [
     ConvChainSpec(batch=8, channels=256, height=64, width=64, kernel_size=3, layers=3, precision=p)
     for p in ("fp32", "bf16", "fp16")
