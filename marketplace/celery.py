@@ -13,4 +13,5 @@ app.conf.imports = [
     "workers.chain_tasks",
     "workers.ops_tasks",
     "workers.dashboard_tasks",
+    "marketplace.workloads.tasks",
 ]

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "marketplace.orders",
     "marketplace.benchmarks",
     "marketplace.payments",
+    "marketplace.workloads",
     "marketplace.dashboard",
 ]
 
@@ -182,6 +183,9 @@ FORMAT_MODULE_PATH = ["marketplace.core.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Uploaded files (workload input and result archives) of the default storage: local files
+# unless STORAGES names an object store (django-storages) in a deployment's settings.
+MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / ".run" / "media"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -235,6 +239,7 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "AcceleratorKindEnum": "marketplace.providers.models.Machine.AcceleratorKind",
+        "WorkloadStateEnum": "marketplace.workloads.models.Workload.State",
     },
 }
 
@@ -439,4 +444,7 @@ CELERY_BEAT_SCHEDULE = {
     # opens well within one reward or settlement cycle. Runs at the indexer's final block, so
     # the interval need not wait for confirmations.
     "payments-reconcile": {"task": "workers.ops_tasks.payments_reconcile", "schedule": 300},
+    # A silent agent's workloads become lost after WORKLOAD_SILENCE_SECONDS (minutes); a sweep a
+    # minute adds at most a minute to that, and closes workloads whose lease-end signal was lost.
+    "workloads-sweep": {"task": "marketplace.workloads.tasks.workloads_sweep", "schedule": 60},
 }

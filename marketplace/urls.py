@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("marketplace.orders.urls")),
     path("", include("marketplace.benchmarks.urls")),
     path("", include("marketplace.payments.urls")),
+    path("", include("marketplace.workloads.urls")),
 ]
 
 urlpatterns = [
