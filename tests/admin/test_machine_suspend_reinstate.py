@@ -167,3 +167,27 @@ def test_a_suspension_without_the_csrf_token_is_refused(operator, bob_provider):
 
 def test_an_unknown_machine_is_a_404(operator_client):
     assert _suspend(operator_client, Machine(pk=999_999), "ghost").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_reinstating_at_once_make_one_reinstatement(bob_provider):
+    """Both lock the machine row; the second finds it no longer suspended and is refused, so the
+    history holds one reinstatement (meaningful on PostgreSQL, where the threads overlap)."""
+    from marketplace.core.errors import InvalidTransition
+    from marketplace.dashboard.services import machine_staff_reinstate
+    from tests.factories import UserFactory
+    from tests.races.conftest import race
+
+    listing = ListingFactory(machine__provider=bob_provider)
+    machine_suspend(machine_id=listing.machine_id, reason="test")
+    otto, vera = (UserFactory(username=n, is_staff=True) for n in ("otto2", "vera2"))
+    outcomes = race(
+        *(
+            lambda u=u: machine_staff_reinstate(machine_id=listing.machine_id, staff=u, reason="ok")
+            for u in (otto, vera)
+        )
+    )
+    assert sorted(kind for kind, _ in outcomes) == ["error", "ok"]
+    assert isinstance(next(v for k, v in outcomes if k == "error"), InvalidTransition)
+    assert MachineStaffAction.objects.filter(action="reinstate").count() == 1
+    assert Machine.objects.get(pk=listing.machine_id).state == Machine.State.LISTED
