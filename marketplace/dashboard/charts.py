@@ -202,7 +202,7 @@ def time_chart(
         if len(s.points) <= MAX_MARKERS:
             for (t, v), p in zip(s.points, passed, strict=True):
                 x, y = x_of(t), y_of(v)
-                tip = escape(f"{s.name} {t:%Y-%m-%d %H:%M}: {fmt(v)}{'' if p else ' (failed)'}")
+                tip = escape(f"{s.name} {t:%Y-%m-%d %H:%M:%S}: {fmt(v)}{'' if p else ' (failed)'}")
                 if p:
                     out.append(
                         f'<circle class="point" data-value="{v}" cx="{x:.1f}" cy="{y:.1f}" r="3.5"'

@@ -48,11 +48,16 @@ def _escrowed_orders():
     return Order.objects.filter(funded_at__isnull=False).exclude(state=Order.State.SETTLED)
 
 
+# Offline, and barred again when its heartbeats resume: for an operator, a suspended machine.
+SUSPENDED_OFFLINE = Q(state=Machine.State.OFFLINE, resume_state=Machine.State.SUSPENDED)
+SUSPENDED = Q(state=Machine.State.SUSPENDED) | SUSPENDED_OFFLINE
+
+
 def machines_by_state() -> dict[str, int]:
     """Machines per state, where a suspended machine that is also offline counts as suspended:
     it stays barred when it returns (resume_state), and an operator counting suspensions must
     not lose it because its heartbeats stopped."""
-    suspended_offline = Q(state=Machine.State.OFFLINE, resume_state=Machine.State.SUSPENDED)
+    suspended_offline = SUSPENDED_OFFLINE
     rows = (
         Machine.objects.exclude(suspended_offline)
         .values_list("state")
@@ -178,6 +183,7 @@ def machines_for_dashboard(*, limit: int = 50) -> list[dict[str, Any]]:
             "pk",
             "name",
             "state",
+            "resume_state",
             "accelerator_model",
             "accelerator_count",
             "provider__name",

@@ -46,6 +46,23 @@ class ActiveListingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class SuspendedFilter(admin.SimpleListFilter):
+    title = "suspended (offline ones included)"
+    parameter_name = "suspended"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "suspended"), ("no", "not suspended")]
+
+    def queryset(self, request, queryset):
+        from marketplace.dashboard.selectors import SUSPENDED
+
+        if self.value() == "yes":
+            return queryset.filter(SUSPENDED)
+        if self.value() == "no":
+            return queryset.exclude(SUSPENDED)
+        return queryset
+
+
 @admin.register(Machine)
 class MachineAdmin(MarketplaceAdmin):
     """Everything about a machine is what its agent detected or what verification decided: no
@@ -63,7 +80,13 @@ class MachineAdmin(MarketplaceAdmin):
         "stake_column",
         "last_heartbeat_at",
     ]
-    list_filter = ["state", "accelerator_model", "accelerator_kind", ActiveListingFilter]
+    list_filter = [
+        "state",
+        SuspendedFilter,
+        "accelerator_model",
+        "accelerator_kind",
+        ActiveListingFilter,
+    ]
     search_fields = ["name", "accelerator_model", "provider__name"]
     list_per_page = 50
     readonly_fields = ["state_reason_history"]

@@ -89,6 +89,16 @@ def test_machine_list_filters_by_state_and_model(operator_client, bob_provider):
     assert names(accelerator_model="A100 80GB") == {"a100-up", "a100-barred"}
     assert names(state="suspended") == {"a100-barred"}
     assert names(state="verified", accelerator_model="A100 80GB") == {"a100-up"}
+    # Offline, and barred again when it returns: the suspended filter counts it.
+    MachineFactory(
+        name="a100-gone",
+        accelerator_model="A100 80GB",
+        provider=bob_provider,
+        state=Machine.State.OFFLINE,
+        resume_state=Machine.State.SUSPENDED,
+    )
+    assert names(suspended="yes") == {"a100-barred", "a100-gone"}
+    assert names(suspended="no") == {"a100-up", "l40s-up"}
 
 
 def test_index_groups_models_by_what_operators_do(operator_client):

@@ -130,8 +130,11 @@ def test_dashboard_page_shows_the_figures_and_links_the_alerts(
     alert = Alert.objects.create(
         kind="payments_mismatch", fingerprint="x", message="escrow differs", last_seen_at=NOW
     )
-    MachineFactory(state=Machine.State.OFFLINE, resume_state=Machine.State.SUSPENDED)
+    MachineFactory(
+        name="gone-box", state=Machine.State.OFFLINE, resume_state=Machine.State.SUSPENDED
+    )
     html = staff_client.get(reverse("dashboard:index")).content.decode()
+    assert re.search(r">gone-box</a>.*?<td>offline \(suspended\)</td>", html, re.S)
     # 35,914 + 500 billed; 3,591 + 50 in fees.
     assert "$0.036414</span> billed" in html and "$0.003641 in fees, 3 settlements" in html
     assert reverse("admin:core_alert_change", args=[alert.pk]) in html
