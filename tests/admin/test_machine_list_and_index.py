@@ -119,3 +119,61 @@ def test_index_groups_models_by_what_operators_do(operator_client):
 def test_an_app_page_keeps_its_own_models(operator_client):
     page = operator_client.get(reverse("admin:app_list", args=["payments"])).content.decode()
     assert "Chain events" in page and "Orders" not in page.split('id="content-main"')[1]
+
+
+def test_page_reputations_match_the_per_machine_figure(settings):
+    from datetime import timedelta
+
+    from marketplace.benchmarks.selectors import machine_reputation
+    from marketplace.dashboard.selectors import machine_reputations
+
+    settings.BENCHMARK_REPUTATION_WINDOW = 3
+    now = timezone.now()
+    machines = [MachineFactory() for _ in range(4)]
+    # Newest first: only the 3 newest count; a no-fault ending is left out.
+    states = [
+        [("verified", ""), ("rejected", "freivalds_failed"), ("verified", ""), ("rejected", "x")],
+        [("expired", "platform_unavailable"), ("verified", ""), ("rejected", "row_mismatch")],
+        [],
+        [("verified", "")] * 5,
+    ]
+    for machine, jobs in zip(machines, states, strict=True):
+        for age, (state, reason) in enumerate(jobs):
+            BenchmarkJob.objects.create(
+                machine=machine,
+                purpose="periodic",
+                kind="matmul",
+                spec={},
+                precision="fp32",
+                flops=1,
+                seed="s",
+                state=state,
+                outcome_reason=reason,
+                finished_at=now - timedelta(minutes=age),
+            )
+    MachineUptime.objects.create(machine=machines[0], samples=10, online_samples=9)
+    MachineUptime.objects.create(machine=machines[2], samples=0, online_samples=0)
+    batch = machine_reputations(machine_ids=[m.pk for m in machines])
+    assert batch == {m.pk: machine_reputation(machine_id=m.pk) for m in machines}
+    # Worked by hand: 2 of the 3 newest passed, × 0.9 uptime.
+    assert batch[machines[0].pk]["score"] == pytest.approx(2 / 3 * 0.9)
+    assert batch[machines[1].pk]["recent_jobs"] == 2
+
+
+def test_machine_list_queries_do_not_grow_with_the_page(operator_client, bob_provider):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse("admin:providers_machine_changelist")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert operator_client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    for _ in range(5):
+        ListingFactory(machine__provider=bob_provider)
+    few = queries()
+    for _ in range(25):
+        ListingFactory(machine__provider=bob_provider)
+    assert queries() == few
