@@ -16,9 +16,8 @@ fraction s of the units is wrong (skipped, guessed, or computed in a cheaper for
 sampled units miss them with probability at most (1 - s (1 - g))**k, where g is the chance that
 a value not computed lands within tolerance anyway (precision.guess_probability: from 1e-8 for
 fp32 to 6% for bf16 with one value per unit; k = 48 meets both targets with it). Skipping a
-fraction s of the work leaves at least a fraction s of the
-units wrong: every unit costs the same (a row) or, for conv, skipping work on a pixel at any
-layer spoils at least that pixel's output.
+fraction s of the work leaves at least a fraction s of the units wrong: every unit costs the same
+(a row) or, for conv, skipping work on a pixel at any layer spoils at least that pixel's output.
 
 What the server pays: k units, each `spec.unit_flops` (L vector-matrix products, or the cone of
 an output pixel), plus generating the weights once: about k / units of a recompute.
