@@ -39,6 +39,7 @@ TEST_MARKS ?= not ganache
 test: lint
 	bash scripts/ensure_redis.sh
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_bwrap.sh
 	REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" $(BIN)/pytest -q -m "$(TEST_MARKS)"
 
 test-ganache: install
