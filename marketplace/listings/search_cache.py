@@ -92,10 +92,10 @@ def _bump() -> None:
 
 
 def invalidate_on_commit() -> None:
-    """Called by every write that changes what search shows. Bumps now and again after commit:
-    a page built from the old rows between the two is stored under the first bump's
-    generation and is a miss after the second."""
+    """Called by every write that changes what search shows. The bump runs once the write has
+    committed (at once outside a transaction), never inside it: it is a Redis call, and the
+    writers (order transitions, verification) hold row locks. A page built from the old rows
+    carries the generation read before its queries, which this bump leaves behind."""
     if ttl_seconds() <= 0:
         return
-    _bump()
     transaction.on_commit(_bump)

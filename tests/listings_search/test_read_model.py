@@ -15,7 +15,8 @@ from marketplace.orders import services as order_services
 from marketplace.providers import services as machine_services
 from tests.listings_search.helpers import order
 
-pytestmark = pytest.mark.django_db
+# Real commits: the cache is invalidated when a write commits, as in production.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
