@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,36 +56,48 @@ MAX_SKETCH_WIDTH = 4
 MAX_UNITS = SKETCH_BUDGET_BYTES // 4
 
 
-def _second_moment(precision: str) -> float:
-    """E[value^2] of floatgen's distribution in `precision` (exact for its discrete mantissa)."""
-    p = MANTISSA_BITS[precision]
-    q = 2**p
-    mean_m = (q - 1) / (2 * q)
-    mean_m2 = (q - 1) * (2 * q - 1) / (6 * q * q)
+def _second_moment(precision: str) -> Fraction:
+    """E[value^2] of floatgen's distribution in `precision`, exactly (discrete mantissa)."""
+    q = 2 ** MANTISSA_BITS[precision]
+    mean_m = Fraction(q - 1, 2 * q)
+    mean_m2 = Fraction((q - 1) * (2 * q - 1), 6 * q * q)
     significand = 1 + 2 * mean_m + mean_m2
-    exponent = sum(4.0**-e for e in range(8)) / 8
+    exponent = sum(Fraction(1, 4**e) for e in range(8)) / 8
     return significand * exponent
 
 
+def _floor_log2(numerator: int, denominator: int) -> int:
+    """floor(log2(numerator / denominator)) for positive integers, exactly."""
+    e = numerator.bit_length() - denominator.bit_length()
+    if (numerator << max(0, -e)) < (denominator << max(0, e)):
+        e -= 1
+    return e
+
+
 @functools.cache
-def layer_shifts(precision: str, gain_terms: float, layers: int) -> tuple[int, ...]:
-    """t_0..t_{L-1}: powers of two such that prod_i sqrt(terms E[b^2]) 2**-t_i stays within a
-    factor sqrt(2) of 1 (a running rounding of the cumulative log2 gain). `gain_terms` is the
-    average number of terms per output (fewer at a padded border); it is a ratio of integers,
-    so both sides compute the same float and the same shifts."""
-    gain = 0.5 * math.log2(gain_terms * _second_moment(precision))
+def layer_shifts(precision: str, gain_terms: Fraction, layers: int) -> tuple[int, ...]:
+    """t_0..t_{L-1}: powers of two such that prod_i sqrt(G) 2**-t_i, G = terms * E[b^2] the
+    expected energy gain of a layer, stays within a factor sqrt(2) of 1: sum_{j<=i} t_j is
+    round(i * log2(G) / 2), the integer T with 2**(2T-1) <= G**i < 2**(2T+1).
+
+    Exact rational arithmetic (no float log2, whose last bit depends on the C library): the
+    agent and the server must agree on every shift, or every later value is off by 2x."""
+    gain = Fraction(gain_terms) * _second_moment(precision)
     shifts, total = [], 0
-    for i in range(1, layers + 1):
-        t = round(i * gain) - total
-        shifts.append(t)
-        total += t
+    numerator, denominator = 1, 1
+    for _ in range(layers):
+        numerator *= gain.numerator
+        denominator *= gain.denominator
+        target = (_floor_log2(numerator, denominator) + 1) // 2
+        shifts.append(target - total)
+        total = target
     return tuple(shifts)
 
 
-def _mean_taps(size: int, radius: int) -> float:
+def _mean_taps(size: int, radius: int) -> Fraction:
     """Average over positions of the kernel taps along one axis that fall inside the image."""
     inside = sum(min(i, radius) + min(size - 1 - i, radius) + 1 for i in range(size))
-    return inside / size
+    return Fraction(inside, size)
 
 
 def _sketch_width(units: int) -> int:
@@ -105,7 +118,7 @@ class _ChainSizes:
     layers: int
     precision: str
     reduction_length: int
-    gain_terms: float
+    gain_terms: Fraction
 
     @property
     def sketch_width(self) -> int:
@@ -175,8 +188,8 @@ class MatmulChainSpec(_ChainSizes):
         return self.n
 
     @property
-    def gain_terms(self) -> float:
-        return float(self.n)
+    def gain_terms(self) -> Fraction:
+        return Fraction(self.n)
 
     @property
     def flops(self) -> int:
@@ -264,7 +277,7 @@ class ConvChainSpec(_ChainSizes):
         return self.channels * self.kernel_size**2
 
     @property
-    def gain_terms(self) -> float:
+    def gain_terms(self) -> Fraction:
         """Channels times the average number of taps inside the image ('same' padding drops
         the rest), so that the scale schedule keeps small images from decaying."""
         return (
