@@ -5,8 +5,11 @@ Agents long-poll for work and for challenges. Under WSGI each waiting agent hold
 thread; here the three hot paths (GET /agent/jobs/next, GET /agent/jobs/<id>/challenge, POST
 /agent/heartbeat) are coroutines that wait on a Redis wake-up (marketplace.benchmarks.wakeups),
 so a waiting agent costs a coroutine and a socket. Everything else under /api/v1/agent/ (and
-the health check) goes through Django's ASGI handler and its middleware as usual. Nothing
-else is served here: renters, owners and the admin use the WSGI site.
+the health check) is served by Django's WSGI handler, with the site's middleware, inside the
+same bounded pool of database threads: Django's ASGI handler would run each such request in
+a thread of its own, and with persistent connections (CONN_MAX_AGE) leave a database
+connection behind with each of those threads. Nothing else is served here: renters, owners
+and the admin use the WSGI site.
 
 The fast paths keep the site's hostile-traffic contract: every error is the JSON error shape
 (the DRF views' own exception handler, or status_error here), a body nested too deep is the
@@ -21,14 +24,16 @@ import io
 import logging
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 from django.core.exceptions import DisallowedHost
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
 
+from asgiref.wsgi import WsgiToAsgiInstance  # noqa: E402
 from django.conf import settings  # noqa: E402 - after django.setup() above
 from django.core.handlers.asgi import ASGIRequest  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.core.signals import got_request_exception  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
@@ -37,7 +42,7 @@ from marketplace.benchmarks.wakeups import in_db_thread  # noqa: E402
 from marketplace.core.exceptions import error_body  # noqa: E402
 from marketplace.core.middleware import status_error  # noqa: E402
 from marketplace.providers import apis as provider_apis  # noqa: E402
-from workers.verification import safe_json  # noqa: E402
+from workers.verification import MAX_ANSWER_BYTES, safe_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -64,20 +69,21 @@ def _fast_path(scope):
     return FAST_PATHS.get((scope["method"], view_class)), match.kwargs
 
 
-async def _read_body(receive, cap: int) -> bytes | None:
-    """The request body, or None once it grows past cap."""
+async def _read_body(receive, cap: int) -> tuple[bytes, bool]:
+    """(the first cap bytes of the body, whether that was all of it). Reading stops at cap: the
+    rest is never buffered."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b""
+            return b"", True
         chunk = message.get("body", b"")
+        chunks.append(chunk)
         size += len(chunk)
         if size > cap:
-            return None
-        chunks.append(chunk)
+            return b"".join(chunks)[:cap], False
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(chunks), True
 
 
 async def _send(send, response) -> None:
@@ -90,8 +96,8 @@ async def _send(send, response) -> None:
 
 
 async def _serve_fast(scope, receive, send, endpoint, kwargs) -> None:
-    body = await _read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440)
-    if body is None:
+    body, complete = await _read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440)
+    if not complete:
         return await _send(send, status_error(413))
     if body and body[:2] != b"\x1f\x8b":
         # The same answer as ApiBodyDepthMiddleware gives on every other route.
@@ -122,6 +128,42 @@ async def _serve_fast(scope, receive, send, endpoint, kwargs) -> None:
     await _send(send, response)
 
 
+_wsgi_handler = WSGIHandler()
+
+
+def _run_wsgi(scope, body: bytes):
+    """One request through Django's WSGI handler (its signals close or keep this pool thread's
+    database connection, as under gunicorn). Returns (status, headers, body)."""
+    bridge = WsgiToAsgiInstance(None)
+    bridge.scope = scope
+    environ = bridge.build_environ(scope, io.BytesIO(body))
+    started = {}
+
+    def start_response(status, headers, exc_info=None):
+        started["status"], started["headers"] = int(status.split(" ", 1)[0]), headers
+
+    result = _wsgi_handler(environ, start_response)
+    try:
+        content = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # request_finished: Django's end of the request
+    return started["status"], started["headers"], content
+
+
+async def _serve_wsgi(scope, receive, send) -> None:
+    # The views read at most their own cap + 1 bytes (the largest: an answer) and judge an
+    # over-limit body themselves, as under gunicorn: they get its first bytes, never more.
+    body, _ = await _read_body(receive, MAX_ANSWER_BYTES + 1)
+    status, headers, content = await in_db_thread(_run_wsgi, scope, body)
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if not any(k.lower() == b"content-length" for k, _ in raw):
+        raw.append((b"content-length", str(len(content)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content})
+
+
 async def application(scope, receive, send):
     if scope["type"] == "http":
         path = scope["path"]
@@ -129,11 +171,9 @@ async def application(scope, receive, send):
             len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
             > MAX_TARGET_BYTES
         ):
-            await _read_body(receive, 0)
             return await _send(send, status_error(414))
         if not (path.startswith(AGENT_PREFIX) or path in SERVED_PATHS):
             # Only the agent API lives on this port: say where the rest is, in the error shape.
-            await _read_body(receive, 0)
             return await _send(
                 send,
                 status_error(404, "This server carries the agent channel (/api/v1/agent/) only."),
@@ -141,4 +181,10 @@ async def application(scope, receive, send):
         endpoint, kwargs = _fast_path(scope)
         if endpoint is not None:
             return await _serve_fast(scope, receive, send, endpoint, kwargs)
-    return await django_application(scope, receive, send)
+        return await _serve_wsgi(scope, receive, send)
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    raise ValueError(f"the agent channel serves HTTP only, not {scope['type']}")
