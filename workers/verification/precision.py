@@ -25,8 +25,10 @@ uniform in ulps, so its relative rms is between u/sqrt(12) and u/sqrt(3)); hones
 0.2-0.4 of the rms tolerance (benchmarks/verify_cost.py). Raise it only with measured data from a
 device whose honest error is larger (e.g. a Winograd convolution):
 - every sampled value within ROW_LAMBDA = 8 (a Gaussian tail of 2e-15 per value), and
-- the root mean square over all sampled values within RMS_TAU = 2 (for k*m >= 48 values the
-  chi-square tail is below 1e-20).
+- the root mean square over all N sampled values within rms_tau(N): the level an honest rms
+  (chi-square with N degrees of freedom, scaled by the model) exceeds with probability at most
+  FALSE_REJECTION = 1e-12 by the Chernoff bound P(chi2_N / N >= x) <= (x e^(1-x))^(N/2): 1.8
+  for N = 48 values, 1.4 for 192, 4.2 for 4 (a job too small to average over).
 A value further off than GROSS_ERROR (25% of its scale) was not computed at all.
 
 What a cheaper format costs in the same units: rounding the GEMM inputs to a format with unit
@@ -49,7 +51,7 @@ FLOAT_PRECISIONS = tuple(UNIT_ROUNDOFF)
 
 KAPPA = 1.0
 ROW_LAMBDA = 8.0
-RMS_TAU = 2.0
+FALSE_REJECTION = 1e-12
 GROSS_ERROR = 0.25
 
 
@@ -68,8 +70,23 @@ def value_tolerance(precision: str, reduction_length: int, layers: int) -> float
     return ROW_LAMBDA * chain_sigma(precision, reduction_length, layers)
 
 
-def rms_tolerance(precision: str, reduction_length: int, layers: int) -> float:
-    return RMS_TAU * chain_sigma(precision, reduction_length, layers)
+def rms_tau(values: int) -> float:
+    """sqrt(x) for the x > 1 with (N / 2) (x - 1 - ln x) = ln(1 / FALSE_REJECTION) (bisection)."""
+    if values < 1:
+        raise ValueError("values must be positive")
+    need = math.log(1 / FALSE_REJECTION)
+    lo, hi = 1.0, 1e4
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if values / 2 * (mid - 1 - math.log(mid)) < need:
+            lo = mid
+        else:
+            hi = mid
+    return math.sqrt(hi)
+
+
+def rms_tolerance(precision: str, reduction_length: int, layers: int, values: int) -> float:
+    return rms_tau(values) * chain_sigma(precision, reduction_length, layers)
 
 
 def guess_probability(precision: str, reduction_length: int, layers: int, width: int) -> float:
@@ -89,12 +106,13 @@ __all__ = [
     "GROSS_ERROR",
     "KAPPA",
     "MANTISSA_BITS",
-    "RMS_TAU",
+    "FALSE_REJECTION",
     "ROW_LAMBDA",
     "UNIT_ROUNDOFF",
     "chain_sigma",
     "guess_probability",
     "layer_sigma",
+    "rms_tau",
     "rms_tolerance",
     "value_tolerance",
 ]

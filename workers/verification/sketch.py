@@ -179,7 +179,7 @@ def _compare(
     errors = (y[units].astype(np.float64) - expected) / np.where(scale > 0, scale, 1.0)
     sigma = precision.chain_sigma(spec.precision, spec.reduction_length, spec.layers)
     value_tol = precision.ROW_LAMBDA * sigma
-    rms_tol = precision.RMS_TAU * sigma
+    rms_tol = precision.rms_tau(errors.size) * sigma
     per_unit = np.abs(errors).max(axis=1)
     rms = math.sqrt(float(np.mean(errors**2)))
     gross = np.flatnonzero(per_unit > precision.GROSS_ERROR)
