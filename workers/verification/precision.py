@@ -22,8 +22,9 @@ server's by about sigma * |x_L| |v| / sqrt(width) times a standard normal.
 
 Tolerances, in units of KAPPA * sigma. KAPPA = 1: the model is an upper bound (a rounding error is
 uniform in ulps, so its relative rms is between u/sqrt(12) and u/sqrt(3)); honest CPU runs measure
-0.2-0.4 of the rms tolerance (benchmarks/verify_cost.py). Raise it only with measured data from a
-device whose honest error is larger (e.g. a Winograd convolution):
+0.05-0.55 of the rms tolerance, at worst 0.75 over 1,000 small jobs (benchmarks/verify_cost.py).
+Raise it only with measured data from a device whose honest error is larger (e.g. a Winograd
+convolution):
 - every sampled value within ROW_LAMBDA = 8 (a Gaussian tail of 2e-15 per value), and
 - the root mean square over all N sampled values within rms_tau(N): the level an honest rms
   (chi-square with N degrees of freedom, scaled by the model) exceeds with probability at most
