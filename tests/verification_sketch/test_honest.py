@@ -1,6 +1,9 @@
 """An honest provider (bob) passes whatever backend, precision and summation order he uses."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from workers.verification.sketch import sketch_commitment, sketch_payload, sketc
 from .laundering import to_format
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _sum_products(x: np.ndarray, b: np.ndarray, order: str) -> np.ndarray:
@@ -145,3 +149,27 @@ def test_no_false_rejection_over_1000_honest_jobs_per_backend(precision):
             if not report.passed:
                 failures.append((spec, report.reason, report.figures))
         assert failures == [], (backend, failures[:3])
+
+
+def test_bob_in_another_process_with_other_blas_threads_passes(seed):
+    """The agent side as the agent runs it: a separate process (its own BLAS threading, so its
+    own blocking of the sums) writes the payload bytes; this process verifies them."""
+    spec = MatmulChainSpec(n=192, layers=3, rows=96, precision="fp32")
+    program = (
+        "import sys, json; from workers.kernels.chain import chain_spec_from_dict; "
+        "from workers.verification.sketch import sketch_commitment; "
+        "spec = chain_spec_from_dict(json.loads(sys.argv[1])); "
+        "sys.stdout.buffer.write(sketch_commitment(spec, sys.argv[2], sys.argv[3]))"
+    )
+    for backend, threads in (("numpy", "2"), ("torch-cpu", "1")):
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "PATH": "/usr/bin"}
+        payload = subprocess.run(
+            [sys.executable, "-c", program, json.dumps(spec.to_dict()), seed, backend],
+            capture_output=True,
+            check=True,
+            env=env,
+            cwd=REPO_ROOT,
+            timeout=120,
+        ).stdout
+        report = sketch_verify(spec, seed, payload)
+        assert report.passed, (backend, report)
