@@ -100,16 +100,6 @@ def _hex(value) -> str:
     return HexBytes(value).to_0x_hex()
 
 
-def _jsonable(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return str(value)  # uint256 does not fit a JSON number
-    if isinstance(value, bytes | bytearray):
-        return _hex(value)
-    return value
-
-
 @dataclass
 class _Watched:
     """One indexed contract as the scan sees it."""
@@ -212,10 +202,10 @@ _ZERO_PAD = bytes(12)
 
 
 class _Decoder:
-    """Event arguments from raw logs, as process_log and _jsonable would make them (addresses
-    checksummed, uint as decimal strings, bytes32 as 0x hex), read word by word: every argument
-    of our money events is one static 32-byte word, and eth_abi's generic decoder was the
-    largest cost of a run."""
+    """Event arguments from raw logs as they are stored (addresses checksummed as web3 gives them,
+    uint as decimal strings: uint256 does not fit a JSON number, bytes32 as 0x hex), read word by
+    word: every argument of our money events is one static 32-byte word, and eth_abi's generic
+    decoder was the largest cost of a run."""
 
     def __init__(self) -> None:
         self.shapes: dict[int, list] = {}

@@ -18,6 +18,17 @@ from tests.payments.helpers import BOB
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 
+def _stored(value):
+    """An argument as web3 decodes it, in the JSON the indexer has always stored."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return value
+
+
 def _indexed_with(monkeypatch, settings, *, batch: int, blocks: int) -> dict:
     """Indexes everything with these sizes and returns the outcome, leaving the database as it
     found it (a savepoint inside the test's transaction)."""
@@ -55,7 +66,7 @@ def test_batches_store_and_apply_exactly_what_one_event_at_a_time_does(
             event = by_topic.get(bytes(log["topics"][0]))
             if event is not None:
                 decoded = getattr(contract.events, event)().process_log(log)
-                args = {k: indexer._jsonable(v) for k, v in decoded["args"].items()}
+                args = {k: _stored(v) for k, v in decoded["args"].items()}
                 expected.append((log["transactionHash"].to_0x_hex(), log["logIndex"], args))
     stored = ChainEvent.objects.values_list("tx_hash", "log_index", "args")
     assert sorted(stored, key=str) == sorted(expected, key=str)
