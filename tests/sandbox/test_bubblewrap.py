@@ -58,7 +58,8 @@ def test_the_workload_cannot_read_the_agents_credential(tmp_path):
     result, text = run(
         tmp_path,
         f"cat {home}/agent.json; cat ~/.config/gpu-marketplace/agent.json; "
-        "cat /proc/1/environ; ls /root /home; grep -rs agt_ /etc /tmp /work /proc/self/environ | head -1; true",
+        "cat /proc/1/environ; ls /root /home; "
+        "grep -rs agt_ /etc /tmp /work /proc/self/environ | head -1; true",
     )
     assert result.outcome == "exited"
     assert secret not in text and "s3cret" not in text

@@ -19,6 +19,7 @@ from workers.agent.client import (
 )
 from workers.agent.config import ConfigError, config_load, config_path, config_save, url_normalize
 from workers.agent.runner import JobRunner
+from workers.agent.workloads import start_workload_loop
 
 HEARTBEAT_SECONDS = 30
 
@@ -162,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     _Heartbeat(api, stop, args.heartbeat_seconds).start()
+    start_workload_loop(api, stop, config)  # renters' workloads, on their own thread
     runner = JobRunner(api, backend=args.backend, progress=not args.no_progress)
     max_jobs = 1 if args.once else args.max_jobs
     try:
