@@ -5,7 +5,7 @@ matmul:  X_0 = A (rows x n),  X_{i+1} = f_i(X_i . B),  B n x n,  i < L
 conv2d:  X_0 = X (batch, C, H, W),  X_{i+1} = f_i(conv2d(X_i, W, padding=k//2)),  W (C, C, k, k)
 f_i(z) = s_i * |z| elementwise, s_i[j] = d_i[j] * 2**-t_i: a seeded sign per column (matmul) or
 channel (conv2d), and a power of two that keeps each layer's output at the input's scale.
-sketch:  Y = X_L . V per unit (a row of X_L, or an output pixel's C channels), V width x m.
+sketch:  Y = X_L . V per unit (a row of X_L, or an output pixel's C channels), V features x m.
 
 Why this shape. Each unit (row / output pixel) is computed independently of the others, so the
 server can recompute a few from the seed; |.| makes the chain non-linear, so no unit's sketch can
@@ -111,7 +111,8 @@ def _chain_precision(value: Any) -> str:
 
 
 class _ChainSizes:
-    """Sizes shared by both kinds, from the per-kind `units`, `width` and `reduction_length`."""
+    """Sizes shared by both kinds, from the per-kind `units`, `features`, `reduction_length` and
+    `gain_terms`."""
 
     units: int
     features: int
@@ -137,7 +138,8 @@ class _ChainSizes:
         return layer_shifts(self.precision, self.gain_terms, self.layers)
 
     def scales(self, seed: str) -> np.ndarray:
-        """s_i as an (L, width) float32 array: seeded sign times 2**-t_i (exact in any format)."""
+        """s_i as an (L, features) float32 array: seeded sign times 2**-t_i (exact in every
+        format)."""
         signs = np.sign(generate_floats(seed, "D", self.layers * self.features, "fp32"))
         powers = np.ldexp(np.float32(1), -np.array(self.shifts, dtype=np.int32))
         return (signs.reshape(self.layers, self.features) * powers[:, None]).astype(np.float32)
