@@ -363,19 +363,10 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
 
     for name, price in (("bob", 72_000), ("mallory", 36_000)):
         m = machines[name]
+        # Prices and region only: kind, model, devices and precisions are what was verified.
         listing_publish(
             user=providers[name].owner,
             machine_id=m.pk,
-            accelerator_kind="cpu",
-            vendor=m.accelerator_vendor or "generic",
-            model=(m.accelerator_model or "cpu")[:100],
-            accelerator_count=1,
-            memory_per_accelerator_gb=max(1, m.ram_gib),
-            memory_bandwidth_gbps=20,
-            interconnect="none",
-            precisions=["fp32"],
-            vcpu_count=m.vcpu_count,
-            ram_gib=m.ram_gib,
             storage_gb=50,
             network_gbps=1,
             region="local",

@@ -45,6 +45,13 @@ class MachineFactory(factory.django.DjangoModelFactory):
     vcpu_count = 192
     ram_gib = 2048
     hardware = factory.LazyFunction(dict)
+    # As a passed onboarding suite leaves it: every claimed device verified, each by its own
+    # identity, in every precision of an H100's suite.
+    verified_devices = factory.LazyAttribute(
+        lambda m: [{"index": i, "uuid": f"GPU-{m.name}-{i}"} for i in range(m.accelerator_count)]
+    )
+    verified_device_count = factory.SelfAttribute("accelerator_count")
+    verified_precisions = factory.LazyFunction(lambda: ["bf16", "fp16", "fp32", "int8", "tf32"])
 
 
 class ListingFactory(factory.django.DjangoModelFactory):

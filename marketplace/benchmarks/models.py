@@ -73,6 +73,12 @@ class BenchmarkJob(TimestampedModel):
     flops = models.PositiveBigIntegerField()
     # Secret until dispatch: whoever knows it can compute the result before the clock starts.
     seed = models.CharField(max_length=128)
+    # The claimed device (0-based, as the agent's CUDA index) this job must run on, and the
+    # identity (UUID or PCI bus id) the agent reported for it with the commitment. One physical
+    # device may answer only one index of a suite: that is what makes eight claimed devices
+    # eight measured ones.
+    device_index = models.PositiveSmallIntegerField(default=0)
+    device_uuid = models.CharField(max_length=128, blank=True)
 
     dispatched_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True, db_index=True)

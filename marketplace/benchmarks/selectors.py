@@ -47,20 +47,26 @@ def machine_benchmark_scores(*, machine_id: int) -> list[dict[str, Any]]:
 
 
 def machine_verified_tflops(*, machine_id: int) -> float | None:
-    """The figure a listing of this machine shows: its newest verified fp32 matmul (server-timed),
-    per device times the machine's device count, as onboarding and re-verification record it.
-    None while no such job has passed."""
-    job = (
-        BenchmarkJob.objects.filter(
-            machine_id=machine_id, state=State.VERIFIED, kind="matmul", precision="fp32"
-        )
-        .order_by("-finished_at", "-pk")
-        .select_related("machine")
-        .first()
-    )
-    if job is None or not job.measured_tflops:
+    """The figure a listing of this machine shows: the sum over its verified devices of each
+    one's newest verified fp32 matmul (server-timed). A device that was not verified adds
+    nothing. None while no such job has passed."""
+    machine = Machine.objects.filter(pk=machine_id).first()
+    if machine is None:
         return None
-    return job.measured_tflops * max(1, job.machine.accelerator_count)
+    indices = [entry["index"] for entry in machine.verified_devices or []] or [0]
+    jobs = BenchmarkJob.objects.filter(
+        machine_id=machine_id, state=State.VERIFIED, kind="matmul", precision="fp32"
+    )
+    total = 0.0
+    for index in indices:
+        newest = (
+            jobs.filter(device_index=index)
+            .order_by("-finished_at", "-pk")
+            .values_list("measured_tflops", flat=True)
+            .first()
+        )
+        total += newest or 0.0
+    return total or None
 
 
 def machine_reputation(*, machine_id: int) -> dict[str, Any]:

@@ -13,7 +13,16 @@ class AgentJobOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BenchmarkJob
-        fields = ["id", "kind", "precision", "spec", "seed", "dispatched_at", "deadline"]
+        fields = [
+            "id",
+            "kind",
+            "precision",
+            "spec",
+            "seed",
+            "device_index",
+            "dispatched_at",
+            "deadline",
+        ]
 
 
 class CommitmentInputSerializer(serializers.Serializer):
@@ -21,6 +30,9 @@ class CommitmentInputSerializer(serializers.Serializer):
 
     root = serializers.CharField(min_length=64, max_length=64)
     agent_seconds = serializers.FloatField()
+    device = serializers.CharField(
+        max_length=128, help_text="UUID or PCI bus id of the device that ran the job"
+    )
 
 
 class AnswerInputSerializer(serializers.Serializer):
@@ -56,6 +68,8 @@ class JobStatusOutputSerializer(serializers.ModelSerializer):
             "outcome_reason",
             "outcome_detail",
             "report_hash",
+            "device_index",
+            "device_uuid",
             "agent_seconds",
             "measured_seconds",
             "measured_tflops",

@@ -1,24 +1,38 @@
-"""What a machine is asked to compute, and how fast its claimed device must be.
+"""What a machine is asked to compute, and how fast the device it claims must be.
 
-Sizes. A job's throughput is measured by the server from dispatch to commitment, so it includes
-the HTTP round trip, input generation and the agent's Merkle hashing of the output, all O(n^2)
-against the kernel's O(n^3). CPU jobs are small (a 2-core box finishes each in well under a
-second: onboarding must not take minutes on a laptop); GPU jobs are large enough that the kernel
-is a visible part of the span without making the server's O(k n^2) verification slow.
+The suite comes from the claim. A machine that registered as a GPU, TPU, NeuronCore, FPGA or
+IPU gets its device class's suite (large sizes, the class's precisions) whatever backends its
+agent says it has: an agent that reports only NumPy while claiming an H100 is asked for the H100
+suite and fails it. Only a machine that claims to be a CPU is asked what its backends can run
+(NumPy gives fp32; torch adds bf16, fp16 and int8), because that is all a CPU claim promises.
 
-Precisions. A machine is asked for every precision its reported backends can run exactly (the
-kernels package decides which): NumPy gives fp32; torch adds bf16, fp16 and int8 (matmul only);
-tf32 is asked for only from CUDA backends, since on a CPU it is fp32 under another name.
+Every job has a floor and a ceiling (TFLOP/s, server-timed) from DEVICE_CLASSES, a table of
+vendor data-sheet peaks (dense, no sparsity, per device) for each class of device:
+
+    ceiling = ceiling_peak x BENCHMARK_CEILING_FACTOR
+    floor   = flops / (flops / (floor_peak x FLOOR_EFFICIENCY[kind]) + overhead)
+    overhead = BENCHMARK_FLOOR_BASE_SECONDS + output MB x BENCHMARK_FLOOR_SECONDS_PER_MB
+
+The ceiling is what the claimed silicon cannot beat: the server-timed span covers at least the
+kernel, so a figure above peak (times a margin for boost clocks and clock skew) means more or
+faster silicon answered than was claimed. The floor is the slowest an honest device of the class
+can be: its kernel at the low end of the efficiency band, plus the plumbing the current protocol
+puts inside the span (dispatch, input generation, hashing every output cell, HTTP). The overhead
+term keeps the floor honest for small jobs, where plumbing dominates; on the GPU suites' large
+jobs the floor still sits one to two orders of magnitude above any CPU. A known model has
+floor_peak = ceiling_peak = its data-sheet figure; a class default (an unknown model) takes the
+slowest plausible member for the floor and the fastest for the ceiling.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
-from workers.kernels import Conv2dSpec, MatmulSpec, Spec, supported_precisions
+from workers.kernels import Conv2dSpec, MatmulSpec, Spec, spec_from_dict, supported_precisions
 
 CPU_MATMUL = {"n": 512}
 CPU_CONV = {
@@ -48,84 +62,301 @@ GPU_CONV = {
 # keeps the chunk wide (64 channels in bf16) so the job is not thousands of tiny launches.
 GPU_CONV_HALF = {**GPU_CONV, "in_channels": 512, "kernel_size": 1, "padding": 0}
 
-# Dense (no sparsity) per-device peaks in TFLOP/s from the vendors' data sheets, rough on
-# purpose: they only need to tell an order of magnitude apart. "fp32" is plain FP32 (no TF32).
-DEVICE_PEAK_TFLOPS: list[tuple[str, dict[str, float]]] = [
-    (r"\bH100\b", {"fp32": 67.0, "bf16": 989.0}),
-    (r"\bH200\b", {"fp32": 67.0, "bf16": 989.0}),
-    (r"\bA100\b", {"fp32": 19.5, "bf16": 312.0}),
-    (r"\bL4\b", {"fp32": 30.3, "bf16": 121.0}),
-    (r"\b4090\b", {"fp32": 82.6, "bf16": 165.0}),
-]
-
-_PRECISION_FAMILY = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16", "fp16": "bf16", "int8": ""}
+PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
+# fp16 runs at the bf16 rate on every device in the table.
+_PEAK_KEY = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "bf16", "int8": "int8"}
+# Low end of the kernel's efficiency band (achieved / peak) for an honest, stock agent. Matmul
+# reaches 50-80% of peak in cuBLAS/MKL; the exact-integer conv2d path (im2col, channel chunks)
+# reaches far less, so its band starts lower.
+FLOOR_EFFICIENCY = {"matmul": 0.25, "conv2d": 0.05}
 
 
-def device_peak(model: str, precision: str) -> float | None:
-    family = _PRECISION_FAMILY.get(precision, "")
-    for pattern, peaks in DEVICE_PEAK_TFLOPS:
-        if re.search(pattern, model or "", re.IGNORECASE):
-            return peaks.get(family)
-    return None
+@dataclass(frozen=True)
+class DeviceClass:
+    name: str
+    kind: str  # Machine.AcceleratorKind
+    patterns: tuple[str, ...]  # regexes on the claimed model; () for a kind's default
+    ceiling_peak: dict[str, float]  # TFLOP/s (TOP/s for int8) per device
+    floor_peak: dict[str, float] = field(default_factory=dict)  # defaults to ceiling_peak
+    memory_bandwidth_gbps: int = 0
+    source: str = ""
+
+    def peak(self, precision: str, *, ceiling: bool) -> float | None:
+        peaks = self.ceiling_peak if ceiling else (self.floor_peak or self.ceiling_peak)
+        return peaks.get(_PEAK_KEY.get(precision, precision))
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(p for p in PRECISION_ORDER if self.peak(p, ceiling=True))
 
 
-def device_floor_tflops(*, accelerator_kind: str, model: str, precision: str, flops: int) -> float:
-    """The least a job must measure on the claimed device; 0 where no floor applies.
-
-    The floor is BENCHMARK_DEVICE_MIN_FRACTION (1%) of the device's fp32 peak, checked on fp32
-    and tf32 jobs of at least BENCHMARK_DEVICE_PROBE_MIN_FLOPS (the GPU suite's n = 8192
-    matmul). 1% because the server's span includes the agent's hashing of a 512 MiB output and
-    the network, which an honest H100 spends most of its ~0.6 s on; a CPU or a card two orders
-    of magnitude slower than claimed still falls far below it. Half precisions are not held to
-    a floor: at sizes the server can afford to verify, an H100's bf16 kernel takes a few
-    milliseconds, below the fixed overheads, so any floor there would hit honest machines.
-    CPUs and unknown models have no floor.
-    """
-    if accelerator_kind == "cpu" or precision not in ("fp32", "tf32"):
-        return 0.0
-    if flops < settings.BENCHMARK_DEVICE_PROBE_MIN_FLOPS:
-        return 0.0
-    peak = device_peak(model, precision)
-    return peak * settings.BENCHMARK_DEVICE_MIN_FRACTION if peak else 0.0
+def _nv(fp32: float, tf32: float, bf16: float, int8: float) -> dict[str, float]:
+    return {"fp32": fp32, "tf32": tf32, "bf16": bf16, "int8": int8}
 
 
-def _backend_precisions(backends: list[str], *, on_gpu: bool, kind: str) -> set[str]:
-    names = set()
-    for backend in backends or ["numpy"]:
-        if backend == "torch":
-            names.add("torch-cuda" if on_gpu else "torch-cpu")
-        elif backend in ("numpy", "torch-cuda", "cupy"):
-            names.add(backend)
-    names.add("numpy")  # every agent has NumPy: fp32 is always possible
-    precisions: set[str] = set()
-    for name in names:
-        precisions.update(supported_precisions(name, kind))
-    if not on_gpu or not names & {"torch-cuda"}:
-        precisions.discard("tf32")
+# Dense per-device peaks from the vendors' data sheets (SXM/OAM parts where there are two).
+DEVICE_CLASSES: tuple[DeviceClass, ...] = (
+    # NVIDIA datacenter
+    DeviceClass(
+        "nvidia-h100",
+        "gpu",
+        (r"\bH100\b",),
+        _nv(67, 494, 989, 1979),
+        {},
+        3350,
+        "NVIDIA H100 SXM5 data sheet",
+    ),
+    DeviceClass(
+        "nvidia-h200",
+        "gpu",
+        (r"\bH200\b", r"\bGH200\b"),
+        _nv(67, 494, 989, 1979),
+        {},
+        4800,
+        "NVIDIA H200 SXM data sheet",
+    ),
+    DeviceClass(
+        "nvidia-b200",
+        "gpu",
+        (r"\bB200\b", r"\bGB200\b"),
+        _nv(80, 1100, 2250, 4500),
+        {},
+        8000,
+        "NVIDIA B200 (HGX) data sheet",
+    ),
+    DeviceClass(
+        "nvidia-a100",
+        "gpu",
+        (r"\bA100\b",),
+        _nv(19.5, 156, 312, 624),
+        {},
+        2039,
+        "NVIDIA A100 80GB SXM data sheet",
+    ),
+    DeviceClass(
+        "nvidia-l40s",
+        "gpu",
+        (r"\bL40S\b",),
+        _nv(91.6, 183, 362, 733),
+        {},
+        864,
+        "NVIDIA L40S data sheet",
+    ),
+    DeviceClass(
+        "nvidia-l4", "gpu", (r"\bL4\b",), _nv(30.3, 60, 121, 242), {}, 300, "NVIDIA L4 data sheet"
+    ),
+    DeviceClass(
+        "nvidia-t4",
+        "gpu",
+        (r"\bT4\b",),
+        {"fp32": 8.1, "bf16": 65, "int8": 130},
+        {},
+        320,
+        "NVIDIA T4 data sheet (fp16 tensor cores; no bf16/tf32 units)",
+    ),
+    # NVIDIA consumer
+    DeviceClass(
+        "nvidia-rtx-4090",
+        "gpu",
+        (r"\b4090\b",),
+        _nv(82.6, 82.6, 165, 660),
+        {},
+        1008,
+        "NVIDIA Ada whitepaper, RTX 4090 (fp16/bf16 with fp32 accumulate)",
+    ),
+    DeviceClass(
+        "nvidia-rtx-3090",
+        "gpu",
+        (r"\b3090\b",),
+        _nv(35.6, 35.6, 71, 284),
+        {},
+        936,
+        "NVIDIA Ampere GA102 whitepaper, RTX 3090",
+    ),
+    # AMD
+    DeviceClass(
+        "amd-mi300x",
+        "gpu",
+        (r"\bMI300X?\b", r"\bMI325X\b"),
+        {"fp32": 163.4, "bf16": 1307, "int8": 2615},
+        {},
+        5300,
+        "AMD Instinct MI300X",
+    ),
+    DeviceClass(
+        "amd-mi250x",
+        "gpu",
+        (r"\bMI250X?\b",),
+        {"fp32": 95.7, "bf16": 383, "int8": 383},
+        {},
+        3200,
+        "AMD Instinct MI250X",
+    ),
+    DeviceClass(
+        "amd-rx-7900",
+        "gpu",
+        (r"\b7900\s*XTX?\b",),
+        {"fp32": 61.4, "bf16": 123, "int8": 123},
+        {},
+        960,
+        "AMD Radeon RX 7900 XTX",
+    ),
+    # Class defaults: the slowest plausible member for the floor, the fastest for the ceiling.
+    DeviceClass(
+        "gpu-default",
+        "gpu",
+        (),
+        _nv(163.4, 1100, 2250, 4500),
+        {"fp32": 4.0, "tf32": 4.0, "bf16": 8.0, "int8": 16.0},
+        0,
+        "floor: a 2016-era consumer card (GTX 1070 class); ceiling: B200 / MI300X",
+    ),
+    DeviceClass(
+        "tpu-default",
+        "tpu",
+        (r"\bTPU\b",),
+        {"fp32": 150, "bf16": 918, "int8": 1836},
+        {"fp32": 15, "bf16": 123, "int8": 123},
+        0,
+        "Google Cloud TPU v2 (floor) to v6e (ceiling); fp32 is emulated, about 1/6 of bf16",
+    ),
+    DeviceClass(
+        "neuron-default",
+        "inference_asic",
+        (r"Inferentia|Trainium|Neuron",),
+        {"fp32": 181, "bf16": 667, "fp16": 667, "int8": 1300},
+        {"fp32": 2.0, "bf16": 16, "int8": 32},
+        0,
+        "AWS Inferentia1 NeuronCore (floor) to Trainium2 chip (ceiling)",
+    ),
+    DeviceClass(
+        "fpga-default",
+        "fpga",
+        (),
+        {"fp32": 40, "bf16": 80, "int8": 150},
+        {"fp32": 0.5, "bf16": 0.5, "int8": 5},
+        0,
+        "AMD Alveo U50 (floor) to Intel Agilex 7 M-series DSP peaks (ceiling)",
+    ),
+    DeviceClass(
+        "ipu-default",
+        "ipu",
+        (r"\bIPU\b|GC200|Bow",),
+        {"fp32": 87.5, "bf16": 350},
+        {"fp32": 31, "bf16": 125},
+        0,
+        "Graphcore Colossus MK1 (floor) to Bow (ceiling)",
+    ),
+)
+
+# CPUs are sized by their reported cores. Ceiling per core: 2 AVX-512 FMA units x 16 fp32 lanes
+# x 2 FLOP x 4 GHz = 0.256 TFLOP/s; AMX tiles give about 4x that in bf16 and 8x in int8. Floor
+# for the whole machine: one slow core without wide SIMD (0.5 GFLOP/s), whatever it reports,
+# since the reported core count is the owner's word and the CPU also runs all the plumbing.
+CPU_CORE_CEILING = {"fp32": 0.256, "bf16": 1.0, "fp16": 1.0, "int8": 2.0}
+CPU_MACHINE_FLOOR = 0.0005
+CPU_CORES_UNKNOWN = 256
+
+
+def device_class_for(*, accelerator_kind: str, model: str) -> DeviceClass | None:
+    """The class whose patterns match the claimed model, else the kind's default; None for CPU."""
+    if accelerator_kind == "cpu":
+        return None
+    default = None
+    for device_class in DEVICE_CLASSES:
+        if device_class.kind != accelerator_kind:
+            continue
+        if any(re.search(p, model or "", re.IGNORECASE) for p in device_class.patterns):
+            return device_class
+        if device_class.name.endswith("-default"):
+            default = device_class
+    return default
+
+
+def _overhead_seconds(spec: Spec) -> float:
+    cells = 1
+    for size in spec.output_shape:
+        cells *= size
+    megabytes = cells * 8 / 1e6  # the agent hashes each output cell as an 8-byte integer
+    return (
+        settings.BENCHMARK_FLOOR_BASE_SECONDS + megabytes * settings.BENCHMARK_FLOOR_SECONDS_PER_MB
+    )
+
+
+def job_bounds(
+    *, accelerator_kind: str, model: str, vcpu_count: int, spec: dict[str, Any] | Spec
+) -> tuple[float, float]:
+    """(floor, ceiling) in TFLOP/s for one job on one claimed device; every job has both."""
+    parsed = spec if not isinstance(spec, dict) else spec_from_dict(spec)
+    device_class = device_class_for(accelerator_kind=accelerator_kind, model=model)
+    key = _PEAK_KEY.get(parsed.precision, parsed.precision)
+    if device_class is None:
+        cores = vcpu_count if vcpu_count > 0 else CPU_CORES_UNKNOWN
+        ceiling_peak = CPU_CORE_CEILING.get(key, CPU_CORE_CEILING["fp32"]) * cores
+        floor_peak = CPU_MACHINE_FLOOR
+    else:
+        # A precision the class has no figure for is held to its fp32 figures.
+        ceiling_peak = device_class.peak(parsed.precision, ceiling=True) or device_class.peak(
+            "fp32", ceiling=True
+        )
+        floor_peak = device_class.peak(parsed.precision, ceiling=False) or device_class.peak(
+            "fp32", ceiling=False
+        )
+    flops = parsed.flops
+    kernel_seconds = flops / (floor_peak * 1e12 * FLOOR_EFFICIENCY[parsed.kind])
+    floor = flops / (kernel_seconds + _overhead_seconds(parsed)) / 1e12
+    return floor, ceiling_peak * settings.BENCHMARK_CEILING_FACTOR
+
+
+def _cpu_precisions(backends: list[str], kind: str) -> set[str]:
+    precisions = set(supported_precisions("numpy", kind))  # every agent has NumPy
+    if set(backends or []) & {"torch", "torch-cuda"}:
+        precisions.update(supported_precisions("torch-cpu", kind))
+    precisions.discard("tf32")  # on a CPU tf32 is fp32 under another name
     return precisions
 
 
+def _kernel_precisions(kind: str) -> set[str]:
+    """What the kernels package can check exactly for this kernel on some backend."""
+    names = set()
+    for backend in ("numpy", "torch-cpu", "torch-cuda", "cupy"):
+        names.update(supported_precisions(backend, kind))
+    return names
+
+
+def suite_precisions(
+    *, accelerator_kind: str, model: str, backends: list[str], kind: str
+) -> set[str]:
+    device_class = device_class_for(accelerator_kind=accelerator_kind, model=model)
+    if device_class is None:
+        return _cpu_precisions(backends, kind)
+    return set(device_class.precisions) & _kernel_precisions(kind)
+
+
 def suite_specs(
-    *, accelerator_kind: str, backends: list[str], small: bool | None = None
+    *,
+    accelerator_kind: str,
+    backends: list[str],
+    model: str = "",
+    small: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """The onboarding suite: matmul and conv2d at every precision the machine's backends run."""
-    gpu_backends = {"torch", "torch-cuda", "cupy"}
-    on_gpu = accelerator_kind != "cpu" and bool(gpu_backends & set(backends))
+    """One device's onboarding suite: matmul and conv2d at every precision of the claim."""
     small = settings.BENCHMARK_SMALL_SUITES if small is None else small
+    large = accelerator_kind != "cpu" and not small
     specs: list[Spec] = []
-    order = ("fp32", "tf32", "bf16", "fp16", "int8")
-    for precision in order:
-        if precision in _backend_precisions(backends, on_gpu=on_gpu, kind="matmul"):
-            if small or not on_gpu:
-                size = CPU_MATMUL
-            else:
-                size = GPU_MATMUL.get(precision, GPU_MATMUL_DEFAULT)
+    for precision in PRECISION_ORDER:
+        if precision in suite_precisions(
+            accelerator_kind=accelerator_kind, model=model, backends=backends, kind="matmul"
+        ):
+            size = GPU_MATMUL.get(precision, GPU_MATMUL_DEFAULT) if large else CPU_MATMUL
             specs.append(MatmulSpec(precision=precision, **size))
-    for precision in order:
-        if precision in _backend_precisions(backends, on_gpu=on_gpu, kind="conv2d"):
-            if small or not on_gpu:
-                size = CPU_CONV
-            else:
+    for precision in PRECISION_ORDER:
+        if precision in suite_precisions(
+            accelerator_kind=accelerator_kind, model=model, backends=backends, kind="conv2d"
+        ):
+            if large:
                 size = GPU_CONV if precision in ("fp32", "tf32") else GPU_CONV_HALF
+            else:
+                size = CPU_CONV
             specs.append(Conv2dSpec(precision=precision, **size))
     return [spec.to_dict() for spec in specs]

@@ -1,9 +1,8 @@
 from rest_framework import serializers
 
 from marketplace.listings import selectors
-from marketplace.listings.models import Interconnect, Listing, Precision, ReservedTerm
+from marketplace.listings.models import Listing, ReservedTerm
 from marketplace.listings.services import MAX_PRICE_PER_HOUR
-from marketplace.providers.models import Machine
 
 _PRICE = {"min_value": 1, "max_value": MAX_PRICE_PER_HOUR}
 
@@ -30,26 +29,44 @@ class ReservedPricesField(serializers.DictField):
         return value
 
 
+# A listing's hardware comes from the verified machine (listings.services._verified_sheet); a
+# body that still types it is refused rather than silently ignored, so nobody believes they set
+# it.
+VERIFIED_FIELDS = (
+    "accelerator_kind",
+    "vendor",
+    "model",
+    "accelerator_count",
+    "memory_per_accelerator_gb",
+    "memory_bandwidth_gbps",
+    "interconnect",
+    "precisions",
+    "vcpu_count",
+    "ram_gib",
+)
+
+
 class ListingPublishInputSerializer(serializers.Serializer):
+    """Only what the platform cannot know: prices, region, storage and network."""
+
     machine_id = StrictIntegerField(min_value=1)
-    accelerator_kind = serializers.ChoiceField(choices=Machine.AcceleratorKind.choices)
-    vendor = serializers.CharField(max_length=50)
-    model = serializers.CharField(max_length=100)
-    accelerator_count = StrictIntegerField(min_value=1, max_value=4096)
-    memory_per_accelerator_gb = StrictIntegerField(min_value=0, max_value=4096)
-    memory_bandwidth_gbps = StrictIntegerField(min_value=0, max_value=100_000)
-    interconnect = serializers.ChoiceField(choices=Interconnect.choices)
-    precisions = serializers.ListField(
-        child=serializers.ChoiceField(choices=Precision.choices), min_length=1, max_length=6
-    )
-    vcpu_count = StrictIntegerField(min_value=0, max_value=4096)
-    ram_gib = StrictIntegerField(min_value=0, max_value=1 << 20)
-    storage_gb = StrictIntegerField(min_value=0, max_value=10**7)
-    network_gbps = StrictIntegerField(min_value=0, max_value=100_000)
     region = serializers.RegexField(r"^[a-z0-9][a-z0-9-]{1,39}$")
     price_per_hour = StrictIntegerField(**_PRICE)
     interruptible_floor_per_hour = StrictIntegerField(required=False, allow_null=True, **_PRICE)
     reserved_prices = ReservedPricesField(required=False, default=dict)
+    storage_gb = StrictIntegerField(min_value=0, max_value=10**7, required=False, default=0)
+    network_gbps = StrictIntegerField(min_value=0, max_value=100_000, required=False, default=0)
+
+    def to_internal_value(self, data):
+        typed = sorted(set(VERIFIED_FIELDS) & set(data)) if isinstance(data, dict) else []
+        if typed:
+            raise serializers.ValidationError(
+                {
+                    name: "Set from what the platform verified on the machine; do not send it."
+                    for name in typed
+                }
+            )
+        return super().to_internal_value(data)
 
 
 class ListingPricesInputSerializer(serializers.Serializer):

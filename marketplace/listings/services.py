@@ -62,14 +62,49 @@ def _reserved_prices_replace(listing: Listing, reserved_prices: dict[str, int]) 
     )
 
 
+def _verified_sheet(machine: Machine) -> dict[str, Any]:
+    """A listing's hardware columns, copied from what the platform verified on the machine (the
+    devices and precisions its onboarding suite passed) and what its agent detected (cores, RAM,
+    memory per device). Memory bandwidth is the claimed model's data-sheet figure (0 when the
+    model is unknown). Interconnect is not verified: a listing never claims NVLink or
+    InfiniBand, only the PCIe every multi-device host has ("none" for a single device)."""
+    from marketplace.benchmarks.suites import device_class_for
+
+    device_class = device_class_for(
+        accelerator_kind=machine.accelerator_kind, model=machine.accelerator_model
+    )
+    count = machine.verified_device_count
+    cpu = machine.accelerator_kind == Machine.AcceleratorKind.CPU
+    return {
+        "accelerator_kind": machine.accelerator_kind,
+        "vendor": (machine.accelerator_vendor or "unknown")[:50],
+        "model": machine.accelerator_model[:100],
+        "accelerator_count": count,
+        "memory_per_accelerator_gb": machine.ram_gib if cpu else machine.accelerator_memory_gb,
+        "memory_bandwidth_gbps": device_class.memory_bandwidth_gbps if device_class else 0,
+        "interconnect": "pcie" if count > 1 else "none",
+        "precisions": "," + ",".join(sorted(set(machine.verified_precisions))) + ",",
+        "vcpu_count": machine.vcpu_count,
+        "ram_gib": machine.ram_gib,
+    }
+
+
 @transaction.atomic
 def listing_publish(
     *,
     user: User,
     machine_id: int,
+    region: str,
+    price_per_hour: int,
+    interruptible_floor_per_hour: int | None = None,
     reserved_prices: dict[str, int] | None = None,
-    **sheet: Any,
+    storage_gb: int = 0,
+    network_gbps: int = 0,
 ) -> Listing:
+    """Lists a verified machine. The owner sets only what the platform cannot know: prices,
+    region, storage and network; the hardware (kind, model, devices, memory, precisions) is
+    copied from the verified machine, so a listing cannot offer a device or a precision that
+    did not pass."""
     machine = Machine.objects.select_for_update().filter(pk=machine_id).first()
     if machine is None or (machine.provider.owner_id != user.pk and not user.is_staff):
         raise NotFoundError("No such machine.", code="listings_machine_not_found")
@@ -79,17 +114,23 @@ def listing_publish(
             code="listings_machine_not_verified",
             extra={"machine_state": machine.state},
         )
-    if sheet["accelerator_count"] > machine.accelerator_count:
-        raise ApplicationError(
-            f"The machine reported {machine.accelerator_count} accelerators; "
-            f"a listing cannot offer {sheet['accelerator_count']}.",
-            code="listings_count_exceeds_machine",
+    if machine.verified_device_count < 1 or not machine.verified_precisions:
+        raise ConflictError(
+            "This machine has no verified devices on record; it is listed from what its "
+            "onboarding benchmarks verified, so it must pass them (again) first.",
+            code="listings_machine_not_measured",
         )
-    price_validate(sheet["price_per_hour"], field="price_per_hour")
-    floor = sheet.get("interruptible_floor_per_hour")
-    if floor is not None:
-        price_validate(floor, field="interruptible_floor_per_hour")
-    sheet["precisions"] = "," + ",".join(sorted(set(sheet["precisions"]))) + ","
+    price_validate(price_per_hour, field="price_per_hour")
+    if interruptible_floor_per_hour is not None:
+        price_validate(interruptible_floor_per_hour, field="interruptible_floor_per_hour")
+    sheet = {
+        **_verified_sheet(machine),
+        "region": region,
+        "storage_gb": storage_gb,
+        "network_gbps": network_gbps,
+        "price_per_hour": price_per_hour,
+        "interruptible_floor_per_hour": interruptible_floor_per_hour,
+    }
     from marketplace.benchmarks.selectors import machine_verified_tflops
 
     # The machine was verified before it could be listed: the listing starts with that figure
@@ -214,3 +255,24 @@ def listing_record_precision_tflops(*, machine_id: int, precision: str, tflops: 
         listing.verified_tflops_by_precision = figures
         listing.save(update_fields=["verified_tflops_by_precision", "updated_at"])
     search_cache.invalidate_on_commit()
+
+
+@transaction.atomic
+def listing_follow_verified_machine(*, machine_id: int) -> None:
+    """Owned by the benchmarks app: after a (re-)verification the machine's open listings show
+    what passed this time: fewer devices lower the count, a precision no longer passed is
+    removed."""
+    machine = Machine.objects.get(pk=machine_id)
+    if machine.verified_device_count < 1:
+        return
+    sheet = _verified_sheet(machine)
+    for listing in (
+        Listing.objects.select_for_update()
+        .filter(machine_id=machine_id)
+        .exclude(status=Listing.Status.CLOSED)
+        .order_by("pk")
+    ):
+        for name, value in sheet.items():
+            setattr(listing, name, value)
+        listing.price_per_tflop_hour = _price_per_tflop_hour(listing)
+        listing.save(update_fields=[*sheet, "price_per_tflop_hour", "updated_at"])

@@ -71,6 +71,14 @@ class Machine(TimestampedModel):
 
     last_heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
+    # What the platform verified, written only by the benchmarks app when an onboarding suite
+    # passes: the devices (by the identity each reported) whose every job passed, and the
+    # precisions they all passed. Listings copy these, never the owner's word.
+    verified_devices = models.JSONField(default=list, blank=True)
+    verified_device_count = models.PositiveIntegerField(default=0)
+    verified_precisions = models.JSONField(default=list, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
     def __str__(self) -> str:
         return f"{self.name} ({self.accelerator_count}× {self.accelerator_model})"
 

@@ -64,23 +64,14 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 
 # A small benchmark job and a well-formed commitment for it.
 JOB_SPEC = {"kind": "matmul", "n": 8, "precision": "fp32"}
-COMMITMENT = {"root": "a" * 64, "agent_seconds": 0.5}
+COMMITMENT = {"root": "a" * 64, "agent_seconds": 0.5, "device": "GPU-test-0"}
 
 
 def publish_body(machine_id: int, /, **overrides) -> dict:
-    """A valid POST /listings body for an 8× H100 machine."""
+    """A valid POST /listings body: only what the platform cannot know (the hardware is copied
+    from the verified machine)."""
     body = {
         "machine_id": machine_id,
-        "accelerator_kind": "gpu",
-        "vendor": "NVIDIA",
-        "model": "H100 80GB HBM3",
-        "accelerator_count": 8,
-        "memory_per_accelerator_gb": 80,
-        "memory_bandwidth_gbps": 3350,
-        "interconnect": "nvlink",
-        "precisions": ["fp32", "bf16"],
-        "vcpu_count": 192,
-        "ram_gib": 2048,
         "storage_gb": 30000,
         "network_gbps": 3200,
         "region": "eu-west",

@@ -335,23 +335,23 @@ _BAD_INTEGERS = ["8", 8.0, True, None, [8], {"n": 8}]
         ({"price_per_hour": 3601}, "listings_price_not_per_second"),
         ({"interruptible_floor_per_hour": 0}, "invalid_input"),
         ({"interruptible_floor_per_hour": 1234}, "listings_price_not_per_second"),
-        ({"accelerator_count": 0}, "invalid_input"),
-        ({"accelerator_count": 10**6}, "invalid_input"),
-        ({"accelerator_count": 16}, "listings_count_exceeds_machine"),
-        ({"memory_per_accelerator_gb": -1}, "invalid_input"),
-        ({"memory_bandwidth_gbps": 10**18}, "invalid_input"),
+        # The hardware is copied from the verified machine: typing it is refused.
+        ({"accelerator_count": 8}, "invalid_input"),
+        ({"accelerator_count": 16}, "invalid_input"),
+        ({"memory_per_accelerator_gb": 80}, "invalid_input"),
+        ({"memory_bandwidth_gbps": 3350}, "invalid_input"),
+        ({"accelerator_kind": "gpu"}, "invalid_input"),
+        ({"interconnect": "nvlink"}, "invalid_input"),
+        ({"precisions": ["fp32", "fp8"]}, "invalid_input"),
+        ({"model": "H100 80GB HBM3"}, "invalid_input"),
+        ({"vendor": "NVIDIA"}, "invalid_input"),
+        ({"vcpu_count": 192}, "invalid_input"),
         ({"storage_gb": 10**18}, "invalid_input"),
-        ({"accelerator_kind": "quantum"}, "invalid_input"),
-        ({"accelerator_kind": "GPU"}, "invalid_input"),
-        ({"interconnect": "ethernet"}, "invalid_input"),
-        ({"precisions": ["fp4"]}, "invalid_input"),
-        ({"precisions": []}, "invalid_input"),
-        ({"precisions": "fp32"}, "invalid_input"),
-        ({"precisions": ["fp32"] * 7}, "invalid_input"),
+        ({"storage_gb": -1}, "invalid_input"),
+        ({"network_gbps": "1"}, "invalid_input"),
         ({"region": "EU West"}, "invalid_input"),
         ({"region": "r" * 41}, "invalid_input"),
         ({"region": ""}, "invalid_input"),
-        ({"vendor": "v" * 51}, "invalid_input"),
         ({"reserved_prices": {"2y": 3_600_000}}, "invalid_input"),
         ({"reserved_prices": {"1m": 1234}}, "listings_price_not_per_second"),
         ({"reserved_prices": {"1m": "3600000"}}, "invalid_input"),
@@ -370,7 +370,7 @@ def test_listing_publish_rejects_bad_fields(bob, bob_verified_machine, overrides
     assert_error(response, 400, code)
 
 
-@pytest.mark.parametrize("missing", ["machine_id", "price_per_hour", "precisions", "region"])
+@pytest.mark.parametrize("missing", ["machine_id", "price_per_hour", "region"])
 def test_listing_publish_rejects_a_missing_field(bob, bob_verified_machine, missing):
     body = publish_body(bob_verified_machine.pk)
     del body[missing]
@@ -400,9 +400,7 @@ def test_listing_publish_refuses_a_machine_that_is_not_bobs_or_not_verified(
     }.get(machine, lambda: machine)()
     client = client_for(bob)
     with nothing_written():
-        response = client.post(
-            "/api/v1/listings", publish_body(machine_id, accelerator_count=2), format="json"
-        )
+        response = client.post("/api/v1/listings", publish_body(machine_id), format="json")
     assert_error(response, status, code)
 
 

@@ -176,8 +176,8 @@ def test_score_comes_from_server_time_not_the_agents_claim(cheater, runner_for, 
             time.sleep(0.3)  # however long it really takes...
             return super().compute(spec, seed)
 
-        def commitment_body(self, root, agent_seconds):
-            return super().commitment_body(root, 1e-9)  # ...it claims a nanosecond
+        def commitment_body(self, root, agent_seconds, device=""):
+            return super().commitment_body(root, 1e-9, device)  # ...it claims a nanosecond
 
     result = runner_for(api, Boaster).run_once(wait=0)
     assert result.state == "verified"
@@ -205,15 +205,17 @@ def test_commitment_before_dispatch_is_refused_and_changes_nothing(cheater, verd
 def test_gpu_claim_that_throughput_cannot_match_is_rejected(
     settings, mallory_provider, make_agent, runner_for, verdicts
 ):
-    # A CPU registering as an H100: the suite's fp32 matmul is its probe (sizes are CPU-small
-    # here, so the probe threshold is lowered to include it).
+    # A CPU registering as an H100: its first job is held to an H100's floor. Sizes are
+    # CPU-small here, so the plumbing allowance is set to nothing (what the floor would be if
+    # the span were all kernel): the floor is then 25% of an H100's fp32 peak.
     settings.BENCHMARK_SMALL_SUITES = True
-    settings.BENCHMARK_DEVICE_PROBE_MIN_FLOPS = 0
+    settings.BENCHMARK_FLOOR_BASE_SECONDS = 0
+    settings.BENCHMARK_FLOOR_SECONDS_PER_MB = 0
     machine, api, _ = make_agent(mallory_provider, hardware=H100_ON_A_CPU)
     result = runner_for(api).run_once(wait=0)
     assert (result.state, result.reason) == ("rejected", "claimed_device_mismatch")
     job = BenchmarkJob.objects.get(pk=result.job_id)
-    assert job.measured_tflops < 0.67  # 1% of an H100's fp32 peak
+    assert job.measured_tflops < 67 * 0.25
     _assert_punished(machine, job.pk, "claimed_device_mismatch", verdicts)
     # The rest of the suite is closed without further penalties.
     assert set(

@@ -123,7 +123,9 @@ def test_a_worker_killed_mid_verification_loses_and_doubles_no_payment(
     job = benchmark_job_create(machine_id=machine_id, purpose="lease", spec=SPEC, order_id=order.pk)
     benchmark_dispatch_next(machine_id=machine_id)
     benchmark_commit(
-        job_id=job.pk, machine_id=machine_id, payload={"root": "b" * 64, "agent_seconds": 0.2}
+        job_id=job.pk,
+        machine_id=machine_id,
+        payload={"root": "b" * 64, "agent_seconds": 0.2, "device": _verified_device(machine_id)},
     )
     # The worker issues the challenge; then it has nothing left to do.
     _until(
@@ -208,3 +210,10 @@ def test_a_worker_killed_mid_verification_loses_and_doubles_no_payment(
     assert slashes.get().args["reportHash"] == verdict.report_hash
     # The worker's SLASH_AMOUNT (its own settings) capped at bob's indexed stake.
     assert 0 < int(slashes.get().args["amount"]) <= 50 * USDC
+
+
+def _verified_device(machine_id: int) -> str:
+    """Re-verification is bound to the device verified at index 0."""
+    from marketplace.providers.models import Machine
+
+    return Machine.objects.get(pk=machine_id).verified_devices[0]["uuid"]

@@ -63,7 +63,8 @@ def _answered_lease_job(order: Order) -> BenchmarkJob:
     benchmark_commit(
         job_id=job.pk,
         machine_id=order.machine_id,
-        payload={"root": "a" * 64, "agent_seconds": 0.5},
+        # The device verified at index 0 (tests/factories.py): re-verification binds to it.
+        payload={"root": "a" * 64, "agent_seconds": 0.5, "device": f"GPU-{order.machine.name}-0"},
     )
     benchmark_issue_challenge(job_id=job.pk)
     benchmark_submit_answer(job_id=job.pk, machine_id=order.machine_id, payload=b"{}")

@@ -50,7 +50,9 @@ def _challenged_job(machine):
     output = runner.compute(spec, job.seed)
     root, tree = runner.commitment(spec, output)
     benchmark_commit(
-        job_id=job.pk, machine_id=machine.pk, payload={"root": root, "agent_seconds": 0.01}
+        job_id=job.pk,
+        machine_id=machine.pk,
+        payload={"root": root, "agent_seconds": 0.01, "device": "GPU-test-0"},
     )
     job = benchmark_issue_challenge(job_id=job.pk)
     return job, runner.answer_body(runner.answer(spec, output, tree, job.challenge))

@@ -118,7 +118,7 @@ def run_loop(
     done, attempt = 0, 0
     while not stop.is_set() and (max_jobs is None or done < max_jobs):
         try:
-            result = runner.run_once(wait=poll_wait)
+            results = _next_results(runner, poll_wait)
             attempt = 0
         except ServerUnreachable as exc:
             delay = backoff_seconds(attempt)
@@ -138,12 +138,20 @@ def run_loop(
             log(f"job failed: {exc.message}")
             done += 1
             continue
-        if result is None:
-            continue
-        done += 1
-        tflops = f"{result.measured_tflops:.4f} TFLOP/s" if result.measured_tflops else ""
-        log(f"job {result.job_id}: {result.state} {result.reason} {tflops}".rstrip())
+        for result in results:
+            done += 1
+            tflops = f"{result.measured_tflops:.4f} TFLOP/s" if result.measured_tflops else ""
+            log(f"job {result.job_id}: {result.state} {result.reason} {tflops}".rstrip())
     return 0
+
+
+def _next_results(runner: JobRunner, poll_wait: int) -> list:
+    """Every device's job at once (run_batch); a runner that only knows run_once takes one."""
+    batch = getattr(runner, "run_batch", None)
+    if batch is not None:
+        return batch(wait=poll_wait)
+    result = runner.run_once(wait=poll_wait)
+    return [] if result is None else [result]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

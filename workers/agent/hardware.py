@@ -165,3 +165,82 @@ def detect() -> dict[str, Any]:
         "backends": backends,
     }
     return {"hardware": hardware, "sources": sources, "disagreements": disagreements}
+
+
+# --- one device per job -----------------------------------------------------------------------
+
+
+def _machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as fh:
+                value = fh.read().strip()
+            if value:
+                return value[:64]
+        except OSError:
+            continue
+    return platform.node()[:64] or "unknown"
+
+
+def _safe_id(value: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-")
+    return "".join(c if c in allowed else "-" for c in value)[:128]
+
+
+def _cuda_identity(index: int) -> str:
+    """The CUDA device's UUID as torch reports it, else its PCI bus id through NVML (in PCI bus
+    order, which is what CUDA_DEVICE_ORDER=PCI_BUS_ID gives the index)."""
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    if uuid:
+        text = str(uuid)
+        return text if text.startswith("GPU-") else f"GPU-{text}"
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is not None:
+        domain = getattr(props, "pci_domain_id", 0)
+        device = getattr(props, "pci_device_id", 0)
+        return f"pci-{domain:04x}:{bus:02x}:{device:02x}"
+    return f"cuda-{index}-{props.name}"
+
+
+def device_identity(index: int, backend: str) -> str:
+    """What the agent reports as the identity of the device that ran a job: the GPU's UUID or
+    PCI bus id on CUDA backends, the host's machine id on a CPU (one device)."""
+    if backend in ("torch-cuda", "torch"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return _safe_id(_cuda_identity(index))
+        except Exception:
+            pass
+    if backend == "cupy":
+        try:
+            import cupy
+
+            return _safe_id("pci-" + cupy.cuda.Device(index).pci_bus_id)
+        except Exception:
+            pass
+    return _safe_id(f"cpu-{_machine_id()}")
+
+
+def device_pin(index: int, backend: str):
+    """A context in which the backend's kernels run on device `index` (CUDA's current device);
+    on a CPU there is one device and nothing to pin. An index the host does not have raises:
+    a claimed device that is not there cannot answer its job."""
+    import contextlib
+
+    if backend in ("torch-cuda", "torch"):
+        import torch
+
+        if torch.cuda.is_available():
+            if index >= torch.cuda.device_count():
+                raise RuntimeError(f"no CUDA device {index} here")
+            return torch.cuda.device(index)
+    if backend == "cupy":
+        import cupy
+
+        return cupy.cuda.Device(index)
+    return contextlib.nullcontext()

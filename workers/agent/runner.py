@@ -2,6 +2,11 @@
 
 JobRunner is the production path. Each protocol step is one method so tests can build cheating
 agents by overriding exactly one step and keeping the rest honest.
+
+Each job names the device it must run on (`device_index`, the CUDA index); the runner pins the
+kernel to it and reports that device's identity (UUID or PCI bus id) with the commitment. The
+server hands out one job per device at a time, so run_batch() takes every device's job at once
+and runs them side by side, one thread per device.
 """
 
 from __future__ import annotations
@@ -11,14 +16,24 @@ import json
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
+from workers.agent import hardware
 from workers.agent.client import AgentApi, ApiError, ServerUnreachable, backoff_seconds
-from workers.kernels import Spec, best_backend, prepare, spec_from_dict
+from workers.kernels import (
+    BackendError,
+    Spec,
+    available_backends,
+    best_backend,
+    prepare,
+    spec_from_dict,
+    supports,
+)
 from workers.verification import challenge_answer, commitment_create
 
 FINAL_STATES = ("verified", "rejected", "expired")
@@ -27,6 +42,8 @@ FINAL_STATES = ("verified", "rejected", "expired")
 ABANDONED = "abandoned"
 # For a job that names no deadline (an older server): how long to keep retrying a step.
 DEFAULT_RETRY_SECONDS = 300
+# Jobs taken in one batch at most: one per device, and no host has more devices than this.
+MAX_PARALLEL_JOBS = 64
 
 
 def _utcnow() -> datetime:
@@ -87,8 +104,19 @@ class JobRunner:
     def commitment(self, spec: Spec, output: np.ndarray) -> tuple[str, Any]:
         return commitment_create(spec, output)
 
-    def commitment_body(self, root: str, agent_seconds: float) -> bytes:
-        return json.dumps({"root": root, "agent_seconds": agent_seconds}).encode()
+    def backend_for(self, spec: Spec) -> str:
+        return self.backend if self.backend else best_backend(spec)
+
+    def device_id(self, index: int, spec: Spec) -> str:
+        """The identity of the device this job ran on, as the server binds it."""
+        return hardware.device_identity(index, self.backend_for(spec))
+
+    def pinned(self, index: int, spec: Spec):
+        return hardware.device_pin(index, self.backend_for(spec))
+
+    def commitment_body(self, root: str, agent_seconds: float, device: str = "") -> bytes:
+        device = device or hardware.device_identity(0, self.backend or "numpy")
+        return json.dumps({"root": root, "agent_seconds": agent_seconds, "device": device}).encode()
 
     def answer(
         self, spec: Spec, output: np.ndarray, tree: Any, challenge: dict[str, Any]
@@ -104,11 +132,68 @@ class JobRunner:
 
     # --- driving ------------------------------------------------------------------------------
 
+    def warm_up(self) -> None:
+        """Runs a tiny job of each kernel and precision on each backend once, before the first
+        job is taken: importing torch, starting its thread pools or a CUDA context takes
+        seconds, and inside a job's server-timed span that is time the device did not compute
+        (enough to fall below a small job's floor)."""
+        if getattr(self, "_warm", False):
+            return
+        self._warm = True
+        tiny = [
+            {"kind": "matmul", "n": 8},
+            {
+                "kind": "conv2d",
+                "batch": 1,
+                "in_channels": 2,
+                "out_channels": 2,
+                "height": 4,
+                "width": 4,
+                "kernel_size": 3,
+                "stride": 1,
+                "padding": 1,
+            },
+        ]
+        backends = [self.backend] if self.backend else available_backends()
+        for raw in tiny:
+            for precision in ("fp32", "bf16", "fp16", "int8"):
+                try:
+                    spec = spec_from_dict({**raw, "precision": precision})
+                except ValueError:
+                    continue
+                for backend in backends:
+                    if not supports(backend, spec):
+                        continue
+                    try:
+                        prepared = prepare(spec, "00" * 32, backend)
+                        prepared.result(prepared.run())
+                    except (BackendError, RuntimeError):
+                        continue
+
     def run_once(self, wait: int = 25) -> JobResult | None:
+        self.warm_up()
         job = self.api.next_job(wait)
         if job is None:
             return None
         return self.handle(job)
+
+    def run_batch(self, wait: int = 25) -> list[JobResult]:
+        """Waits for a job, then takes every other job the server hands out right away (one per
+        device that has none out) and runs them all at the same time, one thread each."""
+        self.warm_up()
+        first = self.api.next_job(wait)
+        if first is None:
+            return []
+        jobs = [first]
+        while len(jobs) < MAX_PARALLEL_JOBS:
+            more = self.api.next_job(0)
+            if more is None:
+                break
+            jobs.append(more)
+        if len(jobs) == 1:
+            return [self.handle(first)]
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="device") as pool:
+            return list(pool.map(self.handle, jobs))
 
     def handle(self, job: dict[str, Any]) -> JobResult:
         job_id = job["id"]
@@ -116,13 +201,16 @@ class JobRunner:
         steps = _Progress(self.progress, f"job {job_id} {job['kind']}/{job['precision']}")
         try:
             spec = spec_from_dict(job["spec"])
+            index = int(job.get("device_index") or 0)
             start = time.perf_counter()
-            output = self.compute(spec, job["seed"])
+            with self.pinned(index, spec):
+                output = self.compute(spec, job["seed"])
+                device = self.device_id(index, spec)
             steps.advance("computed")
             root, tree = self.commitment(spec, output)
             agent_seconds = max(time.perf_counter() - start, 1e-9)
             steps.advance("committed")
-            commit_body = self.commitment_body(root, agent_seconds)
+            commit_body = self.commitment_body(root, agent_seconds, device)
             self._until_deadline(
                 lambda: self.api.commit(job_id, commit_body), deadline, _commit_landed
             )

@@ -29,7 +29,7 @@ from marketplace.benchmarks.services.transitions import (
     _transition,
 )
 from marketplace.benchmarks.services.verdicts import _fail, _pass
-from marketplace.benchmarks.suites import device_floor_tflops, suite_specs
+from marketplace.benchmarks.suites import job_bounds, suite_specs
 from marketplace.core.errors import ConflictError, InvalidTransition, NotFoundError
 from marketplace.providers.models import Machine
 from workers.kernels import spec_from_dict
@@ -40,9 +40,12 @@ from workers.verification import (
     throughput_flops_per_second,
 )
 
-# A commitment is {"root": 64 hex chars, "agent_seconds": number}: far below a kilobyte.
+# A commitment is {"root": 64 hex chars, "agent_seconds": number, "device": the identity of the
+# device that ran the job}: far below a kilobyte.
 MAX_COMMITMENT_BYTES = 1024
 MAX_AGENT_SECONDS = 7 * 86400
+MAX_DEVICE_ID_CHARS = 128
+_DEVICE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-")
 
 
 class _Malformed(Exception):
@@ -75,6 +78,7 @@ def benchmark_job_create(
     spec: dict[str, Any],
     suite_id: int | None = None,
     order_id: int | None = None,
+    device_index: int = 0,
 ) -> BenchmarkJob:
     parsed = spec_from_dict(spec)
     return BenchmarkJob.objects.create(
@@ -82,6 +86,7 @@ def benchmark_job_create(
         purpose=purpose,
         suite_id=suite_id,
         order_id=order_id,
+        device_index=device_index,
         kind=parsed.kind,
         spec=parsed.to_dict(),
         precision=parsed.precision,
@@ -92,7 +97,10 @@ def benchmark_job_create(
 
 @transaction.atomic
 def machine_onboarding_start(*, machine_id: int) -> BenchmarkSuite:
-    """Queues the onboarding suite: matmul and conv2d at each precision the machine can run."""
+    """Queues the onboarding suite: the claimed device's jobs (matmul and conv2d at each of its
+    precisions) once for every claimed device, each job bound to its device index. Jobs are
+    created spec by spec across the devices, so that the dispatcher hands the devices the same
+    kernel at the same time."""
     machine = Machine.objects.select_for_update().filter(pk=machine_id).first()
     if machine is None:
         raise NotFoundError("No such machine.", code="benchmarks_machine_not_found")
@@ -109,10 +117,20 @@ def machine_onboarding_start(*, machine_id: int) -> BenchmarkSuite:
             extra={"machine_state": machine.state},
         )
     suite = BenchmarkSuite.objects.create(machine_id=machine_id, purpose=Purpose.ONBOARDING)
-    for spec in suite_specs(accelerator_kind=machine.accelerator_kind, backends=machine.backends):
-        benchmark_job_create(
-            machine_id=machine_id, purpose=Purpose.ONBOARDING, spec=spec, suite_id=suite.pk
-        )
+    specs = suite_specs(
+        accelerator_kind=machine.accelerator_kind,
+        model=machine.accelerator_model,
+        backends=machine.backends,
+    )
+    for spec in specs:
+        for device_index in range(max(1, machine.accelerator_count)):
+            benchmark_job_create(
+                machine_id=machine_id,
+                purpose=Purpose.ONBOARDING,
+                spec=spec,
+                suite_id=suite.pk,
+                device_index=device_index,
+            )
     return suite
 
 
@@ -137,7 +155,10 @@ def _deadline_allowance(job: BenchmarkJob) -> timedelta:
 
 
 def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
-    """Hands the machine its oldest queued job; the seed is revealed and the clock starts now."""
+    """Hands the machine its oldest queued job for a device that has no job out; the seed is
+    revealed and the clock starts now. One job per device at a time: the agent polls again at
+    once to get its other devices' jobs and runs them side by side, so no device waits behind
+    another's job while its own clock runs."""
     if _onboarding_due(machine_id):
         # A concurrent poll may have started it, or the machine changed state meanwhile.
         with contextlib.suppress(IntegrityError, ConflictError):
@@ -145,9 +166,14 @@ def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
     with transaction.atomic():
         if Machine.objects.filter(pk=machine_id, state=Machine.State.SUSPENDED).exists():
             return None
+        busy = BenchmarkJob.objects.filter(
+            machine_id=machine_id,
+            state__in=(State.DISPATCHED, State.COMMITTED, State.CHALLENGED),
+        ).values_list("device_index", flat=True)
         job = (
             BenchmarkJob.objects.select_for_update()
             .filter(machine_id=machine_id, state=State.QUEUED)
+            .exclude(device_index__in=list(busy))
             .order_by("pk")
             .first()
         )
@@ -162,14 +188,34 @@ def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
 # --- commitment -------------------------------------------------------------------------------
 
 
-def _commitment_parse(payload: bytes | str | dict) -> tuple[str, float]:
+def _commitment_parse(
+    payload: bytes | str | dict, *, device_required: bool
+) -> tuple[str, float, str]:
     if isinstance(payload, dict):
         data = payload
     else:
         data = _parse_json(payload, limit=MAX_COMMITMENT_BYTES)
-    if not isinstance(data, dict) or set(data) != {"root", "agent_seconds"}:
-        raise _Malformed("commitment must be an object with exactly 'root' and 'agent_seconds'")
+    keys = {"root", "agent_seconds", "device"}
+    if not isinstance(data, dict) or not (keys - {"device"} <= set(data) <= keys):
+        raise _Malformed(
+            "commitment must be an object with 'root', 'agent_seconds' and 'device' (the "
+            "device may be left out only by a machine that claims a single device)"
+        )
+    if device_required and "device" not in data:
+        raise _Malformed(
+            "a machine that claims several devices must name the one that ran this job"
+        )
     root, seconds = data["root"], data["agent_seconds"]
+    device = data.get("device", "")
+    if "device" in data and not (
+        isinstance(device, str)
+        and 0 < len(device) <= MAX_DEVICE_ID_CHARS
+        and set(device) <= _DEVICE_ID_CHARS
+    ):
+        raise _Malformed(
+            f"device must be the device's UUID or PCI bus id: 1 to {MAX_DEVICE_ID_CHARS} "
+            "characters of [A-Za-z0-9:._-]"
+        )
     if not (
         isinstance(root, str) and len(root) == 64 and all(c in "0123456789abcdef" for c in root)
     ):
@@ -178,7 +224,41 @@ def _commitment_parse(payload: bytes | str | dict) -> tuple[str, float]:
         raise _Malformed("agent_seconds must be a number")
     if not math.isfinite(seconds) or not 0 < seconds <= MAX_AGENT_SECONDS:
         raise _Malformed(f"agent_seconds must be a finite number in (0, {MAX_AGENT_SECONDS}]")
-    return root, float(seconds)
+    return root, float(seconds), device
+
+
+def _device_conflict(job: BenchmarkJob, device: str) -> str:
+    """Why `device` may not answer this job, or "". Within a suite, one physical device answers
+    one device index (the suite row is locked, so two sibling commitments are decided one after
+    the other); outside one, index i must be answered by the device verified at index i."""
+    if job.suite_id is not None:
+        BenchmarkSuite.objects.select_for_update().filter(pk=job.suite_id).first()
+        other = (
+            BenchmarkJob.objects.filter(suite_id=job.suite_id, device_uuid=device)
+            .exclude(device_index=job.device_index)
+            .values_list("device_index", flat=True)
+            .first()
+        )
+        if other is not None:
+            return (
+                f"device {device} already answered device {other}'s job in this suite; it "
+                f"cannot also be device {job.device_index}"
+            )
+        earlier = (
+            BenchmarkJob.objects.filter(suite_id=job.suite_id, device_index=job.device_index)
+            .exclude(device_uuid__in=("", device))
+            .values_list("device_uuid", flat=True)
+            .first()
+        )
+        if earlier is not None:
+            return f"device {job.device_index} answered earlier jobs as {earlier}, now as {device}"
+        return ""
+    verified = Machine.objects.values_list("verified_devices", flat=True).get(pk=job.machine_id)
+    bound = {entry["index"]: entry["uuid"] for entry in verified or []}
+    if job.device_index in bound and bound[job.device_index] != device:
+        expected = bound[job.device_index]
+        return f"device {job.device_index} was verified as {expected}; {device} answered"
+    return ""
 
 
 @transaction.atomic
@@ -199,9 +279,17 @@ def benchmark_commit(
     if received_at > job.deadline:
         return _expire_late(job, "commitment after the deadline", until=received_at)
     try:
-        root, agent_seconds = _commitment_parse(payload)
+        single = Machine.objects.filter(pk=job.machine_id, accelerator_count__lte=1).exists()
+        root, agent_seconds, device = _commitment_parse(
+            payload, device_required=not single or job.device_index > 0
+        )
     except _Malformed as exc:
         return _fail(job, State.REJECTED, "malformed_commitment", str(exc))
+    conflict = _device_conflict(job, device) if device else ""
+    if conflict:
+        job.device_uuid = device
+        job.save(update_fields=["device_uuid", "updated_at"])
+        return _fail(job, State.REJECTED, "device_reused", conflict)
     # A commitment in the same clock tick as dispatch is still a positive span.
     server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
     spec = spec_from_dict(job.spec)
@@ -211,6 +299,7 @@ def benchmark_commit(
         State.COMMITTED,
         commitment_root=root,
         agent_seconds=agent_seconds,
+        device_uuid=device,
         committed_at=received_at,
         measured_seconds=spec.flops / flops_per_second,
         measured_tflops=flops_per_second / 1e12,
@@ -288,11 +377,11 @@ def benchmark_verify(*, job_id: int) -> BenchmarkJob:
         return job  # already decided, or a stray retry
     spec = spec_from_dict(job.spec)
     report = answer_verify(spec, job.seed, job.commitment_root, job.challenge, job.answer)
-    floor = device_floor_tflops(
+    floor, ceiling = job_bounds(
         accelerator_kind=job.machine.accelerator_kind,
         model=job.machine.accelerator_model,
-        precision=job.precision,
-        flops=job.flops,
+        vcpu_count=job.machine.vcpu_count,
+        spec=spec,
     )
     with transaction.atomic():
         job = _lock(job_id)
@@ -301,12 +390,19 @@ def benchmark_verify(*, job_id: int) -> BenchmarkJob:
         fields = {"checks": report.checks, "report_hash": report.report_hash}
         if not report.passed:
             return _fail(job, State.REJECTED, report.reason, report.detail, **fields)
-        if floor and job.measured_tflops < floor:
+        claimed = f"a '{job.machine.accelerator_model}' ({job.machine.accelerator_kind})"
+        if job.measured_tflops < floor:
             detail = (
-                f"measured {job.measured_tflops:.3f} TFLOP/s on {job.precision}; a "
-                f"'{job.machine.accelerator_model}' does at least {floor:.3f}"
+                f"measured {job.measured_tflops:.6f} TFLOP/s on {job.kind}/{job.precision}; "
+                f"{claimed} does at least {floor:.6f}"
             )
             return _fail(job, State.REJECTED, "claimed_device_mismatch", detail, **fields)
+        if job.measured_tflops > ceiling:
+            detail = (
+                f"measured {job.measured_tflops:.3f} TFLOP/s on {job.kind}/{job.precision}; "
+                f"{claimed} cannot exceed {ceiling:.3f}: more silicon answered than was claimed"
+            )
+            return _fail(job, State.REJECTED, "above_ceiling", detail, **fields)
         return _pass(job, report.detail, **fields)
 
 

@@ -18,10 +18,26 @@ from marketplace.providers.models import Machine
 
 
 def _random_spec(machine: Machine) -> dict[str, Any]:
-    # Unpredictable, so a provider cannot keep a fast device around for one known kernel only.
-    return secrets.choice(
-        suite_specs(accelerator_kind=machine.accelerator_kind, backends=machine.backends)
+    # Unpredictable, so a provider cannot keep a fast device around for one known kernel only;
+    # drawn from the claim's suite, at a precision the machine was verified in.
+    specs = suite_specs(
+        accelerator_kind=machine.accelerator_kind,
+        model=machine.accelerator_model,
+        backends=machine.backends,
     )
+    verified = set(machine.verified_precisions or [])
+    return secrets.choice([s for s in specs if s["precision"] in verified] or specs)
+
+
+def _jobs_per_device(machine: Machine, **fields: Any) -> list[int]:
+    """The same kernel on every verified device at once, each job bound to its device: one
+    device cannot keep answering for the others after onboarding either."""
+    spec = _random_spec(machine)
+    indices = [entry["index"] for entry in machine.verified_devices or []] or [0]
+    return [
+        benchmark_job_create(machine_id=machine.pk, spec=spec, device_index=index, **fields).pk
+        for index in indices
+    ]
 
 
 def benchmarks_schedule_reverification(*, now: datetime | None = None) -> list[int]:
@@ -44,14 +60,8 @@ def benchmarks_schedule_reverification(*, now: datetime | None = None) -> list[i
             continue
         if BenchmarkJob.objects.filter(order=order, created_at__gte=lease_since).exists():
             continue
-        job = benchmark_job_create(
-            machine_id=order.machine_id,
-            purpose=Purpose.LEASE,
-            spec=_random_spec(order.machine),
-            order_id=order.pk,
-        )
+        created += _jobs_per_device(order.machine, purpose=Purpose.LEASE, order_id=order.pk)
         busy.add(order.machine_id)
-        created.append(job.pk)
     periodic_since = now - timedelta(seconds=settings.BENCHMARK_PERIODIC_INTERVAL_SECONDS)
     for machine in Machine.objects.filter(
         state__in=(Machine.State.VERIFIED, Machine.State.LISTED)
@@ -60,10 +70,7 @@ def benchmarks_schedule_reverification(*, now: datetime | None = None) -> list[i
             continue
         if BenchmarkJob.objects.filter(machine=machine, created_at__gte=periodic_since).exists():
             continue
-        job = benchmark_job_create(
-            machine_id=machine.pk, purpose=Purpose.PERIODIC, spec=_random_spec(machine)
-        )
-        created.append(job.pk)
+        created += _jobs_per_device(machine, purpose=Purpose.PERIODIC)
     return created
 
 

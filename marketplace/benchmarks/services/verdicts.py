@@ -18,7 +18,7 @@ from workers.kernels import spec_from_dict
 from workers.verification import report_hash
 
 # Outcomes that end a job without counting against its machine.
-NO_FAULT_REASONS = ("suite_failed", "not_dispatched", "platform_unavailable")
+NO_FAULT_REASONS = ("suite_failed", "not_dispatched", "platform_unavailable", "device_dropped")
 
 
 def _pass(job: BenchmarkJob, detail: str, **fields: Any) -> BenchmarkJob:
@@ -53,16 +53,50 @@ def _pass(job: BenchmarkJob, detail: str, **fields: Any) -> BenchmarkJob:
     if job.suite_id is not None:
         _suite_progress(job.suite_id)
     elif job.kind == "matmul" and job.precision == "fp32":
-        _record_listing_tflops(job.machine_id, job.measured_tflops)
+        _record_listing_tflops(job.machine_id)
     return job
 
 
-def _record_listing_tflops(machine_id: int, tflops: float) -> None:
+def _record_listing_tflops(machine_id: int) -> None:
+    """The listing's figure: the sum over the machine's verified devices of each one's newest
+    verified fp32 matmul (jobs run on one device each)."""
+    from marketplace.benchmarks.selectors import machine_verified_tflops
     from marketplace.listings.services import listing_record_verified_tflops
 
-    # Jobs run on one device; the listing's figure is for the whole machine.
-    count = Machine.objects.values_list("accelerator_count", flat=True).get(pk=machine_id)
-    listing_record_verified_tflops(machine_id=machine_id, tflops=tflops * max(1, count))
+    tflops = machine_verified_tflops(machine_id=machine_id)
+    if tflops:
+        listing_record_verified_tflops(machine_id=machine_id, tflops=tflops)
+
+
+def _machine_record_verified(suite: BenchmarkSuite) -> None:
+    """What the passed suite verified, on the machine: the devices whose every job passed (each
+    by the identity it reported) and the precisions they all passed. The machine's open
+    listing follows (fewer devices, a precision lost)."""
+    from marketplace.listings.services import listing_follow_verified_machine
+
+    jobs = list(suite.jobs.values_list("device_index", "state", "device_uuid", "precision"))
+    devices: dict[int, list[tuple[str, str, str]]] = {}
+    for index, state, uuid, precision in jobs:
+        devices.setdefault(index, []).append((state, uuid, precision))
+    passed = sorted(
+        i for i, rows in devices.items() if all(s == State.VERIFIED for s, _, _ in rows)
+    )
+    precisions = sorted({p for i in passed for _, _, p in devices[i]})
+    machine = Machine.objects.select_for_update().get(pk=suite.machine_id)
+    machine.verified_devices = [{"index": i, "uuid": devices[i][0][1]} for i in passed]
+    machine.verified_device_count = len(passed)
+    machine.verified_precisions = precisions
+    machine.verified_at = timezone.now()
+    machine.save(
+        update_fields=[
+            "verified_devices",
+            "verified_device_count",
+            "verified_precisions",
+            "verified_at",
+            "updated_at",
+        ]
+    )
+    listing_follow_verified_machine(machine_id=machine.pk)
 
 
 def _suite_progress(suite_id: int) -> None:
@@ -71,15 +105,31 @@ def _suite_progress(suite_id: int) -> None:
     suite = BenchmarkSuite.objects.select_for_update().get(pk=suite_id)
     if suite.state != BenchmarkSuite.State.RUNNING:
         return
-    if suite.jobs.exclude(state=State.VERIFIED).exists():
+    if suite.jobs.filter(state__in=BenchmarkJob.OPEN_STATES).exists():
         return
+    # Every job is final and none was rejected (a rejection fails the suite): the devices whose
+    # jobs all passed are verified; a device dropped for a timeout is not counted.
     suite.state = BenchmarkSuite.State.PASSED
     suite.finished_at = timezone.now()
     suite.save(update_fields=["state", "finished_at", "updated_at"])
     machine_mark_verified(machine_id=suite.machine_id, reason="passed onboarding benchmarks")
-    fp32 = suite.jobs.filter(kind="matmul", precision="fp32").order_by("-measured_tflops").first()
-    if fp32 is not None:
-        _record_listing_tflops(suite.machine_id, fp32.measured_tflops)
+    _machine_record_verified(suite)
+    _record_listing_tflops(suite.machine_id)
+
+
+def _device_droppable(job: BenchmarkJob) -> bool:
+    """A device of a multi-device onboarding suite that timed out is dropped rather than failing
+    the suite, as long as another device can still pass: the machine is verified (and listed)
+    with the devices that did. The last device standing is not dropped: timing out on every
+    device is a missed deadline like any other."""
+    suite_jobs = BenchmarkJob.objects.filter(suite_id=job.suite_id)
+    failed = set(
+        suite_jobs.filter(state__in=(State.REJECTED, State.EXPIRED)).values_list(
+            "device_index", flat=True
+        )
+    )
+    alive = set(suite_jobs.values_list("device_index", flat=True)) - failed - {job.device_index}
+    return bool(alive)
 
 
 def _fail(
@@ -107,6 +157,29 @@ def _fail(
         )
         job.save(update_fields=["report_hash", "updated_at"])
     if job.suite_id is not None:
+        if reason == "device_dropped":
+            return job
+        if (
+            target == State.EXPIRED
+            and reason == "deadline_exceeded"
+            and job.purpose == "onboarding"
+            and _device_droppable(job)
+        ):
+            for other_id in (
+                BenchmarkJob.objects.filter(
+                    suite_id=job.suite_id,
+                    device_index=job.device_index,
+                    state__in=BenchmarkJob.OPEN_STATES,
+                )
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            ):
+                other = _lock(other_id)
+                if other.state in BenchmarkJob.OPEN_STATES:
+                    detail = f"device {job.device_index} timed out on job {job.pk}"
+                    _fail(other, State.EXPIRED, "device_dropped", detail, penalise=False)
+            _suite_progress(job.suite_id)
+            return job
         _suite_fail(job.suite_id, reason, exclude_job_id=job.pk)
     if penalise:
         _machine_penalise(job, reason)
