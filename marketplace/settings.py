@@ -310,7 +310,7 @@ BENCHMARK_DEVICE_PROBE_MIN_FLOPS = env.float("BENCHMARK_DEVICE_PROBE_MIN_FLOPS",
 # Every job's floor and ceiling (marketplace/benchmarks/suites.py, DEVICE_CLASSES): the plumbing
 # the current protocol puts inside the server-timed span (dispatch, inputs, hashing, HTTP), and
 # the margin above a data-sheet peak (boost clocks, clock skew) before a figure is impossible.
-BENCHMARK_FLOOR_BASE_SECONDS = env.float("BENCHMARK_FLOOR_BASE_SECONDS", default=2.0)
+BENCHMARK_FLOOR_BASE_SECONDS = env.float("BENCHMARK_FLOOR_BASE_SECONDS", default=10.0)
 BENCHMARK_FLOOR_SECONDS_PER_MB = env.float("BENCHMARK_FLOOR_SECONDS_PER_MB", default=0.01)
 BENCHMARK_CEILING_FACTOR = env.float("BENCHMARK_CEILING_FACTOR", default=1.5)
 # CPU-sized suites for every machine: for local demos and tests without a GPU.
