@@ -152,9 +152,12 @@ class CappedCountPagination(DefaultPagination):
         self.has_next = len(rows) > self.page_size_value
         rows = rows[: self.page_size_value]
         self.next_cursor = cursor_encode(ordering, rows[-1]) if self.has_next else None
-        # Only the key: a page read as values() would otherwise count through every column (a heap
-        # fetch per row) where the index alone answers.
-        counted = queryset.order_by().values("pk")[: self.COUNT_CAP + 1].count()
+        if not self.cursor_mode and self.page_number == 1 and not self.has_next:
+            counted = len(rows)  # the whole result is on this page: no need to ask again
+        else:
+            # Only the key: a page read as values() would otherwise count through every column
+            # (a heap fetch per row) where the index alone answers.
+            counted = queryset.order_by().values("pk")[: self.COUNT_CAP + 1].count()
         self.count = min(counted, self.COUNT_CAP)
         self.count_is_exact = counted <= self.COUNT_CAP
         return rows
