@@ -693,36 +693,38 @@ def chain_events_finalize(*, event_ids: list[int]) -> int:
         if not events:
             return 0
         now = timezone.now()
-        # Final first: the stake replays below count the batch's own events. No handler reads
-        # another event's finality, so flipping the batch at once equals flipping one by one.
-        ChainEvent.objects.filter(pk__in=[e.pk for e in events]).update(
-            is_final=True, updated_at=now
-        )
         batch = _Batch(events)
         outcomes: dict[tuple, list[int]] = {}
         wallets: dict[tuple[int, str], None] = {}
         for event in events:
-            event.is_final = True
             handler = _HANDLERS.get(event.name)
             if handler is not None:
                 handler(event, batch)
-                if event.order_id is not None or event.flagged:
-                    key = (event.order_id, event.flagged, event.flag_reason)
-                    outcomes.setdefault(key, []).append(event.pk)
+            key = (event.order_id, event.flagged, event.flag_reason)
+            outcomes.setdefault(key, []).append(event.pk)
             if event.name in _STAKE_EVENTS:
                 wallets[(event.chain_id, event.account)] = None
-        # One UPDATE per distinct outcome (most deposits nobody ordered share one), not per event.
+        # Each row is written once, final with its outcome: one UPDATE per distinct outcome
+        # (most events have none, most deposits nobody ordered share one), not one per event.
+        # No handler reads another event's row, so flipping the batch together after its
+        # handlers equals flipping each event before its own.
         for (order_id, flagged, reason), pks in outcomes.items():
             ChainEvent.objects.filter(pk__in=pks).update(
-                order_id=order_id, flagged=flagged, flag_reason=reason, updated_at=now
+                is_final=True,
+                order_id=order_id,
+                flagged=flagged,
+                flag_reason=reason,
+                updated_at=now,
             )
+        for event in events:
+            event.is_final = True
         for model in (Slash, Reward):
             rows = [p for p in batch.payouts if isinstance(p, model)]
             # An event is final once, so its payout row is new; the conflict guard is the
             # unique event key, kept as a second lock.
             model.objects.bulk_create(rows, ignore_conflicts=True)
-        # A stake is the replay of all its wallet's final events: replaying once after the
-        # batch gives what replaying after each of them would have left.
+        # A stake is the replay of all its wallet's final events (the batch's included now):
+        # replaying once after the batch gives what replaying after each event would have left.
         for cid in {cid for cid, _ in wallets}:
             stakes_recompute(cid=cid, addresses=[a for c, a in wallets if c == cid])
         _transactions_confirm_by_events(events)
