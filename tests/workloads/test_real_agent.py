@@ -5,12 +5,8 @@ a running one."""
 
 import io
 import json
-import os
-import shutil
 import subprocess
-import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,8 +16,6 @@ import requests
 from marketplace.accounts.services import api_token_create
 from marketplace.orders.services import order_stop_by_renter
 from marketplace.providers.heartbeats import machines_last_seen
-from marketplace.providers.models import Machine
-from marketplace.providers.services import machine_register, registration_token_create
 from marketplace.workloads.models import Workload
 from tests.factories import ListingFactory
 from tests.workloads.conftest import active_order
@@ -33,79 +27,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(BubblewrapRuntime().missing() is not None, reason="scripts/ensure_bwrap.sh"),
 ]
-
-
-@pytest.fixture
-def work_root():
-    path = Path(tempfile.mkdtemp(prefix="agent-workloads-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def agent(live_server, bob_provider, tmp_path, work_root):
-    """bob's agent process, registered for a listed 2-GPU machine; yields (machine, config
-    path, process)."""
-    _, token = registration_token_create(provider=bob_provider, user=bob_provider.owner)
-    machine, credential = machine_register(
-        registration_token=token, name="sandbox-box", hardware={"accelerators": [], "cpu": {}}
-    )
-    Machine.objects.filter(pk=machine.pk).update(
-        state=Machine.State.LISTED,
-        verified_devices=[{"index": 0, "uuid": "GPU-a"}, {"index": 1, "uuid": "GPU-b"}],
-        verified_device_count=2,
-    )
-    config = tmp_path / "home" / "agent.json"
-    config.parent.mkdir()
-    config.write_text(
-        json.dumps(
-            {
-                "url": live_server.url,
-                "credential": credential,
-                "workload_dir": str(work_root),
-                "workload_poll_seconds": 0.5,
-                "workload_limits": {
-                    "max_processes": 64,
-                    "output_cap_bytes": 2**20,
-                    "disk_bytes": 50 * 2**20,
-                    "max_file_bytes": 20 * 2**20,
-                    "memory_bytes": 2**30,
-                },
-            }
-        )
-    )
-    config.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO")}
-    env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
-    log = open(tmp_path / "agent.log", "w+")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workers.agent",
-            "run",
-            "--config",
-            str(config),
-            "--poll-wait",
-            "2",
-            "--no-progress",
-            "--heartbeat-seconds",
-            "0.5",
-        ],  # fmt: skip
-        cwd=tmp_path,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    machine.refresh_from_db()
-    yield machine, config, proc
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    log.seek(0)
-    print(log.read()[-5000:])
-    log.close()
 
 
 def _wait_for(predicate, timeout: float, what: str):

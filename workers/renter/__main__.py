@@ -1,0 +1,5 @@
+import sys
+
+from workers.renter.cli import main
+
+sys.exit(main())
