@@ -354,6 +354,9 @@ def _scan(w3: Web3, cid: int, head: int, until: float) -> int:
             span = max(1, (to_block - start) // 2)
             logger.info("eth_getLogs %s..%s refused (%s); next %s", start + 1, to_block, exc, span)
             continue
+        if any(not start < log.block_number <= to_block for log in logs):
+            # A node answering outside the range asked for cannot be trusted with this one.
+            raise chain.ChainError(f"eth_getLogs {start + 1}..{to_block} answered other blocks")
         rows, blocks = _rows(decoder, cid, watched, logs)
         if to_block not in blocks:
             # The range end's hash is what the next run checks for a reorg.

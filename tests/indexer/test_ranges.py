@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from web3.exceptions import Web3RPCError
 
+from contracts.chain import ChainError
 from contracts.indexer import RangeRefused, index
 from marketplace.payments.models import ChainEvent, ContractDeployment, IndexerCursor
 from tests.indexer.helpers import outcome, workload
@@ -114,3 +115,21 @@ def test_other_node_errors_are_not_taken_for_a_range_too_large(
     with pytest.raises(Web3RPCError, match=error["message"]):
         index()
     assert len(asked) == 1
+
+
+def test_a_node_answering_with_logs_outside_the_range_is_not_believed(
+    live_chain, market, alice, listing, monkeypatch, settings
+):
+    workload(live_chain, market, alice, listing)
+    settings.CHAIN_INDEXER_MAX_BLOCKS = 2
+    real = live_chain.provider.make_request
+
+    def make_request(method, params):
+        if method == "eth_getLogs":  # every log there is, whatever was asked
+            params = [{**params[0], "fromBlock": "0x0", "toBlock": "latest"}]
+        return real(method, params)
+
+    monkeypatch.setattr(live_chain.provider, "make_request", make_request)
+    with pytest.raises(ChainError, match="answered other blocks"):
+        index()
+    assert not ChainEvent.objects.exists()
