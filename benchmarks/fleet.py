@@ -255,6 +255,8 @@ class Fleet:
         self.heartbeats = self.heartbeat_errors = self.poll_errors = 0
         self.created: dict[int, float] = {}
         self.received: dict[int, float] = {}
+        self.woken_by: dict[int, str] = {}
+        self.errors: list[str] = []
         self.stopping = False
 
     async def register(self, session, tokens: list[str], concurrency: int = 32) -> None:
@@ -296,8 +298,10 @@ class Fleet:
                         self.heartbeats += 1
                     else:
                         self.heartbeat_errors += 1
-            except Exception:  # noqa: BLE001 - counted; the agent retries next beat
+                        self.errors.append(f"heartbeat HTTP {r.status}")
+            except Exception as exc:  # noqa: BLE001 - counted; the agent retries next beat
                 self.heartbeat_errors += 1
+                self.errors.append(f"heartbeat {exc!r}"[:120])
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _polls(self, session, machine_id: int, headers) -> None:
@@ -310,6 +314,7 @@ class Fleet:
                 ) as r:
                     body = await r.read()
                     status = r.status
+                    woken_by = r.headers.get("Agent-Wait", "")
             except Exception:  # noqa: BLE001 - backoff with jitter, as the agent does
                 self.waiting.discard(machine_id)
                 self.poll_errors += 1
@@ -321,6 +326,7 @@ class Fleet:
             if status == 200:
                 job = json.loads(body)
                 self.received.setdefault(job["id"], time.monotonic())
+                self.woken_by.setdefault(job["id"], woken_by)
                 commitment = {"root": "0" * 64, "agent_seconds": 0.01}
                 async with session.post(
                     f"{self.url}/api/v1/agent/jobs/{job['id']}/commitment",
@@ -435,6 +441,16 @@ async def run_one(n: int, args, env: dict[str, str]) -> dict:
         "registered_in_s": registered_in,
         "jobs": len(fleet.created),
         "jobs_received": len(latencies),
+        "errors": sorted({e: fleet.errors.count(e) for e in set(fleet.errors)}.items())[:5],
+        "woken_by": {
+            how: sum(1 for j in fleet.created if fleet.woken_by.get(j) == how)
+            for how in sorted(set(fleet.woken_by.values()))
+        },
+        "slow": sorted(
+            (round(fleet.received[j] - t, 2), fleet.woken_by.get(j))
+            for j, t in fleet.created.items()
+            if j in fleet.received and fleet.received[j] - t > 1
+        ),
         "dispatch_p50_s": _pct(latencies, 0.5),
         "dispatch_p95_s": _pct(latencies, 0.95),
         "heartbeats_per_s": (beats1 - beats0) / elapsed,
@@ -471,6 +487,9 @@ def report(results: list[dict], vendor: str) -> None:
             f"{r['dispatch_p95_s']:.3f} s   target p95 <= {DISPATCH_P95_TARGET_S} s  [{ok}]"
             f"  ({r['jobs_received']}/{r['jobs']} jobs received)"
         )
+        print(f"    jobs by wake-up {r['woken_by']}; over 1 s: {r['slow']}")
+        if r["errors"]:
+            print(f"    errors: {r['errors']}")
         print(
             f"    heartbeats ingested             {r['heartbeats_per_s']:>10.1f} /s  "
             f"({r['heartbeat_errors']} failed; long-poll errors {r['poll_errors']})"

@@ -13,15 +13,17 @@ rate. Readers of Machine.last_heartbeat_at stay correct because
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DateTimeField, F, Value, When
+from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
 
 KEY = "mkt:machine-last-seen"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TOUCH_EVERY = timedelta(seconds=60)
 
 # Deletes each flushed field only if no newer heartbeat replaced it meanwhile.
 _DELETE_IF_UNCHANGED = """
@@ -100,9 +102,12 @@ def heartbeats_flush(*, batch_size: int = 500) -> int:
                 *[When(machine_id=pk, then=Value(_parse(v))) for pk, v in batch],
                 output_field=DateTimeField(),
             )
-            AgentCredential.objects.filter(machine_id__in=ids, revoked_at__isnull=True).update(
-                last_used_at=Greatest(Coalesce(F("last_used_at"), Value(_EPOCH)), used)
-            )
+            # At most once a minute per credential, as last_used_touch records a request's use.
+            AgentCredential.objects.filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=timezone.now() - _TOUCH_EVERY),
+                machine_id__in=ids,
+                revoked_at__isnull=True,
+            ).update(last_used_at=Greatest(Coalesce(F("last_used_at"), Value(_EPOCH)), used))
         args = [part for pk, v in batch for part in (str(pk), v)]
         client.eval(_DELETE_IF_UNCHANGED, 1, KEY, *args)
     return len(entries)
