@@ -68,7 +68,9 @@ def test_bob_passes_with_any_summation_order(seed, order, precision):
     y = bob_with_order(spec, seed, order)
     report = sketch_verify(spec, seed, sketch_payload(spec, seed, y))
     assert report.passed, report
-    assert report.figures["rms_over_tolerance"] < 0.6
+    # Honest errors sit near half the tolerance (0.45-0.52 measured for half precisions): the
+    # model is an upper bound. 0.8 leaves room for the spread of an rms over 96 values (~7%).
+    assert report.figures["rms_over_tolerance"] < 0.8
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
