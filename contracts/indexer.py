@@ -427,18 +427,24 @@ def _finalize(cid: int, head: int, until: float) -> int:
     # A block in the head has one confirmation.
     safe = head - settings.CHAIN_CONFIRMATIONS + 1
     finalized = 0
+    since = 0
     while True:
         if _clock() >= until:
             return finalized  # the next run goes on from here
-        ids = list(
-            ChainEvent.objects.filter(chain_id=cid, is_final=False, block_number__lte=safe)
+        # From the last batch's block on: events become final in chain order, so none is left
+        # below it, and the index on block_number need not walk past every final event again.
+        pending = list(
+            ChainEvent.objects.filter(
+                chain_id=cid, is_final=False, block_number__gte=since, block_number__lte=safe
+            )
             .order_by("block_number", "log_index")
-            .values_list("pk", flat=True)[:FINALIZE_BATCH]
+            .values_list("pk", "block_number")[:FINALIZE_BATCH]
         )
-        done = chain_events_finalize(event_ids=ids) if ids else 0
+        done = chain_events_finalize(event_ids=[pk for pk, _ in pending]) if pending else 0
         if not done:
             break  # nothing left, or a concurrent run holds these: it applies them
         finalized += done
+        since = pending[-1][1]
     IndexedBlock.objects.filter(chain_id=cid, is_final=False, number__lte=safe).update(
         is_final=True
     )
