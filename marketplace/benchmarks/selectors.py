@@ -112,8 +112,15 @@ def machine_benchmarks_for(*, user: User, machine_id: int) -> dict[str, Any]:
 
 def benchmark_job_dispatched_for(*, machine_id: int) -> BenchmarkJob | None:
     """The machine's dispatched, not yet committed job, unless the machine is suspended (a
-    suspended machine is handed nothing, not even again)."""
+    suspended machine is handed nothing, not even again), or unless a queued job waits for a
+    device that has none out: an agent with several devices polls again at once to take its
+    other devices' jobs, and must get those, not the first one again. It gets the repeat once
+    nothing new can be dispatched (which is also when an agent that lost a reply asks)."""
+    from marketplace.benchmarks.services.jobs import queued_for_free_devices
+
     if Machine.objects.filter(pk=machine_id, state=Machine.State.SUSPENDED).exists():
+        return None
+    if queued_for_free_devices(machine_id).exists():
         return None
     return (
         BenchmarkJob.objects.filter(machine_id=machine_id, state=State.DISPATCHED)

@@ -187,7 +187,8 @@ class JobRunner:
         jobs = [first]
         while len(jobs) < MAX_PARALLEL_JOBS:
             more = self.api.next_job(0)
-            if more is None:
+            # The server repeats a job it dispatched once it has nothing new for a free device.
+            if more is None or any(more["id"] == job["id"] for job in jobs):
                 break
             jobs.append(more)
         if len(jobs) == 1:

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Purpose
@@ -154,6 +154,17 @@ def _deadline_allowance(job: BenchmarkJob) -> timedelta:
     return timedelta(seconds=settings.BENCHMARK_DEADLINE_BASE_SECONDS + compute)
 
 
+def queued_for_free_devices(machine_id: int) -> QuerySet[BenchmarkJob]:
+    """Queued jobs of the machine whose device has no job out (dispatched, committed or
+    challenged)."""
+    busy = BenchmarkJob.objects.filter(
+        machine_id=machine_id, state__in=(State.DISPATCHED, State.COMMITTED, State.CHALLENGED)
+    ).values_list("device_index", flat=True)
+    return BenchmarkJob.objects.filter(machine_id=machine_id, state=State.QUEUED).exclude(
+        device_index__in=list(busy)
+    )
+
+
 def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
     """Hands the machine its oldest queued job for a device that has no job out; the seed is
     revealed and the clock starts now. One job per device at a time: the agent polls again at
@@ -166,17 +177,7 @@ def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
     with transaction.atomic():
         if Machine.objects.filter(pk=machine_id, state=Machine.State.SUSPENDED).exists():
             return None
-        busy = BenchmarkJob.objects.filter(
-            machine_id=machine_id,
-            state__in=(State.DISPATCHED, State.COMMITTED, State.CHALLENGED),
-        ).values_list("device_index", flat=True)
-        job = (
-            BenchmarkJob.objects.select_for_update()
-            .filter(machine_id=machine_id, state=State.QUEUED)
-            .exclude(device_index__in=list(busy))
-            .order_by("pk")
-            .first()
-        )
+        job = queued_for_free_devices(machine_id).select_for_update().order_by("pk").first()
         if job is None:
             return None
         now = timezone.now()
