@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "marketplace.payments",
     "marketplace.workloads",
     "marketplace.dashboard",
+    "marketplace.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -367,6 +368,23 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
+# --- Webhooks (marketplace/webhooks) -------------------------------------------------------
+# Deliveries only to public addresses unless this is on (tests, a receiver on localhost): a URL
+# any user may choose must not reach the server's own network (SSRF).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=False)
+# Per connect and per read of one POST; a receiver should answer 2xx at once and work later.
+WEBHOOK_TIMEOUT_SECONDS = max(1, _positive_int("WEBHOOK_TIMEOUT_SECONDS", 5))
+# Tries before a delivery is marked failed: with 10 s doubling to a 1 h cap, 10 tries span
+# about 1 to 1.5 hours (jitter takes each wait from the upper half of its step).
+WEBHOOK_MAX_ATTEMPTS = max(1, _positive_int("WEBHOOK_MAX_ATTEMPTS", 10))
+WEBHOOK_RETRY_BASE_SECONDS = max(1, _positive_int("WEBHOOK_RETRY_BASE_SECONDS", 10))
+WEBHOOK_RETRY_CAP_SECONDS = max(1, _positive_int("WEBHOOK_RETRY_CAP_SECONDS", 3600))
+# How far back each scan re-reads before its cursor: longer than any transaction that writes an
+# event row, so one that committed after a scan passed its timestamp is still read.
+WEBHOOK_SCAN_OVERLAP_SECONDS = _positive_int("WEBHOOK_SCAN_OVERLAP_SECONDS", 300)
+WEBHOOK_MAX_ENDPOINTS_PER_USER = max(1, _positive_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 10))
+WEBHOOK_DELIVERY_BATCH = max(1, _positive_int("WEBHOOK_DELIVERY_BATCH", 20))
+
 # The market dashboard's sampling interval (its snapshot rows are keyed by interval start).
 DASHBOARD_SNAPSHOT_SECONDS = 300
 
@@ -447,4 +465,9 @@ CELERY_BEAT_SCHEDULE = {
     # A silent agent's workloads become lost after WORKLOAD_SILENCE_SECONDS (minutes); a sweep a
     # minute adds at most a minute to that, and closes workloads whose lease-end signal was lost.
     "workloads-sweep": {"task": "marketplace.workloads.tasks.workloads_sweep", "schedule": 60},
+    # Webhooks: a renter waiting for "lease active" hears within ~10 s of the indexer's own lag;
+    # a scan with nothing new is four indexed range queries.
+    "webhooks-scan": {"task": "marketplace.webhooks.tasks.webhooks_scan", "schedule": 10},
+    # Due deliveries; retries wait 10 s or more, so 5 s adds little to any of them.
+    "webhooks-deliver": {"task": "marketplace.webhooks.tasks.webhooks_deliver", "schedule": 5},
 }

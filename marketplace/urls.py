@@ -13,6 +13,7 @@ api_v1 = [
     path("", include("marketplace.benchmarks.urls")),
     path("", include("marketplace.payments.urls")),
     path("", include("marketplace.workloads.urls")),
+    path("", include("marketplace.webhooks.urls")),
 ]
 
 urlpatterns = [
