@@ -129,7 +129,7 @@ def test_half_precision_values_stay_in_range_through_many_layers(seed, precision
         spec = MatmulChainSpec(n=512, layers=48, rows=16, precision=precision)
     else:
         spec = ConvChainSpec(
-            batch=1, channels=16, height=8, width=8, kernel_size=3, layers=12, precision=precision
+            batch=1, channels=16, height=16, width=16, kernel_size=3, layers=12, precision=precision
         )
     x = chain_prepare(spec, seed, "torch-cpu").layers_only()
     units = spec.unit_vectors(x).float()
