@@ -77,7 +77,9 @@ def test_a_skipped_unit_is_reported_as_not_computed(seed):
     y = chain_compute(MATMUL, seed)
     y[:] = 0
     report = rejected(MATMUL, seed, sketch_payload(MATMUL, seed, y), "row_mismatch")
-    assert report.figures["gross_units"] == DEFAULT_SAMPLE_COUNT
+    # A zero is off by |true value| / scale, about |N(0, 1)|: over 25% on at least one of the
+    # unit's 4 values with probability 0.998, so nearly every sampled unit counts as not computed.
+    assert report.figures["gross_units"] >= DEFAULT_SAMPLE_COUNT - 6
 
 
 # --- cheaper formats (precision laundering) ---------------------------------------------------
