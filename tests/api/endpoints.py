@@ -60,6 +60,67 @@ def _funding(f: Fixtures) -> Call:
     return Call("GET", f"/api/v1/orders/{f('alice_order').pk}/funding")
 
 
+def _workload(f: Fixtures, *, state: str = "queued", results: bool = False) -> Call:
+    """A workload of alice's on a lease of bob's agent's own machine (so the agent's calls can
+    succeed), with an input archive, driven to `state` through the real services."""
+    import io
+    import tarfile
+
+    from django.core.files.base import ContentFile
+
+    from marketplace.orders.services import order_activate, order_create, order_mark_funded
+    from marketplace.workloads import services
+    from tests.factories import ListingFactory
+
+    f("settings").MEDIA_ROOT = str(f("tmp_path") / "media")
+    machine, _ = f("bob_agent")
+    listing = ListingFactory(machine=machine, provider=machine.provider, accelerator_count=2)
+    order, _ = order_create(
+        renter=f("alice"),
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=1,
+        idempotency_key="matrix-workload-lease",
+    )
+    order_mark_funded(order_id=order.pk)
+    order_activate(order_id=order.pk)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        info = tarfile.TarInfo("run.sh")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"true\n"))
+    workload = services.workload_submit(
+        user=f("alice"),
+        order_id=order.pk,
+        argv=["sh", "run.sh"],
+        archive=ContentFile(archive.getvalue(), name="in.tar.gz"),
+    )
+    if state in ("starting", "running") or results:
+        services.workload_claim_next(machine_id=machine.pk)
+    if state == "running" or results:
+        services.workload_start(machine_id=machine.pk, workload_id=workload.pk)
+    if results:
+        services.workload_finish(
+            machine_id=machine.pk,
+            workload_id=workload.pk,
+            outcome="exited",
+            exit_code=0,
+            result=ContentFile(archive.getvalue(), name="result.tar.gz"),
+        )
+    return workload
+
+
+def _renter_workload(f: Fixtures, suffix: str = "", *, method="GET", results=False) -> Call:
+    workload = _workload(f, results=results)
+    return Call(method, f"/api/v1/orders/{workload.order_id}/workloads/{workload.pk}{suffix}")
+
+
+def _agent_workload(f: Fixtures, suffix: str, *, method="POST", state="running", body=None):
+    workload = _workload(f, state=state)
+    return Call(method, f"/api/v1/agent/workloads/{workload.pk}{suffix}", body)
+
+
 # (method, path template) -> a valid request on bob's / alice's objects.
 ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ("GET", "/api/v1/health"): lambda f: Call("GET", "/api/v1/health"),
@@ -159,6 +220,39 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ),
     ("GET", "/api/v1/providers/{id}/chain"): lambda f: Call(
         "GET", f"/api/v1/providers/{f('bob_provider').pk}/chain"
+    ),
+    # workloads: alice's on a lease of bob's agent's machine; the agent's side of them
+    ("GET", "/api/v1/orders/{id}/workloads"): lambda f: Call(
+        "GET", f"/api/v1/orders/{_workload(f).order_id}/workloads"
+    ),
+    ("POST", "/api/v1/orders/{id}/workloads"): lambda f: Call(
+        "POST", f"/api/v1/orders/{_workload(f).order_id}/workloads", {"argv": ["true"]}
+    ),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}"): lambda f: _renter_workload(f),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}/logs"): lambda f: _renter_workload(f, "/logs"),
+    ("POST", "/api/v1/orders/{id}/workloads/{id}/cancel"): lambda f: _renter_workload(
+        f, "/cancel", method="POST"
+    ),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}/results"): lambda f: _renter_workload(
+        f, "/results", results=True
+    ),
+    ("POST", "/api/v1/agent/workloads/next"): lambda f: (
+        _workload(f),
+        Call("POST", "/api/v1/agent/workloads/next"),
+    )[1],
+    ("GET", "/api/v1/agent/workloads/{id}"): lambda f: _agent_workload(f, "", method="GET"),
+    ("GET", "/api/v1/agent/workloads/{id}/input"): lambda f: _agent_workload(
+        f, "/input", method="GET"
+    ),
+    ("POST", "/api/v1/agent/workloads/{id}/start"): lambda f: _agent_workload(
+        f, "/start", state="starting"
+    ),
+    ("POST", "/api/v1/agent/workloads/{id}/ping"): lambda f: _agent_workload(f, "/ping"),
+    ("POST", "/api/v1/agent/workloads/{id}/logs"): lambda f: _agent_workload(
+        f, "/logs", body={"seq": 0, "stream": "stdout", "data_b64": "aGk="}
+    ),
+    ("POST", "/api/v1/agent/workloads/{id}/finish"): lambda f: _agent_workload(
+        f, "/finish?outcome=exited&exit_code=0"
     ),
     # the staff dashboard: HTML pages behind the admin's session login
     ("GET", "/admin/dashboard/"): lambda f: Call("GET", "/admin/dashboard/"),

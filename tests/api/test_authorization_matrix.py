@@ -98,6 +98,21 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/orders/{id}/chain"): (401, 200, 404, 200, 404, 401, 200),
     # Stakes, slashes and rewards are public on chain: any signed-in user.
     ("GET", "/api/v1/providers/{id}/chain"): (401, 200, 200, 200, 200, 401, 200),
+    # workloads: the renter's own (another renter and the provider owner get 404: a workload is
+    # the renter's business); the agent's side only with the credential of the lease's machine
+    ("GET", "/api/v1/orders/{id}/workloads"): (401, 200, 404, 404, 404, 401, 200),
+    ("POST", "/api/v1/orders/{id}/workloads"): (401, 201, 404, 403, 403, 401, 201),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}"): (401, 200, 404, 404, 404, 401, 200),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}/logs"): (401, 200, 404, 404, 404, 401, 200),
+    ("POST", "/api/v1/orders/{id}/workloads/{id}/cancel"): (401, 200, 404, 404, 404, 401, 200),
+    ("GET", "/api/v1/orders/{id}/workloads/{id}/results"): (401, 200, 404, 404, 404, 401, 200),
+    ("POST", "/api/v1/agent/workloads/next"): (401, 401, 401, 401, 401, 200, 401),
+    ("GET", "/api/v1/agent/workloads/{id}"): (401, 401, 401, 401, 401, 200, 401),
+    ("GET", "/api/v1/agent/workloads/{id}/input"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/workloads/{id}/start"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/workloads/{id}/ping"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/workloads/{id}/logs"): (401, 401, 401, 401, 401, 200, 401),
+    ("POST", "/api/v1/agent/workloads/{id}/finish"): (401, 401, 401, 401, 401, 200, 401),
     # the staff dashboard (HTML, admin session)
     ("GET", "/admin/dashboard/"): (302, 302, 302, 302, 302, 302, 200),
     ("GET", "/admin/dashboard/machines/{id}/"): (302, 302, 302, 302, 302, 302, 200),
