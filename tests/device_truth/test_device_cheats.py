@@ -240,3 +240,33 @@ def test_a_device_that_times_out_is_dropped_and_the_listing_count_follows(
         machine=machine, device_index=0, kind="matmul", precision="fp32"
     )
     assert listing.verified_tflops == pytest.approx(device0_fp32.measured_tflops)
+
+
+def test_a_claimed_card_the_host_does_not_have_is_abandoned_then_dropped(
+    mallory_provider, make_agent, runner_for, verdicts
+):
+    from django.test import TestCase
+
+    from marketplace.benchmarks.services import benchmarks_expire_overdue
+
+    machine, api, _ = make_agent(mallory_provider, hardware=h100s(2))
+
+    class OneCardMissing(FakeDeviceIds):
+        def pinned(self, index, spec):
+            if index == 1:  # what hardware.device_pin says on a host with one CUDA device
+                raise RuntimeError("no CUDA device 1 here")
+            return super().pinned(index, spec)
+
+    runner = runner_for(api, OneCardMissing)
+    assert runner.run_once(wait=0).state == "verified"  # device 0's first job
+    missing = runner.run_once(wait=0)
+    assert missing.state == "abandoned" and "no CUDA device 1" in missing.reason
+    # The agent keeps serving device 0 meanwhile; device 1's job runs out its deadline.
+    BenchmarkJob.objects.filter(pk=missing.job_id).update(deadline="2000-01-01T00:00:00Z")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        assert benchmarks_expire_overdue() == [missing.job_id]
+    results = _drain(runner)
+    assert {r.state for r in results} == {"verified"}
+    machine.refresh_from_db()
+    assert machine.state == Machine.State.VERIFIED and machine.verified_device_count == 1
+    assert [k for k, _ in verdicts if k == "failed"] == []

@@ -91,6 +91,8 @@ class JobRunner:
         self.verdict_timeout = verdict_timeout
         # Injected so that tests drive retries without waiting for real time to pass.
         self.sleep, self.clock, self.rng = sleep, clock, rng or random.Random()
+        # Jobs this host found it cannot run (job id -> why), so a repeat is not retried.
+        self.cannot_run: dict[int, str] = {}
 
     # --- the protocol steps (override one to build a cheater) --------------------------------
 
@@ -191,6 +193,9 @@ class JobRunner:
             if more is None or any(more["id"] == job["id"] for job in jobs):
                 break
             jobs.append(more)
+        if all(job["id"] in self.cannot_run for job in jobs):
+            # The server repeats the jobs this host cannot run until they expire: do not spin.
+            self.sleep(max(1, wait))
         if len(jobs) == 1:
             return [self.handle(first)]
         with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="device") as pool:
@@ -203,10 +208,19 @@ class JobRunner:
         try:
             spec = spec_from_dict(job["spec"])
             index = int(job.get("device_index") or 0)
+            if job_id in self.cannot_run:
+                return JobResult(job_id, ABANDONED, self.cannot_run[job_id])
             start = time.perf_counter()
-            with self.pinned(index, spec):
-                output = self.compute(spec, job["seed"])
-                device = self.device_id(index, spec)
+            try:
+                with self.pinned(index, spec):
+                    output = self.compute(spec, job["seed"])
+                    device = self.device_id(index, spec)
+            except (BackendError, RuntimeError) as exc:
+                # A device this host does not have, or a precision no backend here runs: the
+                # job is left to expire (a device that times out is dropped, not counted), and
+                # the agent goes on with its other devices' jobs instead of dying.
+                self.cannot_run[job_id] = f"cannot run on device {index}: {exc}"
+                return JobResult(job_id, ABANDONED, self.cannot_run[job_id])
             steps.advance("computed")
             root, tree = self.commitment(spec, output)
             agent_seconds = max(time.perf_counter() - start, 1e-9)
