@@ -237,10 +237,13 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "marketplace.core.schema.document_error_responses",
+        "marketplace.core.schema_docs.document_operations",
+        "marketplace.core.schema_links.add_links",
     ],
     "ENUM_NAME_OVERRIDES": {
         "AcceleratorKindEnum": "marketplace.providers.models.Machine.AcceleratorKind",
         "WorkloadStateEnum": "marketplace.workloads.models.Workload.State",
+        "WebhookEventTypeEnum": "marketplace.webhooks.models.EventType",
     },
 }
 

@@ -19,7 +19,14 @@ class SignupApi(APIView):
     authentication_classes: list = []
     throttle_classes = [AuthRateThrottle]
 
-    @extend_schema(request=SignupInputSerializer, responses={201: TokenOutputSerializer})
+    @extend_schema(
+        summary="Sign up",
+        description="Creates an account (role `renter` or `provider_owner`) and returns its "
+        "first API token, shown this once. Send it as `Authorization: Token mkt_…` on every "
+        "other call. Throttled per client address.",
+        request=SignupInputSerializer,
+        responses={201: TokenOutputSerializer},
+    )
     def post(self, request):
         data = SignupInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -35,7 +42,14 @@ class TokenCreateApi(APIView):
     authentication_classes: list = []
     throttle_classes = [AuthRateThrottle]
 
-    @extend_schema(request=LoginInputSerializer, responses={201: TokenOutputSerializer})
+    @extend_schema(
+        summary="Log in: create an API token",
+        description="Exchanges a user name and password for a new API token, shown this once "
+        "(only its hash is stored). Each call makes another token; revoke one with "
+        "DELETE /api/v1/auth/tokens/current. Throttled per client address.",
+        request=LoginInputSerializer,
+        responses={201: TokenOutputSerializer},
+    )
     def post(self, request):
         data = LoginInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -51,7 +65,12 @@ class TokenCreateApi(APIView):
 
 
 class CurrentTokenApi(APIView):
-    @extend_schema(responses={204: None})
+    @extend_schema(
+        summary="Log out: revoke the token in use",
+        description="Revokes the API token that authenticated this request; it is refused "
+        "from then on. Other tokens of the user stay valid.",
+        responses={204: None},
+    )
     def delete(self, request):
         from marketplace.accounts.models import ApiToken
 
@@ -61,6 +80,10 @@ class CurrentTokenApi(APIView):
 
 
 class MeApi(APIView):
-    @extend_schema(responses=UserOutputSerializer)
+    @extend_schema(
+        summary="Who am I",
+        description="The user the credentials belong to, with their role.",
+        responses=UserOutputSerializer,
+    )
     def get(self, request):
         return Response(UserOutputSerializer(request.user).data)

@@ -17,6 +17,9 @@ class HealthApi(APIView):
     authentication_classes: list = []
 
     @extend_schema(
+        summary="Health check",
+        description='`{"status": "ok"}` when the server is up and reaches its database. '
+        "No credentials needed.",
         responses=inline_serializer("Health", {"status": serializers.CharField()}),
     )
     def get(self, request):

@@ -11,14 +11,36 @@ from marketplace.payments.serializers import (
 
 
 class OrderFundingApi(APIView):
-    @extend_schema(responses={200: FundingOutputSerializer})
+    @extend_schema(
+        summary="Get funding instructions for an order",
+        description="What the renter signs to pay for a created order, from the wallet that "
+        "holds the payment token. Two transactions, in this order: (1) `approve_calldata` sent "
+        "to `token_address` (token.approve(escrow, amount)), then, once it is mined, (2) "
+        "`fund_calldata` sent to `escrow_address` (escrow.fund(lease_id, provider_wallet, "
+        "amount, rate_per_second, max_duration_seconds)). Both before `funding_deadline` (UTC; "
+        "the order's hold, 600 s after creation by default): until then the order holds its "
+        "accelerators; after it the order is cancelled and a deposit seen later is refunded in "
+        "full. The order becomes `funded` when the indexer sees the deposit (a few blocks), "
+        "then `active` when the lease starts: poll GET /api/v1/orders/{order_id} or subscribe "
+        "to the `lease.active` webhook. Amounts are token units (6 decimals: 1,000,000 units "
+        "= 1 USD). Only the order's renter may call this, and only while the order is "
+        "`created` (409 otherwise).",
+        responses={200: FundingOutputSerializer},
+    )
     def get(self, request, order_id: int):
         data = selectors.order_funding_instructions(user=request.user, order_id=order_id)
         return Response(FundingOutputSerializer(data).data)
 
 
 class OrderChainApi(APIView):
-    @extend_schema(responses={200: OrderChainOutputSerializer})
+    @extend_schema(
+        summary="Get an order's on-chain story",
+        description="The escrow contract's events for this lease (deposit, start, settlement), "
+        "the settlement transaction and the verification report hashes a failed lease cites. "
+        "Amounts in event arguments are token units as decimal strings. For the renter, the "
+        "provider owner and staff.",
+        responses={200: OrderChainOutputSerializer},
+    )
     def get(self, request, order_id: int):
         data = selectors.order_chain_state(user=request.user, order_id=order_id)
         return Response(OrderChainOutputSerializer(data).data)
@@ -26,7 +48,13 @@ class OrderChainApi(APIView):
 
 class ProviderChainApi(APIView):
     # Stakes, slashes and rewards are public on chain anyway; any signed-in user may read them.
-    @extend_schema(responses={200: ProviderChainOutputSerializer})
+    @extend_schema(
+        summary="Get a provider's stake, slashes and rewards",
+        description="The provider wallet's stake as final staking events add up, with every "
+        "slash and reward and the report hash each cites. Amounts are token units as decimal "
+        "strings (uint256). Public on chain, so any signed-in user may read it.",
+        responses={200: ProviderChainOutputSerializer},
+    )
     def get(self, request, provider_id: int):
         data = selectors.provider_chain_state(provider_id=provider_id)
         return Response(ProviderChainOutputSerializer(data).data)
