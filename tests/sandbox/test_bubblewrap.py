@@ -180,6 +180,18 @@ def test_cancellation_stops_the_workload(tmp_path):
     assert _alive("sleep 1004.5") == []
 
 
+def test_each_workload_can_run_as_its_own_uid(tmp_path):
+    result, text = run(
+        tmp_path,
+        "id -u; touch /work/mine; stat -c %u /work/mine",
+        sandbox_uid=2_000_042,
+        sandbox_gid=2_000_042,
+    )
+    if os.geteuid() == 0:
+        assert text.split() == ["2000042", "2000042"]
+    assert result.exit_code == 0
+
+
 def test_memory_is_limited(tmp_path):
     result, text = run(
         tmp_path,

@@ -30,6 +30,9 @@ LIVE = ("starting", "running")
 CHUNK_BYTES = 60 * 2**10  # under the platform's 64 KiB chunk cap
 FLUSH_SECONDS = 0.5
 PING_SECONDS = 15.0
+# Unused by any account on a normal system (Debian's dynamic and subuid ranges end far below).
+SANDBOX_UID_BASE = 2_000_000
+SANDBOX_UID_SPAN = 1_000_000
 
 
 class WorkloadApi:
@@ -364,6 +367,10 @@ def run_workload(api: WorkloadApi, workload: dict, settings: WorkloadSettings, l
             devices=list(workload.get("devices") or []),
             network=bool(workload.get("network")),
             ro_paths=settings.ro_paths,
+            # A uid of its own per workload (when the agent is root): two leases' workloads
+            # on one machine share no process count (RLIMIT_NPROC is per uid) and no files.
+            sandbox_uid=SANDBOX_UID_BASE + workload_id % SANDBOX_UID_SPAN,
+            sandbox_gid=SANDBOX_UID_BASE + workload_id % SANDBOX_UID_SPAN,
             **settings.limits,
         )
         log(f"workload {workload_id}: running {spec.argv[:3]} for at most {seconds}s")
