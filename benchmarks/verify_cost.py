@@ -220,16 +220,17 @@ def library_calls(spec, backend, inputs):
 
 
 def interleaved_minimum(calls, rounds):
-    """Best time of each call, timed in turn within each round so that all of them see the same
-    load on a shared machine (the minimum is the least disturbed run)."""
+    """Best CPU time of each call, timed in turn within each round. CPU time of this process (one
+    BLAS/torch thread) is what the work costs, whatever else the shared machine runs: wall time
+    under a load of 8-16 on 2 cores varied 2x between identical calls."""
     best = [float("inf")] * len(calls)
     for fn in calls:
         fn()
     for _ in range(rounds):
         for i, fn in enumerate(calls):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            best[i] = min(best[i], time.perf_counter() - start)
+            best[i] = min(best[i], time.process_time() - start)
     return best
 
 
@@ -237,9 +238,9 @@ def section_agent(rounds=25):
     from workers.kernels.chain import inputs_numpy, inputs_torch
 
     print(
-        "\n4. agent end-to-end (generate + layers + sketch + JSON) vs compute only, CPU suites"
-        f" (best of {rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} on"
-        f" {os.cpu_count()} cores)"
+        "\n4. agent end-to-end (generate + layers + sketch + JSON) vs compute only, CPU suites,"
+        f" process CPU time (best of {rounds} interleaved rounds; load average"
+        f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
     print(
         f"  {'suite':<48} {'backend':<10} {'e2e s':>8} {'layers s':>9} {'L x lib s':>9} "
