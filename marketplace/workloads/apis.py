@@ -325,7 +325,7 @@ class AgentWorkloadFinishApi(AgentApiMixin, APIView):
 
     @extend_schema(
         parameters=[AgentFinishInputSerializer],
-        request={"application/gzip": OpenApiTypes.BINARY},
+        request={"application/octet-stream": OpenApiTypes.BINARY},
         responses=AgentStateSerializer,
     )
     def post(self, request, workload_id: int):
