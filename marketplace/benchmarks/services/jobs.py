@@ -317,6 +317,8 @@ def benchmark_issue_challenge(*, job_id: int) -> BenchmarkJob:
     job = _lock(job_id)
     if job.state == State.CHALLENGED:
         return job  # a retried task
+    if job.state in BenchmarkJob.FINAL_STATES:
+        return job  # ended meanwhile (a sibling's rejection failed its suite): nothing to ask
     if job.state != State.COMMITTED:
         raise InvalidTransition(
             entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.CHALLENGED
