@@ -18,6 +18,7 @@ from marketplace.orders.models import Order
 from marketplace.providers.models import Machine
 from marketplace.workloads import archives
 from marketplace.workloads.models import Workload, WorkloadEvent, WorkloadLogChunk
+from marketplace.workloads.signals import workload_ended
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,14 @@ def _transition(workload: Workload, target: str, *, reason: str = "", **fields) 
     WorkloadEvent.objects.create(
         workload=workload, from_state=source, to_state=target, reason=reason[:300]
     )
+    if target in Workload.FINAL:
+        kwargs = {
+            "workload_id": workload.pk,
+            "order_id": workload.order_id,
+            "state": target,
+            "reason": workload.reason,
+        }
+        transaction.on_commit(lambda: workload_ended.send(sender=Workload, **kwargs))
     return workload
 
 

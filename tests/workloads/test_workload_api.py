@@ -311,6 +311,32 @@ def test_stopping_the_lease_cancels_its_workloads_and_the_agent_sees_it(
     assert Workload.objects.get(pk=running["id"]).state == "cancelled"
 
 
+def test_a_workload_ending_is_announced_once_after_commit(alice, alice_lease, bob_box):
+    from marketplace.workloads.signals import workload_ended
+
+    heard = []
+    workload_ended.connect(lambda sender, **kw: heard.append(kw), weak=False, dispatch_uid="t")
+    try:
+        _, agent, _ = bob_box
+        workload = client_for(alice).post(_url(alice_lease), SPEC, format="json").json()
+        agent.post("/api/v1/agent/workloads/next")
+        agent.post(f"/api/v1/agent/workloads/{workload['id']}/start")
+        assert heard == []
+        for _ in range(2):  # a repeated report announces nothing more
+            agent.post(f"/api/v1/agent/workloads/{workload['id']}/finish?outcome=timed_out")
+    finally:
+        workload_ended.disconnect(dispatch_uid="t")
+    assert heard == [
+        {
+            "workload_id": workload["id"],
+            "order_id": alice_lease.pk,
+            "state": "timed_out",
+            "reason": "time limit reached; killed",
+            "signal": workload_ended,
+        }
+    ]
+
+
 def test_a_machine_going_offline_loses_its_running_workloads(alice, alice_lease, bob_box):
     machine, agent, _ = bob_box
     renter = client_for(alice)
