@@ -53,6 +53,13 @@ def exception_handler(exc, context):
         return None  # a real server error: let Django log it and answer 500
 
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    refusal = getattr(context.get("request"), "credential_refusal", None)
+    if isinstance(exc, drf_exceptions.NotAuthenticated) and refusal:
+        # Credentials were sent but are of a kind this endpoint does not take (an agent's on
+        # the user API): "not provided" would send the caller looking for a missing header.
+        code, message = refusal
+        response.data = error_body(code, message)
+        return response
     if isinstance(exc, drf_exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
         message = "The input is not valid."

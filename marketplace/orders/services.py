@@ -16,6 +16,7 @@ from marketplace.core.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from marketplace.core.text import plural
 from marketplace.listings.models import (
     RESERVED_TERM_SECONDS,
     SECONDS_PER_HOUR,
@@ -157,9 +158,10 @@ def _capacity_plan(
         free += order.accelerators
     if free < accelerators:
         in_use = sum(o.accelerators for o in holding)
+        free_now = max(0, listing.accelerator_count - in_use)
         raise ConflictError(
-            f"Only {max(0, listing.accelerator_count - in_use)} of "
-            f"{listing.accelerator_count} accelerators are free on this listing.",
+            f"{plural(free_now, 'accelerator')} of {listing.accelerator_count} "
+            f"{'is' if free_now == 1 else 'are'} free on this listing; {accelerators} requested.",
             code="orders_capacity_exhausted",
             extra={"requested": accelerators},
         )
@@ -179,10 +181,12 @@ def _check_unfunded_caps(*, renter: User, accelerators: int, now: datetime) -> N
     max_orders = settings.ORDER_MAX_UNFUNDED_PER_RENTER
     max_accelerators = settings.ORDER_MAX_UNFUNDED_ACCELERATORS
     if len(held) + 1 > max_orders or held_accelerators + accelerators > max_accelerators:
+        pks = [pk for pk, _ in held]
+        which = f"order {pks[0]}" if len(pks) == 1 else "one of orders " + ", ".join(map(str, pks))
         raise ConflictError(
-            f"You may hold at most {max_orders} unfunded orders and {max_accelerators} "
-            f"unfunded accelerators at once; fund or cancel one of orders "
-            f"{[pk for pk, _ in held]} first.",
+            f"You may hold at most {plural(max_orders, 'unfunded order')} and "
+            f"{plural(max_accelerators, 'unfunded accelerator')} at once; fund or cancel "
+            f"{which} first.",
             code="orders_too_many_unfunded",
             extra={
                 "unfunded_orders": [pk for pk, _ in held],
@@ -245,7 +249,8 @@ def order_create(
                 return existing, False
             if accelerators > listing.accelerator_count:
                 raise ApplicationError(
-                    f"This listing has {listing.accelerator_count} accelerators.",
+                    f"This listing has {plural(listing.accelerator_count, 'accelerator')}; "
+                    f"{accelerators} requested.",
                     code="orders_too_many_accelerators",
                 )
             price, duration = _price_for_mode(
@@ -303,12 +308,38 @@ def _lock(order_id: int) -> Order:
     return order
 
 
+def _refused(order: Order, target: str) -> InvalidTransition:
+    """The 409 for a transition the order's state does not allow, in the words a renter acts on
+    ("already stopped", "cancel it instead"); code and detail stay those of every refused
+    transition, so clients that branch on them keep working."""
+    error = InvalidTransition(
+        entity="Order", entity_id=order.pk, current=order.state, target=target
+    )
+    ended = order.state in (*Order.AWAITS_SETTLEMENT, State.SETTLED)
+    message = None
+    if target == State.COMPLETED:
+        message = (
+            f"Order {order.pk} is already stopped (it is {order.state})."
+            if ended
+            else f"Order {order.pk} has not started (it is {order.state}); cancel it instead."
+        )
+    elif target == State.CANCELLED:
+        if order.state == State.CANCELLED:
+            message = f"Order {order.pk} is already cancelled."
+        elif ended:
+            message = f"Order {order.pk} has already ended (it is {order.state})."
+        elif order.state == State.ACTIVE:
+            message = f"Order {order.pk} is running; stop it instead."
+    if message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
 def _transition(order: Order, target: str, **fields) -> Order:
     """Writes a transition on a locked order, refusing what the state machine does not allow."""
     if target not in ORDER_TRANSITIONS[order.state]:
-        raise InvalidTransition(
-            entity="Order", entity_id=order.pk, current=order.state, target=target
-        )
+        raise _refused(order, target)
     order.state = target
     for name, value in fields.items():
         setattr(order, name, value)
@@ -399,9 +430,7 @@ def order_activate(*, order_id: int) -> Order:
 def order_complete(*, order_id: int, reason: str = "duration_elapsed") -> Order:
     order = _lock(order_id)
     if order.state != State.ACTIVE:
-        raise InvalidTransition(
-            entity="Order", entity_id=order.pk, current=order.state, target=State.COMPLETED
-        )
+        raise _refused(order, State.COMPLETED)
     fields = _close_fields(order, reason=reason, now=timezone.now())
     return _transition(order, State.COMPLETED, **fields)
 

@@ -55,6 +55,15 @@ def _next_job(f: Fixtures) -> Call:
     return Call("GET", "/api/v1/agent/jobs/next")
 
 
+_WEBHOOK_URL = "https://1.1.1.1/hooks/marketplace"
+
+
+def _alice_webhook(f: Fixtures) -> int:
+    from marketplace.webhooks.services import endpoint_create
+
+    return endpoint_create(user=f("alice"), url=_WEBHOOK_URL, event_types=[]).pk
+
+
 def _funding(f: Fixtures) -> Call:
     f("deployed")  # the token and escrow contracts, on the in-process chain
     return Call("GET", f"/api/v1/orders/{f('alice_order').pk}/funding")
@@ -253,6 +262,23 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ),
     ("POST", "/api/v1/agent/workloads/{id}/finish"): lambda f: _agent_workload(
         f, "/finish?outcome=exited&exit_code=0"
+    ),
+    # webhooks: an endpoint of alice's (an IP literal: no DNS lookup, and a public address)
+    ("GET", "/api/v1/webhooks"): lambda f: Call("GET", "/api/v1/webhooks"),
+    ("POST", "/api/v1/webhooks"): lambda f: Call(
+        "POST", "/api/v1/webhooks", {"url": _WEBHOOK_URL, "event_types": ["lease.active"]}
+    ),
+    ("GET", "/api/v1/webhooks/{id}"): lambda f: Call(
+        "GET", f"/api/v1/webhooks/{_alice_webhook(f)}"
+    ),
+    ("DELETE", "/api/v1/webhooks/{id}"): lambda f: Call(
+        "DELETE", f"/api/v1/webhooks/{_alice_webhook(f)}"
+    ),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"): lambda f: Call(
+        "POST", f"/api/v1/webhooks/{_alice_webhook(f)}/rotate-secret"
+    ),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"): lambda f: Call(
+        "GET", f"/api/v1/webhooks/{_alice_webhook(f)}/deliveries"
     ),
     # the staff dashboard: HTML pages behind the admin's session login
     ("GET", "/admin/dashboard/"): lambda f: Call("GET", "/admin/dashboard/"),

@@ -113,6 +113,13 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/v1/agent/workloads/{id}/ping"): (401, 401, 401, 401, 401, 200, 401),
     ("POST", "/api/v1/agent/workloads/{id}/logs"): (401, 401, 401, 401, 401, 200, 401),
     ("POST", "/api/v1/agent/workloads/{id}/finish"): (401, 401, 401, 401, 401, 200, 401),
+    # webhooks: each user's own endpoints only (alice's here); staff read the log in the admin
+    ("GET", "/api/v1/webhooks"): (401, 200, 200, 200, 200, 401, 200),
+    ("POST", "/api/v1/webhooks"): (401, 201, 201, 201, 201, 401, 201),
+    ("GET", "/api/v1/webhooks/{id}"): (401, 200, 404, 404, 404, 401, 404),
+    ("DELETE", "/api/v1/webhooks/{id}"): (401, 204, 404, 404, 404, 401, 404),
+    ("POST", "/api/v1/webhooks/{id}/rotate-secret"): (401, 200, 404, 404, 404, 401, 404),
+    ("GET", "/api/v1/webhooks/{id}/deliveries"): (401, 200, 404, 404, 404, 401, 404),
     # the staff dashboard (HTML, admin session)
     ("GET", "/admin/dashboard/"): (302, 302, 302, 302, 302, 302, 200),
     ("GET", "/admin/dashboard/machines/{id}/"): (302, 302, 302, 302, 302, 302, 200),

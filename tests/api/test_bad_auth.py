@@ -75,7 +75,11 @@ BAD_HUMAN_AUTH = {
     "key-with-spaces": (lambda f: "Token mkt_a mkt_b", "authentication_failed"),
     "bearer-unknown": (lambda f: "Bearer mkt_not-a-real-token", "authentication_failed"),
     "basic-auth": (lambda f: "Basic Ym9iOmNvcnJlY3QgaG9yc2U=", "not_authenticated"),
-    "agent-credential": (lambda f: f"Token {_agent_credential(f)}", "not_authenticated"),
+    # Says what is wrong: a valid credential of the wrong kind (issue 13).
+    "agent-credential": (
+        lambda f: f"Token {_agent_credential(f)}",
+        "agent_credential_on_user_api",
+    ),
     "raw-key-without-keyword": (lambda f: _user_token(f)[1], "not_authenticated"),
 }
 
