@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import Q
+
 from marketplace.benchmarks.models import Verdict
 from marketplace.dashboard.models import MachineStaffAction
 from marketplace.orders.models import Order
 from marketplace.payments.models import Slash
-from marketplace.webhooks.models import EventType
+from marketplace.webhooks.models import EventType, WebhookEndpoint
 
 
 @dataclass(frozen=True)
@@ -161,36 +163,54 @@ def slash_events(slash: Slash) -> list[Event]:
 @dataclass(frozen=True)
 class Source:
     name: str
-    rows: "callable"  # (since: datetime) -> Iterable of rows changed at or after `since`
+    # (since, subscribed) -> the rows changed at or after `since` that concern a subscribed user
+    # (a queryset of user ids): a scan reads only what some endpoint will receive.
+    rows: "callable"
     events: "callable"  # (row) -> list[Event]
 
 
-def _orders(since: datetime) -> Iterable[Order]:
+def subscribed_users():
+    return WebhookEndpoint.objects.filter(is_active=True).values("user_id")
+
+
+def _orders(since: datetime, subscribed) -> Iterable[Order]:
     # updated_at, not the transition times: it is set in the transaction of every transition.
-    return Order.objects.filter(updated_at__gte=since).select_related("provider").order_by("pk")
-
-
-def _staff_actions(since: datetime) -> Iterable[MachineStaffAction]:
     return (
-        MachineStaffAction.objects.filter(created_at__gte=since)
+        Order.objects.filter(updated_at__gte=since)
+        .filter(Q(renter_id__in=subscribed) | Q(provider__owner_id__in=subscribed))
+        .select_related("provider")
+        .order_by("pk")
+    )
+
+
+def _staff_actions(since: datetime, subscribed) -> Iterable[MachineStaffAction]:
+    return (
+        MachineStaffAction.objects.filter(
+            created_at__gte=since, machine__provider__owner_id__in=subscribed
+        )
         .select_related("machine__provider")
         .order_by("pk")
     )
 
 
-def _verdicts(since: datetime) -> Iterable[Verdict]:
+def _verdicts(since: datetime, subscribed) -> Iterable[Verdict]:
     # A failed job's verdict is written in the transaction that suspends the machine
     # (benchmarks' _machine_penalise); a lapse (kind liveness) takes the machine offline instead.
     return (
-        Verdict.objects.filter(created_at__gte=since, kind=Verdict.Kind.FAIL, penalised=True)
+        Verdict.objects.filter(
+            created_at__gte=since,
+            kind=Verdict.Kind.FAIL,
+            penalised=True,
+            machine__provider__owner_id__in=subscribed,
+        )
         .select_related("machine__provider")
         .order_by("pk")
     )
 
 
-def _slashes(since: datetime) -> Iterable[Slash]:
+def _slashes(since: datetime, subscribed) -> Iterable[Slash]:
     return (
-        Slash.objects.filter(created_at__gte=since, provider__isnull=False)
+        Slash.objects.filter(created_at__gte=since, provider__owner_id__in=subscribed)
         .select_related("provider")
         .order_by("pk")
     )

@@ -13,7 +13,7 @@ from django.utils import timezone
 from marketplace.accounts.models import User
 from marketplace.core.errors import ApplicationError, ConflictError
 from marketplace.webhooks import signing, transport
-from marketplace.webhooks.events import SOURCES, Event, Source
+from marketplace.webhooks.events import SOURCES, Event, Source, subscribed_users
 from marketplace.webhooks.models import (
     EventType,
     WebhookAttempt,
@@ -130,7 +130,8 @@ def _scan_source(source: Source, *, now: datetime) -> int:
         # before the last scan but committed after it is read now. Re-reading is free: the
         # unique (endpoint, event_key) turns an event already queued into nothing.
         since = cursor.position - overlap
-        events = [event for row in source.rows(since) for event in source.events(row)]
+        rows = source.rows(since, subscribed_users())
+        events = [event for row in rows for event in source.events(row)]
         new = _deliveries_for(events, now=now)
         WebhookDelivery.objects.bulk_create(new, ignore_conflicts=True)
         cursor.position = max(cursor.position, now)
