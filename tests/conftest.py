@@ -21,6 +21,7 @@ ENGINE_AGNOSTIC_DIRS = (
     "agent",
     "restart",
     "verification_sketch",
+    "sandbox",
 )
 ENGINE_AGNOSTIC_FILES = (
     "hostile/test_safe_json.py",
