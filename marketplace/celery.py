@@ -14,4 +14,5 @@ app.conf.imports = [
     "workers.ops_tasks",
     "workers.dashboard_tasks",
     "marketplace.workloads.tasks",
+    "marketplace.webhooks.tasks",
 ]
