@@ -110,7 +110,7 @@ def test_every_link_names_a_real_operation_parameter_and_response_field(schema):
     by_id = {op["operationId"]: (path, op) for _, path, op in _operations(schema)}
     checked = 0
     for _, _, op in _operations(schema):
-        for status, response in op["responses"].items():
+        for response in op["responses"].values():
             for name, link in response.get("links", {}).items():
                 path, target = by_id[link["operationId"]]
                 path_params = set(re.findall(r"{(\w+)}", path))
