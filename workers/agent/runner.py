@@ -188,7 +188,10 @@ class JobRunner:
             return []
         jobs = [first]
         while len(jobs) < MAX_PARALLEL_JOBS:
-            more = self.api.next_job(0)
+            try:
+                more = self.api.next_job(0)
+            except (ServerUnreachable, ApiError):
+                break  # run what we hold; the server hands the rest out on the next poll
             # The server repeats a job it dispatched once it has nothing new for a free device.
             if more is None or any(more["id"] == job["id"] for job in jobs):
                 break
