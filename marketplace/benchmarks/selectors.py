@@ -46,27 +46,35 @@ def machine_benchmark_scores(*, machine_id: int) -> list[dict[str, Any]]:
     return scores
 
 
-def machine_verified_tflops(*, machine_id: int) -> float | None:
-    """The figure a listing of this machine shows: the sum over its verified devices of each
-    one's newest verified fp32 matmul (server-timed). A device that was not verified adds
-    nothing. None while no such job has passed."""
+def machine_verified_tflops(*, machine_id: int, precision: str = "fp32") -> float | None:
+    """The figure a listing of this machine shows at one precision: the sum over its verified
+    devices of each one's newest verified matmul at that precision (server-timed). A device
+    that was not verified adds nothing. None while no such job has passed."""
+    return machine_verified_tflops_by_precision(machine_id=machine_id).get(precision)
+
+
+def machine_verified_tflops_by_precision(*, machine_id: int) -> dict[str, float]:
+    """Whole-machine matmul TFLOP/s per precision: for each precision, the sum over the
+    machine's verified devices of each one's newest verified job. Never the claimed count
+    times one device's figure: a device that did not pass adds nothing."""
     machine = Machine.objects.filter(pk=machine_id).first()
     if machine is None:
-        return None
-    indices = [entry["index"] for entry in machine.verified_devices or []] or [0]
-    jobs = BenchmarkJob.objects.filter(
-        machine_id=machine_id, state=State.VERIFIED, kind="matmul", precision="fp32"
-    )
-    total = 0.0
-    for index in indices:
-        newest = (
-            jobs.filter(device_index=index)
-            .order_by("-finished_at", "-pk")
-            .values_list("measured_tflops", flat=True)
-            .first()
+        return {}
+    indices = {entry["index"] for entry in machine.verified_devices or []} or {0}
+    newest: dict[tuple[str, int], float] = {}
+    rows = (
+        BenchmarkJob.objects.filter(
+            machine_id=machine_id, state=State.VERIFIED, kind="matmul", device_index__in=indices
         )
-        total += newest or 0.0
-    return total or None
+        .order_by("-finished_at", "-pk")
+        .values_list("precision", "device_index", "measured_tflops")
+    )
+    for precision, index, tflops in rows.iterator():
+        newest.setdefault((precision, index), tflops or 0.0)
+    totals: dict[str, float] = {}
+    for (precision, _), tflops in newest.items():
+        totals[precision] = totals.get(precision, 0.0) + tflops
+    return {precision: total for precision, total in totals.items() if total > 0}
 
 
 def machine_reputation(*, machine_id: int) -> dict[str, Any]:

@@ -24,17 +24,13 @@ def search_rows_changed(sender, **kwargs) -> None:
 
 
 def benchmark_job_saved(sender, instance, update_fields=None, **kwargs) -> None:
-    """A matmul job that reached `verified` gives the machine's listings their figure at the
-    job's precision (the newest verified job wins, as for verified_tflops)."""
+    """A matmul job that reached `verified` gives the machine's listings their figures per
+    precision again (each verified device's newest job, summed, as for verified_tflops)."""
     if not _changed(update_fields, "state") or instance.state != VERIFIED:
         return
     if instance.kind != "matmul" or not instance.measured_tflops:
         return
-    services.listing_record_precision_tflops(
-        machine_id=instance.machine_id,
-        precision=instance.precision,
-        tflops=instance.measured_tflops,
-    )
+    services.listing_record_precision_tflops(machine_id=instance.machine_id)
 
 
 def connect() -> None:

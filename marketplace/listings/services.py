@@ -5,7 +5,7 @@ from django.db import transaction
 from marketplace.accounts.models import User
 from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
 from marketplace.listings import search_cache
-from marketplace.listings.models import SECONDS_PER_HOUR, Listing, Precision, ReservedPrice
+from marketplace.listings.models import SECONDS_PER_HOUR, Listing, ReservedPrice
 from marketplace.providers import services as provider_services
 from marketplace.providers.models import Machine
 
@@ -226,32 +226,23 @@ def listing_record_verified_tflops(*, machine_id: int, tflops: float) -> None:
 
 
 def _machine_tflops_by_precision(machine: Machine) -> dict[str, float]:
-    """Whole-machine matmul TFLOP/s per precision from the machine's newest verified jobs (the
-    onboarding suite ran before it could be listed)."""
-    from marketplace.benchmarks.selectors import machine_benchmark_scores
+    """Whole-machine matmul TFLOP/s per precision: each verified device's newest verified job,
+    summed (the onboarding suite ran before the machine could be listed)."""
+    from marketplace.benchmarks.selectors import machine_verified_tflops_by_precision
 
-    count = max(1, machine.accelerator_count)
-    return {
-        row["precision"]: row["last_tflops"] * count
-        for row in machine_benchmark_scores(machine_id=machine.pk)
-        if row["kind"] == "matmul" and row["last_tflops"]
-    }
+    return machine_verified_tflops_by_precision(machine_id=machine.pk)
 
 
 @transaction.atomic
-def listing_record_precision_tflops(*, machine_id: int, precision: str, tflops: float) -> None:
-    """A verified matmul job's per-device figure at one precision becomes the whole-machine figure
-    of that precision on the machine's listings. Called (through listings.receivers) in the
-    transaction that verified the job, so the figure and the verdict commit together."""
-    if precision not in Precision.values or not (tflops > 0):
-        return
-    count = Machine.objects.filter(pk=machine_id).values_list("accelerator_count", flat=True)
-    whole_machine = tflops * max(1, count.first() or 1)
+def listing_record_precision_tflops(*, machine_id: int) -> None:
+    """A verified matmul job changed the machine's per-precision figures: its listings show the
+    whole-machine figures again (each verified device's newest job, summed). Called (through
+    listings.receivers) in the transaction that verified the job, so the figure and the verdict
+    commit together."""
+    figures = _machine_tflops_by_precision(Machine(pk=machine_id))
     for listing in Listing.objects.select_for_update().filter(machine_id=machine_id).order_by("pk"):
-        figures = dict(listing.verified_tflops_by_precision or {})
-        if figures.get(precision) == whole_machine:
+        if listing.verified_tflops_by_precision == figures:
             continue
-        figures[precision] = whole_machine
         listing.verified_tflops_by_precision = figures
         listing.save(update_fields=["verified_tflops_by_precision", "updated_at"])
     search_cache.invalidate_on_commit()

@@ -13,6 +13,7 @@ from marketplace.listings import services as listing_services
 from marketplace.listings.models import Listing
 from marketplace.orders import services as order_services
 from marketplace.providers import services as machine_services
+from marketplace.providers.models import Machine
 from tests.listings_search.helpers import order
 
 # Real commits: the cache is invalidated when a write commits, as in production.
@@ -98,19 +99,35 @@ def test_verified_figures_follow_verified_jobs_per_precision(listing, anon):
     row = shown(anon, listing)
     assert row["verified_tflops"] == 400.0
     assert row["price_per_tflop_hour"] == round(listing.price_per_hour * 8 / 400.0)
-    job = BenchmarkJob.objects.create(
-        machine_id=listing.machine_id,
-        purpose="periodic",
-        state=BenchmarkJob.State.CHALLENGED,
-        kind="matmul",
-        spec={},
-        precision="bf16",
-        flops=1,
-        seed="s",
+    # Two of the machine's devices passed; the figure is theirs summed, never one device's
+    # figure times the claimed count, and a device that was not verified adds nothing.
+    Machine.objects.filter(pk=listing.machine_id).update(
+        verified_devices=[{"index": 0, "uuid": "GPU-a"}, {"index": 1, "uuid": "GPU-b"}]
     )
-    # As the verification service writes it: the state change, in one save with its figure.
-    job.state, job.measured_tflops = BenchmarkJob.State.VERIFIED, 250.0
-    job.save(update_fields=["state", "measured_tflops", "updated_at"])
+
+    def verify(device_index: int, tflops: float, seed: str) -> None:
+        job = BenchmarkJob.objects.create(
+            machine_id=listing.machine_id,
+            purpose="periodic",
+            state=BenchmarkJob.State.CHALLENGED,
+            kind="matmul",
+            spec={},
+            precision="bf16",
+            flops=1,
+            seed=seed,
+            device_index=device_index,
+        )
+        # As the verification service writes it: the state change, in one save with its figure.
+        job.state, job.measured_tflops = BenchmarkJob.State.VERIFIED, tflops
+        job.finished_at = timezone.now()
+        job.save(update_fields=["state", "measured_tflops", "finished_at", "updated_at"])
+
+    verify(0, 250.0, "s0")
+    assert shown(anon, listing)["verified_tflops_by_precision"] == {"bf16": 250.0}
+    verify(1, 240.0, "s1")
+    verify(5, 900.0, "s5")
+    assert shown(anon, listing)["verified_tflops_by_precision"] == {"bf16": 490.0}
+    verify(0, 1760.0, "s0-newer")
     assert shown(anon, listing)["verified_tflops_by_precision"] == {"bf16": 2000.0}
     rejected = BenchmarkJob.objects.create(
         machine_id=listing.machine_id,
