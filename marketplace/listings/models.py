@@ -69,6 +69,9 @@ class Listing(TimestampedModel):
     storage_gb = models.PositiveIntegerField()
     network_gbps = models.PositiveIntegerField()
     region = models.CharField(max_length=40)
+    # The owner's own words (what the machine is good for, the host's network, support): shown
+    # to renters as text, never parsed; the hardware facts beside it are the verified ones.
+    description = models.TextField(max_length=2000, blank=True, default="")
 
     # Integer token units (6 decimals) per accelerator-hour, each a multiple of 3600.
     price_per_hour = models.PositiveBigIntegerField()

@@ -31,6 +31,7 @@ SEARCH_COLUMNS = (
     "storage_gb",
     "network_gbps",
     "region",
+    "description",
     "price_per_hour",
     "interruptible_floor_per_hour",
     "verified_tflops",

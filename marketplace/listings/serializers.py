@@ -16,6 +16,15 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """Text only: DRF's CharField would turn 42 into "42"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ReservedPricesField(serializers.DictField):
     child = StrictIntegerField(**_PRICE)
 
@@ -47,10 +56,14 @@ VERIFIED_FIELDS = (
 
 
 class ListingPublishInputSerializer(serializers.Serializer):
-    """Only what the platform cannot know: prices, region, storage and network."""
+    """Only what the platform cannot know: prices, region, a description, storage and
+    network."""
 
     machine_id = StrictIntegerField(min_value=1)
     region = serializers.RegexField(r"^[a-z0-9][a-z0-9-]{1,39}$")
+    description = StrictCharField(
+        required=False, default="", allow_blank=True, max_length=2000, trim_whitespace=True
+    )
     price_per_hour = StrictIntegerField(**_PRICE)
     interruptible_floor_per_hour = StrictIntegerField(required=False, allow_null=True, **_PRICE)
     reserved_prices = ReservedPricesField(required=False, default=dict)
@@ -121,6 +134,7 @@ class ListingOutputSerializer(serializers.ModelSerializer):
             "storage_gb",
             "network_gbps",
             "region",
+            "description",
             "price_per_hour",
             "interruptible_floor_per_hour",
             "reserved_prices",

@@ -100,11 +100,12 @@ def listing_publish(
     reserved_prices: dict[str, int] | None = None,
     storage_gb: int = 0,
     network_gbps: int = 0,
+    description: str = "",
 ) -> Listing:
     """Lists a verified machine. The owner sets only what the platform cannot know: prices,
-    region, storage and network; the hardware (kind, model, devices, memory, precisions) is
-    copied from the verified machine, so a listing cannot offer a device or a precision that
-    did not pass."""
+    region, a description, storage and network; the hardware (kind, model, devices, memory,
+    precisions) is copied from the verified machine, so a listing cannot offer a device or a
+    precision that did not pass."""
     machine = Machine.objects.select_for_update().filter(pk=machine_id).first()
     if machine is None or (machine.provider.owner_id != user.pk and not user.is_staff):
         raise NotFoundError("No such machine.", code="listings_machine_not_found")
@@ -126,6 +127,7 @@ def listing_publish(
     sheet = {
         **_verified_sheet(machine),
         "region": region,
+        "description": description,
         "storage_gb": storage_gb,
         "network_gbps": network_gbps,
         "price_per_hour": price_per_hour,

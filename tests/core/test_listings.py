@@ -33,6 +33,37 @@ def test_a_verified_machine_is_published_and_found_in_search(bob, bob_provider, 
     assert [item["id"] for item in found] == [listing["id"]]
 
 
+def test_the_owner_describes_the_listing_in_words_renters_read_back(bob, bob_provider, anon):
+    machine = MachineFactory(provider=bob_provider, state=Machine.State.VERIFIED)
+    words = "  Quiet rack in Lyon <b>not html</b>; ask for longer terms.  "
+    response = client_for(bob).post(
+        "/api/v1/listings", {**SHEET, "machine_id": machine.pk, "description": words}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    listing_id = response.json()["id"]
+    expected = words.strip()
+    assert anon.get(f"/api/v1/listings/{listing_id}").json()["description"] == expected
+    [found] = anon.get("/api/v1/listings").json()["results"]
+    assert found["description"] == expected
+
+
+@pytest.mark.parametrize("description", ["x" * 2001, 42, ["a"], {"a": 1}, None])
+def test_a_description_that_is_not_short_text_is_refused_and_nothing_listed(
+    bob, bob_provider, description
+):
+    machine = MachineFactory(provider=bob_provider, state=Machine.State.VERIFIED)
+    response = client_for(bob).post(
+        "/api/v1/listings",
+        {**SHEET, "machine_id": machine.pk, "description": description},
+        format="json",
+    )
+    assert response.status_code == 400, response.json()
+    assert "description" in response.json()["error"]["detail"]
+    assert not Listing.objects.exists()
+    machine.refresh_from_db()
+    assert machine.state == Machine.State.VERIFIED
+
+
 @pytest.mark.parametrize("state", ["registered", "suspended", "offline", "listed"])
 def test_only_a_verified_machine_can_be_listed(bob, bob_provider, state):
     machine = MachineFactory(provider=bob_provider, state=state)
