@@ -308,9 +308,6 @@ BENCHMARK_PERIODIC_INTERVAL_SECONDS = _positive_int("BENCHMARK_PERIODIC_INTERVAL
 BENCHMARK_LEASE_INTERVAL_SECONDS = _positive_int("BENCHMARK_LEASE_INTERVAL_SECONDS", 3600)
 # Rows (planes) sampled per challenge: skipping 10% of the rows is caught with p >= 1 - 0.9**32.
 BENCHMARK_SAMPLE_COUNT = _positive_int("BENCHMARK_SAMPLE_COUNT", 32)
-# Claimed-device check (see marketplace/benchmarks/suites.py for why these figures).
-BENCHMARK_DEVICE_MIN_FRACTION = env.float("BENCHMARK_DEVICE_MIN_FRACTION", default=0.01)
-BENCHMARK_DEVICE_PROBE_MIN_FLOPS = env.float("BENCHMARK_DEVICE_PROBE_MIN_FLOPS", default=5e11)
 # Every job's floor and ceiling (marketplace/benchmarks/suites.py, DEVICE_CLASSES): the plumbing
 # the current protocol puts inside the server-timed span (dispatch, inputs, hashing, HTTP), and
 # the margin above a data-sheet peak (boost clocks, clock skew) before a figure is impossible.

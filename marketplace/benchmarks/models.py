@@ -118,6 +118,10 @@ class MachineUptime(TimestampedModel):
     samples = models.PositiveIntegerField(default=0)
     online_samples = models.PositiveIntegerField(default=0)
 
+    class Meta:
+        verbose_name = "machine uptime"
+        verbose_name_plural = "machine uptime"
+
 
 class Verdict(TimestampedModel):
     """A decision about a machine that money depends on, written in the same transaction as the
