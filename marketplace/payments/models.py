@@ -231,6 +231,9 @@ class Slash(TimestampedModel):
     report_hash = models.CharField(max_length=66)
     tx_hash = models.CharField(max_length=66)
 
+    class Meta:
+        verbose_name_plural = "slashes"
+
 
 class Reward(TimestampedModel):
     event = models.OneToOneField(ChainEvent, on_delete=models.CASCADE, related_name="reward")
