@@ -30,6 +30,11 @@ ERROR_STATUSES = {
 }
 
 
+# Operations that also answer 503 (error shape) when a service they call does not answer.
+UNAVAILABLE = "The chain node does not answer; nothing was changed. Retry shortly."
+EXTRA_STATUSES = {"v1_orders_funding_retrieve": {"503": UNAVAILABLE}}
+
+
 def document_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: adds the Error component and a response for each
     4xx status to every operation that does not document that status itself."""
@@ -38,7 +43,8 @@ def document_error_responses(result, generator, request, public):
     for path_item in result.get("paths", {}).values():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
-            for status, description in ERROR_STATUSES.items():
+            extra = EXTRA_STATUSES.get(operation.get("operationId"), {})
+            for status, description in {**ERROR_STATUSES, **extra}.items():
                 responses.setdefault(
                     status,
                     {"description": description, "content": {"application/json": {"schema": ref}}},

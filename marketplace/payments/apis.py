@@ -1,7 +1,10 @@
+import requests
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from marketplace.core.errors import ApplicationError
+from marketplace.core.schema import UNAVAILABLE
 from marketplace.payments import selectors
 from marketplace.payments.serializers import (
     FundingOutputSerializer,
@@ -28,7 +31,14 @@ class OrderFundingApi(APIView):
         responses={200: FundingOutputSerializer},
     )
     def get(self, request, order_id: int):
-        data = selectors.order_funding_instructions(user=request.user, order_id=order_id)
+        try:
+            data = selectors.order_funding_instructions(user=request.user, order_id=order_id)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            # The instructions name the chain and its contracts, read from the node: a node
+            # that is down is a 503 the client can retry, not a 500.
+            raise ApplicationError(
+                UNAVAILABLE, code="payments_chain_unavailable", status_code=503
+            ) from exc
         return Response(FundingOutputSerializer(data).data)
 
 

@@ -186,3 +186,20 @@ def test_an_infinite_or_nan_count_is_a_400_not_a_500(alice, listing, raw):
         "/api/v1/orders", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="float-0003"
     )
     assert_error(response, 400)
+
+
+# --- a dependency that does not answer ----------------------------------------------------
+
+
+def test_funding_while_the_chain_node_is_down_is_a_503_to_retry(alice, alice_order, settings):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.CHAIN_RPC_URL = f"http://127.0.0.1:{port}"  # nothing listens there
+    client = client_for(alice)
+    with nothing_written():
+        response = client.get(f"/api/v1/orders/{alice_order.pk}/funding")
+    error = assert_error(response, 503, "payments_chain_unavailable")
+    assert "Retry" in error["message"]
