@@ -7,17 +7,23 @@ through onboarding and then returns wrong results (the `cheat-agent` entry below
 with one overridden step). Alice rents both machines, paying into escrow on Anvil; mallory is
 caught by re-verification, her lease fails (alice is refunded the unused time) and her stake is
 slashed with the report hash on chain; bob's lease completes and settles. Then a table of what
-moved, and `manage.py reconcile`.
+moved. Then alice rents bob's machine again with the renter CLI (`python -m workers.renter`, a
+subprocess, as a renter would): search, order, fund (the CLI signs approve + fund), run the
+training example in bob's sandbox with its log streamed live, download the checkpoint, stop, and
+the receipt checked against the chain. Last, `manage.py reconcile`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -157,8 +163,17 @@ def demo_env(ports: dict[str, int]) -> dict[str, str]:
 
 def main() -> int:
     RUN.mkdir(parents=True, exist_ok=True)
-    for stale in ("demo.sqlite3", "demo.sqlite3-journal", "bob.json", "mallory.json"):
+    for stale in (
+        "demo.sqlite3",
+        "demo.sqlite3-journal",
+        "bob.json",
+        "mallory.json",
+        "alice-renter.json",
+        "pending-orders.json",
+        "alice.key",
+    ):
         (RUN / stale).unlink(missing_ok=True)
+    shutil.rmtree(RUN / "results", ignore_errors=True)
     CHEAT_FLAG.unlink(missing_ok=True)
     for log in RUN.glob("*.log"):
         log.unlink()
@@ -189,6 +204,7 @@ def main() -> int:
 
 
 def story(procs: Processes, env: dict, ports: dict) -> None:
+    ensure_sandbox_numpy()
     say("Starting a private stack: Redis, Anvil, the database, gunicorn and a Celery worker")
     redis_pidfile = ROOT / ".run" / "redis.pid"
     before = redis_pidfile.read_text().strip() if redis_pidfile.exists() else None
@@ -376,11 +392,12 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
 
     # ---------------------------------------------------------------- renter
     say("Alice signs up as a renter and searches, cheapest first")
+    alice_password = "alice-" + os.urandom(6).hex()
     signup = requests.post(
         f"{url}/api/v1/auth/signup",
         json={
             "username": "alice",
-            "password": "alice-" + os.urandom(6).hex(),
+            "password": alice_password,
             "role": "renter",
             "email": "alice@example.com",
         },
@@ -496,6 +513,15 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
 
     print_table(orders, providers, wallets)
 
+    renter_scene(
+        env=env,
+        url=url,
+        w3=w3,
+        alice_password=alice_password,
+        bob_provider_id=providers["bob"].pk,
+        run_indexer=run_indexer,
+    )
+
     say("Reconciliation: python manage.py reconcile")
     run_indexer()
     rec = subprocess.run(
@@ -510,6 +536,211 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         note(line)
     if rec.returncode != 0:
         raise DemoError(f"reconcile found differences (exit {rec.returncode}) {rec.stderr}")
+
+
+# ------------------------------------------------------------------------------ the renter CLI
+
+
+def ensure_sandbox_numpy() -> None:
+    """The training example imports numpy inside bob's sandbox, which sees the system's /usr
+    read-only and nothing else of the machine (not the repository's .venv: its interpreter lives
+    under /root, which the sandbox's uid cannot enter). So the demo's provider machine offers
+    Debian's python3-numpy, installed here when missing as make installs Redis and bwrap."""
+    check = ["/usr/bin/python3", "-c", "import numpy"]
+    if subprocess.run(check, capture_output=True).returncode == 0:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise DemoError(
+            "the renter's training example needs numpy in the workload sandbox: "
+            "sudo apt-get install python3-numpy"
+        )
+    note("installing Debian's python3-numpy: the sandboxed training example imports numpy")
+    install = ["apt-get", "install", "-y", "-q", "python3-numpy"]
+    if subprocess.run(install, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+        subprocess.run(install, capture_output=True, check=True)
+
+
+def renter_cli(env: dict, args: list[str], *, tick=None, timeout: float = 300, show=True) -> str:
+    """Runs `python -m workers.renter ARGS` as alice would, printing its output as it comes
+    (stamped with seconds since the command started, so live streaming shows); `tick` is called
+    about once a second meanwhile (the demo's indexer: there is no beat here). Returns stdout."""
+    note("$ python -m workers.renter " + " ".join(shlex.quote(a) for a in args))
+    proc = subprocess.Popen(
+        [PY, "-m", "workers.renter", "--quiet", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    started = time.monotonic()
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if show:
+                print(f"    {time.monotonic() - started:5.1f}s | {line.rstrip()}", flush=True)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    while True:
+        try:
+            proc.wait(timeout=1)
+            break
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - started > timeout:
+                proc.kill()
+                proc.wait()
+                raise DemoError(f"renter {args[0]} still running after {timeout:.0f}s") from None
+            if tick:
+                tick()
+    reader.join(timeout=10)
+    if proc.returncode != 0:
+        tail = "\n".join(lines[-5:])
+        raise DemoError(f"renter {args[0]} exited with {proc.returncode}:\n{tail}")
+    return "\n".join(lines)
+
+
+def renter_scene(*, env: dict, url: str, w3, alice_password: str, bob_provider_id: int,
+                 run_indexer) -> None:  # fmt: skip
+    import json
+
+    from marketplace.orders.models import Order
+
+    cli_env = {k: v for k, v in env.items() if k not in ("RENTER_URL", "RENTER_TOKEN")}
+    cli_env.update(
+        {
+            "RENTER_CONFIG": str(RUN / "alice-renter.json"),
+            "ALICE_PASSWORD": alice_password,
+            "CHAIN_RPC_URL": env["CHAIN_RPC_URL"],
+        }
+    )
+    key_file = RUN / "alice.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(KEYS["alice"])
+
+    say("Alice rents again, this time with the renter CLI (python -m workers.renter)")
+    note("it needs only workers/renter/requirements.txt; her token goes to .run/demo/ (0600)")
+    renter_cli(
+        cli_env, ["login", "--url", url, "--username", "alice", "--password-env", "ALICE_PASSWORD"]
+    )
+    renter_cli(cli_env, ["search", "--min-free", "1", "--sort", "price_per_tflop_hour"])
+    rows = json.loads(renter_cli(cli_env, ["search", "--min-free", "1", "--json"], show=False))
+    bob_rows = [r for r in rows if r["provider_id"] == bob_provider_id]
+    if not bob_rows:
+        raise DemoError(f"bob's machine is not in the search: {[r['id'] for r in rows]}")
+    listing = bob_rows[0]["id"]
+    note(f"alice picks listing {listing}: bob's (mallory's machine was suspended)")
+
+    say("Order and fund from the CLI: it signs approve + fund with alice's key file")
+    out = renter_cli(cli_env, ["order", str(listing), "--accelerators", "1", "--hours", "1"])
+    order_id = int(out.split("order ", 1)[1].split(":", 1)[0])
+    renter_cli(cli_env, ["fund", str(order_id), "--key-file", str(key_file)], tick=run_indexer)
+
+    say("Alice runs the training example on bob's machine; its log streams back live")
+    note("bob's agent runs it in bubblewrap: read-only /usr, /work, no network, no credential")
+    results = RUN / "results"
+    renter_cli(
+        cli_env,
+        [
+            "run",
+            str(order_id),
+            "--dir",
+            "examples/train",
+            "--result",
+            "out",
+            "--out",
+            str(results),
+            "--env",
+            "EPOCHS=4000",
+            "--",
+            "python3",
+            "train.py",
+        ],
+        timeout=300,
+    )
+    checkpoint = results / "out" / "model.npz"
+    if not checkpoint.is_file():
+        raise DemoError(f"no checkpoint at {checkpoint}")
+    import numpy as np
+
+    with np.load(checkpoint) as model:
+        shapes = ", ".join(f"{k} {tuple(model[k].shape)}" for k in model.files)
+    note(f"checkpoint {checkpoint.relative_to(ROOT)}: {checkpoint.stat().st_size} bytes ({shapes})")
+
+    say("Alice stops the lease; the worker settles it on chain")
+    renter_cli(cli_env, ["stop", str(order_id)])
+
+    def settled():
+        run_indexer()
+        return Order.objects.get(pk=order_id).state == "settled"
+
+    wait_for("the lease settled and indexed", settled, 120, 1)
+
+    say("The receipt, and the same figures read from the chain")
+    receipt = renter_cli(cli_env, ["receipt", str(order_id)])
+    receipt_matches_chain(receipt, w3, order_id)
+
+
+def receipt_matches_chain(receipt: str, w3, order_id: int) -> None:
+    """Reads the lease's LeaseFunded and LeaseSettled events from the escrow contract through
+    web3 (not the indexer's rows) and checks the CLI's billed and refunded figures and every
+    transaction hash it printed against them."""
+    from contracts import chain
+    from marketplace.orders.models import Order
+    from workers.renter.cli import _usd
+
+    fields: dict[str, str] = {}
+    tx_of: dict[str, tuple[int, str]] = {}
+    lease_id = ""
+    for raw in receipt.splitlines():
+        line = raw.strip()
+        if line.startswith("order ") and ", lease " in line:
+            lease_id = line.rsplit(", lease ", 1)[1].strip()
+        elif line.startswith(("billed ", "refunded ", "escrow ")):
+            name, value = line.split(None, 1)
+            fields[name] = value.strip()
+        elif line.startswith("Lease") and " tx " in line:
+            name, _, block, _, tx = line.split()
+            tx_of[name] = (int(block), tx)
+    if not lease_id or not {"billed", "refunded"} <= set(fields):
+        raise DemoError(f"could not read the receipt:\n{receipt}")
+    escrow = chain.contract("escrow")
+    lid = bytes.fromhex(lease_id.removeprefix("0x"))
+    settled = escrow.events.LeaseSettled().get_logs(from_block=0, argument_filters={"leaseId": lid})
+    funded = escrow.events.LeaseFunded().get_logs(from_block=0, argument_filters={"leaseId": lid})
+    if len(settled) != 1 or len(funded) != 1:
+        raise DemoError(f"lease {lease_id}: {len(funded)} funded, {len(settled)} settled on chain")
+    s, f = settled[0], funded[0]
+    billed = s.args.providerAmount + s.args.feeAmount
+    refunded = s.args.refundAmount
+    order = Order.objects.get(pk=order_id)
+    checks = [
+        ("escrow", fields.get("escrow"), _usd(f.args.amount), order.escrow_amount, f.args.amount),
+        ("billed", fields["billed"], _usd(billed), order.amount_owed, billed),
+        ("refunded", fields["refunded"], _usd(refunded), order.refund_amount, refunded),
+    ]
+    failures = []
+    for name, shown, on_chain, exact, chain_exact in checks:
+        ok = shown == on_chain and exact == chain_exact
+        verdict = "matches" if ok else "DIFFERS"
+        note(f"{name:<9} receipt {shown:<10} chain {on_chain:<10} ({chain_exact} units) {verdict}")
+        if not ok:
+            failures.append(name)
+    for name, event in (("LeaseFunded", f), ("LeaseSettled", s)):
+        block, tx = tx_of.get(name, (None, None))
+        ok = tx == event.transactionHash.to_0x_hex() and block == event.blockNumber
+        mined = w3.eth.get_transaction_receipt(tx)["status"] == 1 if ok else False
+        note(f"{name:<13} tx {tx} block {block}: " + ("matches" if ok and mined else "DIFFERS"))
+        if not (ok and mined):
+            failures.append(name)
+    if failures:
+        raise DemoError(f"the receipt differs from the chain: {', '.join(failures)}")
+    note(f"{s.args.secondsUsed} s billed; the receipt matches the chain")
 
 
 def print_table(orders: dict, providers: dict, wallets: dict) -> None:
