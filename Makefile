@@ -60,6 +60,7 @@ run: install
 # A narrated end-to-end story in a few minutes: its own Anvil, Redis, web server and worker on
 # free ports and its own SQLite file under .run/demo/; it stops all of them when it ends.
 demo: install
+	bash scripts/ensure_bwrap.sh
 	$(LOCAL_KEY) BENCHMARK_SMALL_SUITES=1 $(BIN)/python scripts/demo.py
 
 # Mutation testing (mutmut) of the modules that money and trust rest on; prints, per module,
