@@ -59,6 +59,13 @@ GROUPS = [
             ("auth", "group", "Groups"),
         ],
     ),
+    (
+        "Webhooks",
+        [
+            ("webhooks", "webhookdelivery", "Webhook deliveries"),
+            ("webhooks", "webhookendpoint", "Webhook endpoints"),
+        ],
+    ),
     ("Chain setup", [("payments", "contractdeployment", "Contract deployments")]),
 ]
 

@@ -16,6 +16,8 @@ def test_staff_read_the_delivery_log_with_usd_and_no_save_or_secret(alice, listi
     admin = Client()
     admin.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
 
+    index = admin.get("/admin/").content.decode()
+    assert ">Webhooks<" in index and ">Webhook deliveries<" in index
     listing_page = admin.get("/admin/webhooks/webhookdelivery/").content.decode()
     assert f"order:{order.pk}:active" in listing_page
     page = admin.get(f"/admin/webhooks/webhookdelivery/{delivery.pk}/change/").content.decode()
