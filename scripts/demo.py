@@ -643,6 +643,7 @@ def renter_scene(*, env: dict, url: str, w3, alice_password: str, bob_provider_i
 
     say("Alice runs the training example on bob's machine; its log streams back live")
     note("bob's agent runs it in bubblewrap: read-only /usr, /work, no network, no credential")
+    note("numpy there is Debian's python3-numpy under /usr: the agent binds nothing else")
     results = RUN / "results"
     renter_cli(
         cli_env,
