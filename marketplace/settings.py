@@ -384,6 +384,9 @@ WEBHOOK_RETRY_CAP_SECONDS = max(1, _positive_int("WEBHOOK_RETRY_CAP_SECONDS", 36
 WEBHOOK_SCAN_OVERLAP_SECONDS = _positive_int("WEBHOOK_SCAN_OVERLAP_SECONDS", 300)
 WEBHOOK_MAX_ENDPOINTS_PER_USER = max(1, _positive_int("WEBHOOK_MAX_ENDPOINTS_PER_USER", 10))
 WEBHOOK_DELIVERY_BATCH = max(1, _positive_int("WEBHOOK_DELIVERY_BATCH", 20))
+# After a secret rotation the old secret signs too for this long (a day: time to deploy the new
+# one on the receiver's side without losing deliveries).
+WEBHOOK_SECRET_ROLLOVER_SECONDS = _positive_int("WEBHOOK_SECRET_ROLLOVER_SECONDS", 86_400)
 
 # The market dashboard's sampling interval (its snapshot rows are keyed by interval start).
 DASHBOARD_SNAPSHOT_SECONDS = 300

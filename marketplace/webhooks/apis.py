@@ -14,9 +14,10 @@ from marketplace.webhooks.serializers import (
 
 _SIGNING = (
     " Each delivery is a POST of JSON `{id, type, occurred_at, data}` with the headers "
-    "`X-Marketplace-Signature: t=<unix seconds>,v1=<hex>`, `X-Marketplace-Event`, "
+    "`X-Marketplace-Signature: t=<unix seconds>,v1=<hex>` (a second v1 during the day "
+    "after a secret rotation), `X-Marketplace-Event`, "
     "`X-Marketplace-Event-Id` (the same as the body's `id`: deduplicate on it, a delivery may "
-    "arrive twice) and `X-Marketplace-Delivery`. To verify: v1 must equal "
+    "arrive twice) and `X-Marketplace-Delivery`. To verify: a v1 must equal "
     "hex(HMAC-SHA256(secret, t + '.' + raw body)), compared in constant time, and t must be "
     "within 300 seconds of your clock (replay window). Answer 2xx within 5 seconds; anything "
     "else (a redirect included) is retried with exponential backoff (10 s doubling to 1 h, "
@@ -86,8 +87,11 @@ class EndpointDetailApi(APIView):
 class EndpointRotateSecretApi(APIView):
     @extend_schema(
         summary="Rotate a webhook endpoint's signing secret",
-        description="Replaces the secret at once and returns the new one, shown this once. "
-        "Every delivery sent from now on, retries of older ones included, is signed with it.",
+        description="Returns a new secret, shown this once. Every delivery from now on, "
+        "retries included, is signed with it; for 24 hours (WEBHOOK_SECRET_ROLLOVER_SECONDS) "
+        "the old secret signs too (a second `v1` in the header), so the receiver can switch "
+        "without losing deliveries. If the old secret leaked, rotate twice: the second "
+        "rotation ends the first one's rollover.",
         request=None,
         responses=EndpointWithSecretOutputSerializer,
     )

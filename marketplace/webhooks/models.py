@@ -32,6 +32,10 @@ class WebhookEndpoint(TimestampedModel):
     event_types = models.JSONField(default=list)
     secret = models.CharField(max_length=80)
     secret_rotated_at = models.DateTimeField(null=True, blank=True)
+    # After a rotation the old secret also signs, until this time, so a receiver can switch
+    # without losing deliveries in between (each carries one v1 per secret).
+    previous_secret = models.CharField(max_length=80, blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     description = models.CharField(max_length=200, blank=True)
 

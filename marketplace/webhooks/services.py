@@ -63,14 +63,37 @@ def endpoint_create(
 
 @transaction.atomic
 def endpoint_rotate_secret(*, user: User, endpoint_id: int) -> WebhookEndpoint:
-    """A new secret at once: deliveries signed from now on use it (including retries of older
-    deliveries), so a receiver switches to it before its next delivery."""
+    """A new secret at once; for WEBHOOK_SECRET_ROLLOVER_SECONDS the old one signs too (two v1
+    in the header), so a receiver switches over without losing deliveries. Rotating because the
+    old secret leaked? Rotate twice: the second rotation ends the first one's rollover."""
     endpoint = endpoint_get_for(user=user, endpoint_id=endpoint_id)
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    now = timezone.now()
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_expires_at = now + timedelta(
+        seconds=settings.WEBHOOK_SECRET_ROLLOVER_SECONDS
+    )
     endpoint.secret = signing.secret_new()
-    endpoint.secret_rotated_at = timezone.now()
-    endpoint.save(update_fields=["secret", "secret_rotated_at", "updated_at"])
+    endpoint.secret_rotated_at = now
+    endpoint.save(
+        update_fields=[
+            "secret",
+            "secret_rotated_at",
+            "previous_secret",
+            "previous_secret_expires_at",
+            "updated_at",
+        ]
+    )
     return endpoint
+
+
+def endpoint_signing_secrets(endpoint: WebhookEndpoint, *, now: datetime) -> list[str]:
+    """The current secret, and the previous one while its rollover lasts."""
+    secrets = [endpoint.secret]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret and expires is not None and now < expires:
+        secrets.append(endpoint.previous_secret)
+    return secrets
 
 
 def endpoint_delete(*, user: User, endpoint_id: int) -> None:
@@ -188,7 +211,9 @@ def delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> Webhoo
                 "Content-Type": "application/json",
                 "User-Agent": "marketplace-webhooks/1",
                 signing.HEADER: signing.header_value(
-                    secret=endpoint.secret, timestamp=int(time.time()), body=body
+                    secrets=endpoint_signing_secrets(endpoint, now=timezone.now()),
+                    timestamp=int(time.time()),
+                    body=body,
                 ),
                 "X-Marketplace-Event": delivery.event_type,
                 "X-Marketplace-Event-Id": delivery.event_key,

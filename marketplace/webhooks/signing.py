@@ -1,7 +1,8 @@
 """Delivery signatures: `X-Marketplace-Signature: t=<unix seconds>,v1=<hex>` where
-v1 = HMAC-SHA256(secret, f"{t}." + body bytes). A receiver recomputes it over the raw body it
-received (not a re-serialisation), compares in constant time, and refuses a `t` further than
-its replay window (SIGNATURE_TOLERANCE_SECONDS) from its own clock. `verify` is the reference
+v1 = HMAC-SHA256(secret, f"{t}." + body bytes), one v1 per signing secret (two during the
+rollover after a rotation). A receiver recomputes it over the raw body it received (not a
+re-serialisation), compares with each v1 in constant time, and refuses a `t` further than its
+replay window (SIGNATURE_TOLERANCE_SECONDS) from its own clock. `verify` is the reference
 implementation the docs point to; it imports nothing from Django."""
 
 import hashlib
@@ -23,8 +24,13 @@ def signature(*, secret: str, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
-def header_value(*, secret: str, timestamp: int, body: bytes) -> str:
-    return f"t={timestamp},v1={signature(secret=secret, timestamp=timestamp, body=body)}"
+def header_value(*, secrets: list[str], timestamp: int, body: bytes) -> str:
+    """One v1 per secret: the current one first, and during a rotation's rollover the previous
+    one too, so a receiver holding either verifies."""
+    signatures = ",".join(
+        f"v1={signature(secret=secret, timestamp=timestamp, body=body)}" for secret in secrets
+    )
+    return f"t={timestamp},{signatures}"
 
 
 def verify(
@@ -37,13 +43,15 @@ def verify(
 ) -> bool:
     """True when `header` signs `body` with `secret` and its time is within `tolerance` seconds
     of `now`: an old delivery captured on the way cannot be replayed later."""
-    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    pairs = [item.split("=", 1) for item in header.split(",") if "=" in item]
+    times = [value for key, value in pairs if key == "t"]
     try:
-        timestamp = int(parts.get("t", ""))
+        timestamp = int(times[0]) if len(times) == 1 else None
     except ValueError:
-        return False
+        timestamp = None
     now = time.time() if now is None else now
-    if abs(now - timestamp) > tolerance:
+    if timestamp is None or abs(now - timestamp) > tolerance:
         return False
     expected = signature(secret=secret, timestamp=timestamp, body=body)
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    # Any v1 may be the one signed with this secret (several during a rotation's rollover).
+    return any(hmac.compare_digest(expected, value) for key, value in pairs if key == "v1")

@@ -38,7 +38,9 @@ def test_lease_active_is_delivered_signed_with_the_endpoint_secret(alice, listin
     assert request["path"] == "/hooks/marketplace"
 
 
-def test_secret_is_shown_once_and_rotation_signs_with_the_new_one(alice, listing, receiver):
+def test_secret_is_shown_once_and_rotation_signs_with_both_during_the_rollover(
+    alice, listing, receiver, settings
+):
     endpoint = endpoint_for(alice, receiver.url)
     client = client_for(alice)
     shown = client.get(f"/api/v1/webhooks/{endpoint['id']}").json()
@@ -51,8 +53,37 @@ def test_secret_is_shown_once_and_rotation_signs_with_the_new_one(alice, listing
     scan_and_deliver()
     [request] = receiver.requests
     header, body = request["headers"][signing.HEADER], request["body"]
+    # During the rollover a receiver holding either secret verifies.
     assert signing.verify(secret=rotated["secret"], header=header, body=body)
-    assert not signing.verify(secret=endpoint["secret"], header=header, body=body)
+    assert signing.verify(secret=endpoint["secret"], header=header, body=body)
+    assert not signing.verify(secret=signing.secret_new(), header=header, body=body)
+
+
+def test_a_second_rotation_ends_the_first_ones_rollover(alice, listing, receiver):
+    """The way out when a secret leaked: after two rotations the leaked one signs nothing."""
+    leaked = endpoint_for(alice, receiver.url)
+    client = client_for(alice)
+    client.post(f"/api/v1/webhooks/{leaked['id']}/rotate-secret")
+    current = client.post(f"/api/v1/webhooks/{leaked['id']}/rotate-secret").json()
+    running_lease(alice, listing)
+    scan_and_deliver()
+    [request] = receiver.requests
+    header, body = request["headers"][signing.HEADER], request["body"]
+    assert signing.verify(secret=current["secret"], header=header, body=body)
+    assert not signing.verify(secret=leaked["secret"], header=header, body=body)
+
+
+def test_after_the_rollover_only_the_new_secret_signs(alice, listing, receiver, settings):
+    settings.WEBHOOK_SECRET_ROLLOVER_SECONDS = 0
+    old = endpoint_for(alice, receiver.url)
+    new = client_for(alice).post(f"/api/v1/webhooks/{old['id']}/rotate-secret").json()
+    running_lease(alice, listing)
+    scan_and_deliver()
+    [request] = receiver.requests
+    header, body = request["headers"][signing.HEADER], request["body"]
+    assert header.count("v1=") == 1
+    assert signing.verify(secret=new["secret"], header=header, body=body)
+    assert not signing.verify(secret=old["secret"], header=header, body=body)
 
 
 def test_a_500_is_retried_with_growing_jittered_waits_until_it_succeeds(
