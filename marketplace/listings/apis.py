@@ -13,6 +13,7 @@ from marketplace.core.pagination import CappedCountPagination
 from marketplace.listings import search_cache, selectors, services
 from marketplace.listings.filters import ListingSearchFilter
 from marketplace.listings.serializers import (
+    ListingDetailOutputSerializer,
     ListingOutputSerializer,
     ListingPricesInputSerializer,
     ListingPublishInputSerializer,
@@ -70,10 +71,10 @@ class ListingSearchApi(ListAPIView):
 class ListingDetailApi(APIView):
     permission_classes = [AllowAny]
 
-    @extend_schema(responses=ListingOutputSerializer)
+    @extend_schema(responses=ListingDetailOutputSerializer)
     def get(self, request, listing_id: int):
         return Response(
-            ListingOutputSerializer(selectors.listing_get_public(listing_id=listing_id)).data
+            ListingDetailOutputSerializer(selectors.listing_get_public(listing_id=listing_id)).data
         )
 
 

@@ -1,5 +1,6 @@
 from collections import defaultdict
 from datetime import datetime
+from typing import Any
 
 from django.db import connection
 from django.db.models import F, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
@@ -168,6 +169,37 @@ def listing_get_public(*, listing_id: int) -> Listing:
     if listing is None:
         raise NotFoundError("No such listing.", code="listings_not_found")
     return listings_attach_free_accelerators([listing])[0]
+
+
+def listing_verification_public(*, listing: Listing) -> dict[str, Any]:
+    """What a renter choosing this listing needs beside its prices: when the machine was last
+    verified, each kernel x precision's newest verified figure (per device) with the time of that
+    check, and the machine's reputation (pass ratio over recent checks x uptime). Read upward
+    from the benchmarks app, as listing_publish reads the verified figures; nothing is written."""
+    from marketplace.benchmarks.selectors import machine_benchmark_scores, machine_reputation
+
+    scores = machine_benchmark_scores(machine_id=listing.machine_id)
+    checks = [
+        {
+            "kind": row["kind"],
+            "precision": row["precision"],
+            "last_tflops_per_device": row["last_tflops"],
+            "last_checked_at": row["last_verified_at"],
+            "verified_jobs": row["verified_jobs"],
+        }
+        for row in scores
+    ]
+    reputation = machine_reputation(machine_id=listing.machine_id)
+    return {
+        "last_checked_at": max((c["last_checked_at"] for c in checks), default=None),
+        "checks": checks,
+        "reputation": {
+            "pass_ratio": reputation["pass_ratio"],
+            "recent_checks": reputation["recent_jobs"],
+            "uptime_ratio": reputation["uptime_ratio"],
+            "score": reputation["score"],
+        },
+    }
 
 
 def listing_list_for_owner(*, user: User) -> QuerySet[Listing]:

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from marketplace.listings import selectors
@@ -159,3 +160,48 @@ class ListingOutputSerializer(serializers.ModelSerializer):
 
     def get_reserved_prices(self, listing) -> dict[str, int]:
         return {rp.term: rp.price_per_hour for rp in listing.reserved_prices.all()}
+
+
+class ListingCheckOutputSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    precision = serializers.CharField()
+    last_tflops_per_device = serializers.FloatField(
+        help_text="TFLOP/s of the newest verified job of this kernel and precision, on one "
+        "device (server-timed)."
+    )
+    last_checked_at = serializers.DateTimeField(help_text="When that job was verified (UTC).")
+    verified_jobs = serializers.IntegerField()
+
+
+class ListingReputationOutputSerializer(serializers.Serializer):
+    pass_ratio = serializers.FloatField(
+        allow_null=True, help_text="Passed / decided checks over the recent window (0..1)."
+    )
+    recent_checks = serializers.IntegerField()
+    uptime_ratio = serializers.FloatField(
+        allow_null=True, help_text="Share of heartbeat samples the machine was online (0..1)."
+    )
+    score = serializers.FloatField(allow_null=True, help_text="pass_ratio x uptime_ratio.")
+
+
+class ListingVerificationOutputSerializer(serializers.Serializer):
+    last_checked_at = serializers.DateTimeField(
+        allow_null=True, help_text="The newest verified check of this machine (UTC)."
+    )
+    checks = ListingCheckOutputSerializer(many=True)
+    reputation = ListingReputationOutputSerializer()
+
+
+class ListingDetailOutputSerializer(ListingOutputSerializer):
+    """A listing as search shows it, plus what the platform checked and when."""
+
+    verification = serializers.SerializerMethodField()
+
+    class Meta(ListingOutputSerializer.Meta):
+        fields = [*ListingOutputSerializer.Meta.fields, "verification"]
+
+    @extend_schema_field(ListingVerificationOutputSerializer)
+    def get_verification(self, listing) -> dict:
+        return ListingVerificationOutputSerializer(
+            selectors.listing_verification_public(listing=listing)
+        ).data

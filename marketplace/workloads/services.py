@@ -14,6 +14,7 @@ from marketplace.core.errors import (
     InvalidTransition,
     NotFoundError,
 )
+from marketplace.core.text import plural
 from marketplace.orders.models import Order
 from marketplace.providers.models import Machine
 from marketplace.workloads import archives
@@ -164,7 +165,7 @@ def workload_submit(
         queued = Workload.objects.filter(order=order, state__in=Workload.OPEN).count()
         if queued >= limit("MAX_QUEUED_PER_ORDER"):
             raise ConflictError(
-                f"This lease already has {queued} workloads waiting or running.",
+                f"This lease already has {plural(queued, 'workload')} waiting or running.",
                 code="workloads_too_many_queued",
                 extra={"max_open": limit("MAX_QUEUED_PER_ORDER")},
             )

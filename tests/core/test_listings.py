@@ -98,6 +98,65 @@ def test_another_owners_machine_cannot_be_listed(mallory, bob_provider):
     assert response.status_code == 404
 
 
+def test_listing_detail_shows_what_was_checked_when_and_the_machines_reputation(bob_provider, anon):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.benchmarks.models import BenchmarkJob, MachineUptime
+
+    listing = ListingFactory(provider=bob_provider)
+    detail = anon.get(f"/api/v1/listings/{listing.pk}").json()
+    assert detail["verification"] == {
+        "last_checked_at": None,
+        "checks": [],
+        "reputation": {
+            "pass_ratio": None,
+            "recent_checks": 0,
+            "uptime_ratio": None,
+            "score": None,
+        },
+    }
+    now = timezone.now().replace(microsecond=0)
+
+    def job(state, precision, tflops, finished_at, seed):
+        return BenchmarkJob.objects.create(
+            machine_id=listing.machine_id,
+            purpose="periodic",
+            state=state,
+            kind="matmul",
+            spec={},
+            precision=precision,
+            flops=1,
+            seed=seed,
+            measured_tflops=tflops,
+            finished_at=finished_at,
+        )
+
+    job("verified", "fp32", 60.0, now - timedelta(hours=2), "a")
+    job("verified", "fp32", 61.5, now - timedelta(minutes=5), "b")
+    job("verified", "bf16", 400.0, now - timedelta(hours=1), "c")
+    job("rejected", "bf16", 9999.0, now, "d")
+    MachineUptime.objects.create(machine_id=listing.machine_id, samples=10, online_samples=9)
+
+    verification = anon.get(f"/api/v1/listings/{listing.pk}").json()["verification"]
+    checks = {c["precision"]: c for c in verification["checks"]}
+    assert checks["fp32"]["last_tflops_per_device"] == 61.5
+    assert checks["fp32"]["verified_jobs"] == 2
+    assert checks["bf16"]["last_tflops_per_device"] == 400.0
+    assert checks["fp32"]["last_checked_at"] == (now - timedelta(minutes=5)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert verification["last_checked_at"] == checks["fp32"]["last_checked_at"]
+    # 3 passed of 4 decided checks; 9 of 10 samples online.
+    assert verification["reputation"] == {
+        "pass_ratio": 0.75,
+        "recent_checks": 4,
+        "uptime_ratio": 0.9,
+        "score": 0.75 * 0.9,
+    }
+
+
 def test_repricing_keeps_price_per_tflop_hour_in_step(bob, bob_provider):
     listing = ListingFactory(machine__provider=bob_provider, accelerator_count=8)
     listing_record_verified_tflops(machine_id=listing.machine_id, tflops=400.0)

@@ -137,7 +137,8 @@ def cmd_order(args: argparse.Namespace) -> int:
     pending.pop(fingerprint, None)
     config_save(pending_path, pending)
     print(
-        f"order {order['id']}: {order['state']}, {order['accelerators']} accelerator(s) for "
+        f"order {order['id']}: {order['state']}, {order['accelerators']} "
+        f"accelerator{'' if order['accelerators'] == 1 else 's'} for "
         f"{order['duration_seconds'] // 3600} h, escrow {_usd(order['escrow_amount'])}; "
         f"fund it before {order.get('hold_expires_at')} (idempotency key {key})"
     )
