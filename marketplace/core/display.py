@@ -7,6 +7,7 @@ Money is an integer count of the payment token's smallest unit (PAYMENT_TOKEN_DE
 every unit), with the raw units beside it.
 """
 
+import functools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -74,10 +75,31 @@ AMOUNT_ARGS = frozenset(
 )
 
 
-def event_args(args: dict | None, leave_out: frozenset[str] = frozenset()) -> str:
-    """A contract event's arguments on one line, amounts as dollars with their units."""
+@functools.cache
+def _event_arg_order() -> dict[str, dict[str, int]]:
+    """Each platform contract event's arguments in the order the contract declares them. The
+    stored arguments are a JSON object, whose key order PostgreSQL's jsonb does not keep."""
+    from contracts.chain import CONTRACT_ARTIFACTS
+    from contracts.deploy import load_artifact
+
+    order: dict[str, dict[str, int]] = {}
+    for artifact in CONTRACT_ARTIFACTS.values():
+        for item in load_artifact(artifact)["abi"]:
+            if item.get("type") == "event":
+                names = [entry["name"] for entry in item.get("inputs", [])]
+                order.setdefault(item["name"], {name: i for i, name in enumerate(names)})
+    return order
+
+
+def event_args(
+    args: dict | None, leave_out: frozenset[str] = frozenset(), *, event: str = ""
+) -> str:
+    """A contract event's arguments on one line, in the contract's declared order, amounts as
+    dollars with their units."""
+    rank = _event_arg_order().get(event, {})
+    items = sorted((args or {}).items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
     parts = []
-    for key, value in (args or {}).items():
+    for key, value in items:
         if key in leave_out:
             continue
         if key in AMOUNT_ARGS:

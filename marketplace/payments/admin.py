@@ -60,7 +60,7 @@ class ChainEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="arguments (USD)")
     def arguments(self, obj):
-        return display.event_args(obj.args)
+        return display.event_args(obj.args, event=obj.name)
 
 
 @admin.register(models.Stake)

@@ -93,7 +93,12 @@ def test_sixty_four_waiting_agents_hold_no_threads_and_other_agents_are_served(
     assert machine.status_code == 200 and machine.json()["id"] == other_machine.pk
     assert threads_while_waiting < 32, threads_while_waiting
     assert sorted(r.json()["id"] for r in responses) == sorted(jobs.values())
-    assert {r.headers["Agent-Wait"] for r in responses} == {"event"}
+    # Each waiter was woken by its event, or (on a loaded machine, where its first database read
+    # queued behind the others' in the 2-thread pool past the job's commit) found the job on that
+    # first read; none ran out its wait and found it on the last read.
+    hows = [r.headers["Agent-Wait"] for r in responses]
+    assert set(hows) <= {"event", "initial"}, hows
+    assert "event" in hows, hows
 
 
 def test_an_event_reaches_agents_waiting_on_other_web_processes(
@@ -101,22 +106,36 @@ def test_an_event_reaches_agents_waiting_on_other_web_processes(
 ):
     """Two channel processes (as on two machines) share the fleet through Redis: the job is
     created in a third process (this test, standing in for beat or a worker), and the agents
-    waiting on either server are woken."""
-    first, second = make_channel(), make_channel()
-    (alpha, alpha_http), (beta, beta_http) = make_agent(), make_agent()
-    with ThreadPoolExecutor(2) as pool:
-        on_first = pool.submit(_long_poll, alpha_http, first.url)
-        on_second = pool.submit(_long_poll, beta_http, second.url)
-        wait_until(
-            lambda: subscribers(redis_client, alpha.pk) == subscribers(redis_client, beta.pk) == 1,
-            what="both subscriptions",
-        )
-        alpha_job = benchmark_job_create(machine_id=alpha.pk, purpose="periodic", spec=SMALL)
-        beta_job = benchmark_job_create(machine_id=beta.pk, purpose="periodic", spec=SMALL)
-        answers = on_first.result(), on_second.result()
+    waiting on either server are woken.
 
-    assert [a.json()["id"] for a in answers] == [alpha_job.pk, beta_job.pk]
-    assert [a.headers["Agent-Wait"] for a in answers] == ["event", "event"]
+    A subscription is visible (PUBSUB NUMSUB) just before the waiter's first database read, so
+    on a loaded machine that read can run after the job commits and find it ("initial"). Such a
+    round proves nothing about events; it is repeated with fresh agents until both servers'
+    agents were woken by the event."""
+    first, second = make_channel(), make_channel()
+    woken: dict[str, list[str]] = {"first": [], "second": []}
+    for _ in range(6):
+        (alpha, alpha_http), (beta, beta_http) = make_agent(), make_agent()
+        with ThreadPoolExecutor(2) as pool:
+            on_first = pool.submit(_long_poll, alpha_http, first.url)
+            on_second = pool.submit(_long_poll, beta_http, second.url)
+            wait_until(
+                lambda a=alpha.pk, b=beta.pk: (
+                    subscribers(redis_client, a) == subscribers(redis_client, b) == 1
+                ),
+                what="both subscriptions",
+            )
+            alpha_job = benchmark_job_create(machine_id=alpha.pk, purpose="periodic", spec=SMALL)
+            beta_job = benchmark_job_create(machine_id=beta.pk, purpose="periodic", spec=SMALL)
+            answers = on_first.result(), on_second.result()
+        assert [a.json()["id"] for a in answers] == [alpha_job.pk, beta_job.pk]
+        hows = [a.headers["Agent-Wait"] for a in answers]
+        assert set(hows) <= {"event", "initial"}, hows
+        woken["first"].append(hows[0])
+        woken["second"].append(hows[1])
+        if "event" in woken["first"] and "event" in woken["second"]:
+            break
+    assert "event" in woken["first"] and "event" in woken["second"], woken
 
 
 def test_a_dispatched_job_is_handed_out_again_until_it_is_committed(channel, make_agent):

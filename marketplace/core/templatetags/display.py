@@ -29,6 +29,8 @@ def duration(value):
 
 
 @register.filter
-def event_args(args: dict, leave_out: str = "") -> str:
-    """`leave_out` names arguments the page already shows (comma-separated)."""
-    return display.event_args(args, frozenset(leave_out.split(",")))
+def event_args(event, leave_out: str = "") -> str:
+    """A chain event's arguments (or a bare arguments dict); `leave_out` names arguments the page
+    already shows (comma-separated)."""
+    args, name = (event, "") if isinstance(event, dict) else (event.args, event.name)
+    return display.event_args(args, frozenset(leave_out.split(",")), event=name)
