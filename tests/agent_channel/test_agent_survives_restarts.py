@@ -97,24 +97,35 @@ def test_an_agent_waiting_through_a_crash_gets_the_job_created_while_the_server_
 
 
 @contextlib.contextmanager
-def _beat_requeuing_stalled_jobs():
-    """Beat's stalled-job sweep, as `make run` runs it (here every second, for jobs stalled 2 s):
-    a server killed after the commit's transaction but before its after-commit enqueue leaves a
-    committed job with no challenge task, and only this sweep sends it again."""
-    from django.db import connection
+def _beat_resending_a_lost_challenge(job_id: int):
+    """What beat's stalled-job sweep (`benchmarks_requeue_stalled`) does for this job in `make
+    run`: a server killed after the commit's transaction but before its after-commit enqueue
+    leaves the job committed with no challenge task, and only the sweep sends it again. Here it
+    checks every second, resends after 2 s, and stops once the challenge is issued (so no
+    duplicate task outlives this test's worker)."""
+    from datetime import timedelta
 
-    from marketplace.benchmarks.services import benchmarks_requeue_stalled
+    from django.db import connection
+    from django.utils import timezone
+
+    from workers.benchmark_tasks import benchmark_issue_challenge
 
     stop = threading.Event()
 
     def sweep() -> None:
         try:
             while not stop.wait(1.0):
-                benchmarks_requeue_stalled(older_than_seconds=2)
+                job = BenchmarkJob.objects.get(pk=job_id)
+                if job.state != State.COMMITTED and job.state != State.DISPATCHED:
+                    return
+                if job.state == State.COMMITTED and job.committed_at < timezone.now() - timedelta(
+                    seconds=2
+                ):
+                    benchmark_issue_challenge.delay(job_id)
         finally:
             connection.close()
 
-    thread = threading.Thread(target=sweep, name="beat-requeue-stalled", daemon=True)
+    thread = threading.Thread(target=sweep, name="beat-resend-challenge", daemon=True)
     thread.start()
     try:
         yield
@@ -134,7 +145,7 @@ def test_an_agent_holding_a_job_through_a_crash_completes_it(channel, make_agent
     channel.stop(signal.SIGKILL)  # the agent computes, then commits, before or after the crash
     channel.start()
 
-    with _beat_requeuing_stalled_jobs():
+    with _beat_resending_a_lost_challenge(job.pk):
         out = _finish(proc)
     job.refresh_from_db()
     assert job.state == State.VERIFIED, (job.state, job.outcome_reason, out)
