@@ -224,9 +224,6 @@ class Hub:
             # too slow to confirm only costs this wait its wake-up (the last read still runs).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(confirmed), timeout=5)
-            # Whether every publish since the first read reaches this waiter: then a wait that
-            # runs out with no event has nothing new to read (a lost connection wakes everyone).
-            event.subscribed = confirmed.done()
             yield event
         finally:
             async with self._lock:
@@ -253,8 +250,7 @@ async def wait_async(
     machine_id: int, wait: float, check: Callable[[], T | None]
 ) -> tuple[T | None, str]:
     """check() (run in the database pool) now, then again each time the machine's channel
-    speaks, until it finds something or `wait` seconds pass; then once more only if the
-    subscription was not confirmed before the first read."""
+    speaks, until it finds something or `wait` seconds pass; then once more."""
     if wait <= 0:
         return await in_db_thread(check), FOUND_FIRST
     give_up = time.monotonic() + wait
@@ -271,9 +267,4 @@ async def wait_async(
             found = await in_db_thread(check)
             if found is not None:
                 return found, FOUND_EVENT
-        if event.subscribed:
-            # Subscribed before the first read and no event since: the database has nothing new
-            # for this machine. Not reading it again saves most polls' last queries (most waits
-            # end this way); a job a lost message hid is found by the next poll's first read.
-            return None, FOUND_LAST
     return await in_db_thread(check), FOUND_LAST
