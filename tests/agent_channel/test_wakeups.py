@@ -22,21 +22,31 @@ def _long_poll(session: requests.Session, url: str, wait: int = 25) -> requests.
 def test_a_waiting_agent_gets_a_job_created_after_it_began_waiting_from_the_event(
     channel, make_agent, redis_client
 ):
-    machine, bob = make_agent()
-    with ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(_long_poll, bob, channel.url)
-        # The server subscribed to the machine's channel and found nothing: it is waiting.
-        wait_until(lambda: subscribers(redis_client, machine.pk) == 1, what="the subscription")
-        job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=SMALL)
-        response = waiting.result()
+    """The server subscribes, then reads the database once, then waits. The test sees the
+    subscription, not that first read: on a loaded machine the read can run after the job
+    commits and find it ("initial", also correct). Such a round proves nothing about wake-ups, so
+    the test repeats with a fresh agent until one wait was woken by the event; a missed event
+    would end in "timeout" (the read at the end of the wait), which fails at once."""
+    hows = []
+    for _ in range(5):
+        machine, bob = make_agent()
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(_long_poll, bob, channel.url)
+            wait_until(lambda: subscribers(redis_client, machine.pk) == 1, what="the subscription")
+            job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=SMALL)
+            response = waiting.result()
 
-    assert response.status_code == 200, response.text
-    assert response.json()["id"] == job.pk
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == job.pk
+        hows.append(response.headers["Agent-Wait"])
+        assert hows[-1] in {"event", "initial"}, hows
+        job.refresh_from_db()
+        assert job.state == BenchmarkJob.State.DISPATCHED
+        wait_until(lambda: subscribers(redis_client, machine.pk) == 0, what="the unsubscription")
+        if hows[-1] == "event":
+            break
     # Woken by the job's publication, not found by a read at the start or at the end of the wait.
-    assert response.headers["Agent-Wait"] == "event"
-    job.refresh_from_db()
-    assert job.state == BenchmarkJob.State.DISPATCHED
-    wait_until(lambda: subscribers(redis_client, machine.pk) == 0, what="the unsubscription")
+    assert hows[-1] == "event", hows
 
 
 def test_a_challenge_wait_is_woken_when_the_job_ends(channel, make_agent, redis_client):
