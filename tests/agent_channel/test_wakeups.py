@@ -32,7 +32,9 @@ def test_a_waiting_agent_gets_a_job_created_after_it_began_waiting_from_the_even
         machine, bob = make_agent()
         with ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(_long_poll, bob, channel.url)
-            wait_until(lambda: subscribers(redis_client, machine.pk) == 1, what="the subscription")
+            wait_until(
+                lambda m=machine: subscribers(redis_client, m.pk) == 1, what="the subscription"
+            )
             job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=SMALL)
             response = waiting.result()
 
@@ -42,7 +44,9 @@ def test_a_waiting_agent_gets_a_job_created_after_it_began_waiting_from_the_even
         assert hows[-1] in {"event", "initial"}, hows
         job.refresh_from_db()
         assert job.state == BenchmarkJob.State.DISPATCHED
-        wait_until(lambda: subscribers(redis_client, machine.pk) == 0, what="the unsubscription")
+        wait_until(
+            lambda m=machine: subscribers(redis_client, m.pk) == 0, what="the unsubscription"
+        )
         if hows[-1] == "event":
             break
     # Woken by the job's publication, not found by a read at the start or at the end of the wait.
@@ -65,7 +69,7 @@ def test_a_challenge_wait_is_woken_when_the_job_ends(channel, make_agent, redis_
             params={"wait": 25},
             timeout=60,
         )
-        wait_until(lambda: subscribers(redis_client, machine.pk) == 1, what="the subscription")
+        wait_until(lambda m=machine: subscribers(redis_client, m.pk) == 1, what="the subscription")
         BenchmarkJob.objects.filter(pk=job.pk).update(deadline="2000-01-01T00:00:00Z")
         benchmark_expire(job_id=job.pk, now=timezone.now())
         response = waiting.result()
