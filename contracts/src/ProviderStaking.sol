@@ -4,6 +4,13 @@ pragma solidity 0.8.37;
 import {IERC20} from "./IERC20.sol";
 import {ReentrancyGuard} from "./ReentrancyGuard.sol";
 
+/// @dev Solidity keeps events and errors in one namespace per contract, so the error that shares
+///      its name with the StakeLocked event lives here; it is in ProviderStaking's ABI all the same.
+interface IStakeLockErrors {
+    /// @notice requestUnstake would take the stake below the amount locked until `until`.
+    error StakeLocked(uint256 locked, uint256 until);
+}
+
 /// @title ProviderStaking
 /// @notice Providers lock a stake that the operator can slash when a verification report shows
 ///         cheating, and earn rewards paid from a pool that anyone can top up.
@@ -23,6 +30,10 @@ contract ProviderStaking is ReentrancyGuard {
         uint128 staked;
         uint128 pending;
         uint64 unlockTime;
+        // Collateral held for the provider's leases: `requestUnstake` may not take `staked`
+        // below `locked` before `lockedUntil`. Shares the unlockTime slot.
+        uint64 lockedUntil;
+        uint128 locked;
     }
 
     IERC20 public immutable token;
@@ -44,6 +55,7 @@ contract ProviderStaking is ReentrancyGuard {
     event Slashed(address indexed provider, uint256 amount, bytes32 reportHash);
     event Rewarded(address indexed provider, uint256 amount, bytes32 reportHash);
     event RewardsFunded(address indexed funder, uint256 amount);
+    event StakeLocked(address indexed provider, uint256 amount, uint256 until);
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
     event OperatorChanged(address indexed previousOperator, address indexed newOperator);
     event TreasuryChanged(address indexed previousTreasury, address indexed newTreasury);
@@ -124,6 +136,9 @@ contract ProviderStaking is ReentrancyGuard {
         if (amount == 0) revert ZeroAmount();
         Stake storage s = _stakes[msg.sender];
         if (amount > s.staked) revert InsufficientStake(s.staked, amount);
+        if (block.timestamp < s.lockedUntil && s.staked - amount < s.locked) {
+            revert IStakeLockErrors.StakeLocked(s.locked, s.lockedUntil);
+        }
         uint256 unlockTime = block.timestamp + unstakeDelay;
         s.staked -= uint128(amount);
         s.pending += uint128(amount);
@@ -143,6 +158,20 @@ contract ProviderStaking is ReentrancyGuard {
         totalPending -= amount;
         emit Withdrawn(msg.sender, amount);
         _pay(msg.sender, amount);
+    }
+
+    // ----------------------------------------------------------------- lease collateral
+
+    /// @notice Sets (replaces) the stake the provider must keep while its leases run: until
+    ///         `until`, requestUnstake may not take `staked` below `amount`. Slashes are not
+    ///         limited by the lock. An amount of 0 or an `until` in the past releases it.
+    function lock(address provider, uint256 amount, uint256 until) external onlyOperator {
+        if (provider == address(0)) revert ZeroAddress();
+        if (amount > type(uint128).max || until > type(uint64).max) revert ValueTooLarge();
+        Stake storage s = _stakes[provider];
+        s.locked = uint128(amount);
+        s.lockedUntil = uint64(until);
+        emit StakeLocked(provider, amount, until);
     }
 
     // ----------------------------------------------------------------- rewards and slashing
@@ -197,6 +226,12 @@ contract ProviderStaking is ReentrancyGuard {
     {
         Stake storage s = _stakes[provider];
         return (s.staked, s.pending, s.unlockTime);
+    }
+
+    /// @notice The provider's lease lock: the stake it must keep, and until when.
+    function lockOf(address provider) external view returns (uint256 amount, uint256 until) {
+        Stake storage s = _stakes[provider];
+        return (s.locked, s.lockedUntil);
     }
 
     function _pay(address to, uint256 amount) private {

@@ -137,3 +137,71 @@ def test_reward_beyond_the_pool_is_refused(chain, staking, actors):
         staking,
     )
     assert args == (5 * USDC, 5 * USDC + 1)
+
+
+# ----------------------------------------------------------------------------- lease locks
+
+
+def lock_of(staking, provider):
+    return tuple(staking.functions.lockOf(provider).call())
+
+
+def test_lock_is_recorded_and_announced(chain, staking, actors):
+    until = chain.now() + 3_600
+    receipt = chain.transact(staking.functions.lock(actors.bob, 70 * USDC, until), actors.operator)
+
+    assert lock_of(staking, actors.bob) == (70 * USDC, until)
+    assert events(staking, "StakeLocked", receipt) == [
+        {"provider": actors.bob, "amount": 70 * USDC, "until": until}
+    ]
+
+
+def test_unstake_below_the_lock_is_refused_until_it_ends(chain, staking, actors):
+    chain.transact(staking.functions.stake(100 * USDC), actors.bob)
+    until = chain.now() + 3_600
+    chain.transact(staking.functions.lock(actors.bob, 70 * USDC, until), actors.operator)
+
+    args = chain.expect_revert(
+        staking.functions.requestUnstake(30 * USDC + 1), actors.bob, "StakeLocked", staking
+    )
+    assert args == (70 * USDC, until)
+    # Down to the locked amount exactly is allowed.
+    chain.transact(staking.functions.requestUnstake(30 * USDC), actors.bob)
+    assert stake_of(staking, actors.bob)[:2] == (70 * USDC, 30 * USDC)
+
+    chain.next_block_at(until - 1)
+    chain.expect_revert(staking.functions.requestUnstake(1), actors.bob, "StakeLocked", staking)
+    chain.next_block_at(until)
+    chain.transact(staking.functions.requestUnstake(70 * USDC), actors.bob)
+    assert stake_of(staking, actors.bob)[:2] == (0, 100 * USDC)
+
+
+def test_a_new_lock_replaces_the_old_one(chain, staking, actors):
+    chain.transact(staking.functions.stake(100 * USDC), actors.bob)
+    far = chain.now() + 86_400
+    chain.transact(staking.functions.lock(actors.bob, 90 * USDC, far), actors.operator)
+    chain.expect_revert(
+        staking.functions.requestUnstake(20 * USDC), actors.bob, "StakeLocked", staking
+    )
+
+    chain.transact(staking.functions.lock(actors.bob, 50 * USDC, far), actors.operator)
+    chain.transact(staking.functions.requestUnstake(20 * USDC), actors.bob)
+    chain.transact(staking.functions.lock(actors.bob, 0, 0), actors.operator)
+    assert lock_of(staking, actors.bob) == (0, 0)
+    chain.transact(staking.functions.requestUnstake(80 * USDC), actors.bob)
+    assert stake_of(staking, actors.bob)[:2] == (0, 100 * USDC)
+
+
+def test_locked_stake_can_still_be_slashed(chain, staking, actors):
+    chain.transact(staking.functions.stake(100 * USDC), actors.mallory)
+    chain.transact(
+        staking.functions.lock(actors.mallory, 100 * USDC, chain.now() + 3_600), actors.operator
+    )
+    chain.transact(staking.functions.slash(actors.mallory, 100 * USDC, REPORT), actors.operator)
+    assert stake_of(staking, actors.mallory)[0] == 0
+
+
+def test_only_the_operator_locks(chain, staking, actors):
+    chain.expect_revert(
+        staking.functions.lock(actors.bob, 0, 0), actors.bob, "NotOperator", staking
+    )
