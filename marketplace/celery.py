@@ -11,6 +11,7 @@ app.conf.imports = [
     "workers.tasks",
     "workers.benchmark_tasks",
     "workers.chain_tasks",
+    "workers.collateral_tasks",
     "workers.ops_tasks",
     "workers.dashboard_tasks",
     "marketplace.workloads.tasks",

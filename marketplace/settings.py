@@ -353,11 +353,34 @@ CHAIN_TREASURY_ADDRESS = env.str("CHAIN_TREASURY_ADDRESS", default="")
 # Escrow and staking parameters fixed at deployment.
 ESCROW_RECLAIM_DELAY_SECONDS = _positive_int("ESCROW_RECLAIM_DELAY_SECONDS", 86_400)
 STAKING_UNSTAKE_DELAY_SECONDS = _positive_int("STAKING_UNSTAKE_DELAY_SECONDS", 7 * 86_400)
-# Token units (6 decimals): slashed per failed verification (capped at the indexed stake), and
-# paid per provider per reward period whose verifications all passed.
-SLASH_AMOUNT = _positive_int("SLASH_AMOUNT", 100 * 10**6)
-REWARD_AMOUNT = _positive_int("REWARD_AMOUNT", 1 * 10**6)
+# Token units (6 decimals): slashed per penalising verdict, plus the lock of every lease it broke
+# (payments/collateral.py), capped at the indexed stake. Rewards: REWARD_PER_ACCELERATOR_HOUR.
+SLASH_AMOUNT = _positive_int("SLASH_AMOUNT", 50 * 10**6)
 REWARD_PERIOD_SECONDS = _positive_int("REWARD_PERIOD_SECONDS", 86_400)
+# --- Collateral (marketplace/payments/collateral.py; /work/helpers/collateral-design.md) ------
+# A machine is listed and orderable only while its provider's free stake (staked minus what its
+# open leases lock) covers BASE + PER_ACCELERATOR per accelerator of every listed machine, times
+# (1 + the provider's machines rejected for cheating within the rejection window). Each funded
+# lease locks ceil((escrow + its rewards) / P(caught) * MARGIN) until DISPUTE_WINDOW after it
+# ends, where P(caught) = 1 - (1 - DETECTION)^checks: cheating then loses more than it gains.
+COLLATERAL_ENFORCED = env.bool("COLLATERAL_ENFORCED", default=True)
+COLLATERAL_BASE = _positive_int("COLLATERAL_BASE", 50 * 10**6)
+COLLATERAL_PER_ACCELERATOR = _positive_int("COLLATERAL_PER_ACCELERATOR", 25 * 10**6)
+# Per lease check: skipping >= 10% of a job's rows is caught with p >= 1 - 0.9**32 > 0.95.
+COLLATERAL_DETECTION_PPM = _positive_int("COLLATERAL_DETECTION_PPM", 950_000)
+COLLATERAL_MARGIN_BPS = _positive_int("COLLATERAL_MARGIN_BPS", 12_000)
+COLLATERAL_DISPUTE_WINDOW_SECONDS = _positive_int("COLLATERAL_DISPUTE_WINDOW_SECONDS", 2 * 86_400)
+COLLATERAL_REJECTION_WINDOW_SECONDS = _positive_int(
+    "COLLATERAL_REJECTION_WINDOW_SECONDS", 30 * 86_400
+)
+if not 0 < COLLATERAL_DETECTION_PPM <= 1_000_000:
+    raise ImproperlyConfigured("COLLATERAL_DETECTION_PPM must be in 1..1000000")
+if COLLATERAL_MARGIN_BPS < 10_000:
+    raise ImproperlyConfigured("COLLATERAL_MARGIN_BPS below 10000 makes cheating pay")
+# Registration tokens one provider may create per rolling 24 hours (429 above it).
+REGISTRATION_TOKENS_PER_DAY = max(1, _positive_int("REGISTRATION_TOKENS_PER_DAY", 10))
+# Paid per verified, staked, leased accelerator-hour (token units), capped by the reward pool.
+REWARD_PER_ACCELERATOR_HOUR = _positive_int("REWARD_PER_ACCELERATOR_HOUR", 10_000)
 # eth_getLogs range per indexer step: public nodes cap it (often at 1,000-10,000 blocks).
 CHAIN_INDEXER_MAX_BLOCKS = max(1, _positive_int("CHAIN_INDEXER_MAX_BLOCKS", 2_000))
 
@@ -454,6 +477,8 @@ CELERY_BEAT_SCHEDULE = {
     "leases-settle-overdue": {"task": "workers.chain_tasks.leases_settle_overdue", "schedule": 60},
     # Rewards are per period; hourly is often enough and cheap (one query when nothing is due).
     "providers-reward": {"task": "workers.chain_tasks.providers_reward", "schedule": 3600},
+    # Dispute windows end and locks free up without any event; stake changes resync at once.
+    "collateral-sync": {"task": "workers.collateral_tasks.collateral_sync", "schedule": 300},
     # Dashboard trend lines are read over days; one sample per 5 minutes still shows a machine
     # dropping out (heartbeat timeout 90 s) and keeps a week at 2,016 rows per chart.
     "dashboard-market-snapshot": {

@@ -3,6 +3,7 @@ from typing import Any
 from django.db import transaction
 
 from marketplace.accounts.models import User
+from marketplace.core import collateral
 from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
 from marketplace.listings import search_cache
 from marketplace.listings.models import SECONDS_PER_HOUR, Listing, ReservedPrice
@@ -41,7 +42,13 @@ def _price_per_tflop_hour(listing: Listing) -> int | None:
 def listing_sync_searchable(*, machine_id: int) -> None:
     """Called whenever a machine's state or a listing's status changes."""
     search_cache.invalidate_on_commit()
-    machine_listed = Machine.objects.filter(pk=machine_id, state=Machine.State.LISTED).exists()
+    provider_id = (
+        Machine.objects.filter(pk=machine_id, state=Machine.State.LISTED)
+        .values_list("provider_id", flat=True)
+        .first()
+    )
+    # A listed machine shows only while its provider's free stake covers it (core.collateral).
+    machine_listed = provider_id is not None and collateral.covers(provider_id=provider_id)
     Listing.objects.filter(machine_id=machine_id).exclude(status=Listing.Status.ACTIVE).update(
         is_searchable=False
     )
@@ -124,6 +131,8 @@ def listing_publish(
     price_validate(price_per_hour, field="price_per_hour")
     if interruptible_floor_per_hour is not None:
         price_validate(interruptible_floor_per_hour, field="interruptible_floor_per_hour")
+    # Collateral before capacity: the free stake must cover this machine too (409 otherwise).
+    collateral.require(provider_id=machine.provider_id, adding_machine_id=machine.pk)
     sheet = {
         **_verified_sheet(machine),
         "region": region,

@@ -9,6 +9,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from marketplace.accounts.models import User
+from marketplace.core import collateral
 from marketplace.core.errors import (
     ApplicationError,
     ConflictError,
@@ -239,6 +240,17 @@ def order_create(
                 .first()
             )
             if listing is None:
+                # Hidden because its provider's stake no longer covers it: say so, and how much
+                # is missing, rather than pretend the listing is gone.
+                hidden = (
+                    Listing.objects.filter(
+                        pk=listing_id, status=Listing.Status.ACTIVE, machine__state="listed"
+                    )
+                    .values_list("provider_id", flat=True)
+                    .first()
+                )
+                if hidden is not None:
+                    collateral.require(provider_id=hidden)
                 raise NotFoundError(
                     "No such listing open for orders.", code="orders_listing_not_found"
                 )
@@ -268,6 +280,15 @@ def order_create(
                     "limit for one order.",
                     code="orders_amount_too_large",
                 )
+            # The provider's free stake must cover this lease's lock on top of its machines.
+            collateral.require(
+                provider_id=listing.provider_id,
+                adding_lease={
+                    "escrow_amount": escrow_amount,
+                    "accelerators": accelerators,
+                    "duration_seconds": duration,
+                },
+            )
             now = timezone.now()
             _check_unfunded_caps(renter=renter, accelerators=accelerators, now=now)
             # Only a check: an unfunded order pre-empts nothing. Its lower bids are pre-empted
@@ -412,6 +433,28 @@ def order_mark_funded(*, order_id: int, funded_at: datetime | None = None) -> Or
                 funded_at=funded_at,
                 ended_at=timezone.now(),
                 end_reason="capacity taken before funding",
+                billable_seconds=0,
+                amount_owed=0,
+            )
+        try:
+            # The provider may have unstaked since the order was made: then the deposit is
+            # refunded in full rather than leased on stake that is no longer there.
+            collateral.require(
+                provider_id=order.provider_id,
+                adding_lease={
+                    "escrow_amount": order.escrow_amount,
+                    "accelerators": order.accelerators,
+                    "duration_seconds": order.duration_seconds,
+                },
+                excluding_order_id=order.pk,
+            )
+        except ConflictError:
+            return _transition(
+                order,
+                State.CANCELLED,
+                funded_at=funded_at,
+                ended_at=timezone.now(),
+                end_reason="collateral_insufficient",
                 billable_seconds=0,
                 amount_owed=0,
             )

@@ -1,15 +1,17 @@
 import requests
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.core.errors import ApplicationError
 from marketplace.core.schema import UNAVAILABLE
-from marketplace.payments import selectors
+from marketplace.payments import selectors, staking
 from marketplace.payments.serializers import (
     FundingOutputSerializer,
     OrderChainOutputSerializer,
     ProviderChainOutputSerializer,
+    StakingOutputSerializer,
 )
 
 
@@ -68,3 +70,50 @@ class ProviderChainApi(APIView):
     def get(self, request, provider_id: int):
         data = selectors.provider_chain_state(provider_id=provider_id)
         return Response(ProviderChainOutputSerializer(data).data)
+
+
+class ProviderStakingApi(APIView):
+    @extend_schema(
+        summary="Get a provider's stake, collateral requirement and staking instructions",
+        description="For the provider's owner (and staff; 404 for anyone else). A machine is "
+        "listed, shown in search and orderable only while the provider's free stake (`staked` "
+        "minus what its open leases lock) covers `required`: for each listed machine (base + "
+        "per accelerator × accelerators) × (1 + machines rejected for cheating recently). Each "
+        "funded lease locks stake until the dispute window after it ends. `shortfall` says how "
+        "much more to stake. To stake, the provider's wallet sends (1) `approve_calldata` to "
+        "`token_address`, then, once mined, (2) `stake_calldata` to `staking_address`; the "
+        "stake counts once the indexer sees it (a few blocks). To leave: "
+        "`request_unstake_calldata`, then after `unlock_time` `withdraw_calldata`, both to "
+        "`staking_address`. All amounts are token units (6 decimals: 1,000,000 units = 1 USD); "
+        "times are UTC, `unlock_time` Unix seconds. 400 `payments_bad_amount` for a bad amount, "
+        "409 `payments_not_deployed` before the contracts are deployed, 503 when the chain node "
+        "does not answer.",
+        parameters=[
+            OpenApiParameter(
+                "amount",
+                OpenApiTypes.STR,
+                description="Token units (6 decimals) the stake calldata stakes; default the "
+                "shortfall.",
+            ),
+            OpenApiParameter(
+                "unstake_amount",
+                OpenApiTypes.STR,
+                description="Token units (6 decimals) the unstake calldata requests; default "
+                "all the free stake above the requirement.",
+            ),
+        ],
+        responses={200: StakingOutputSerializer},
+    )
+    def get(self, request, provider_id: int):
+        try:
+            data = staking.provider_staking_state(
+                user=request.user,
+                provider_id=provider_id,
+                amount=request.query_params.get("amount"),
+                unstake_amount=request.query_params.get("unstake_amount"),
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ApplicationError(
+                UNAVAILABLE, code="payments_chain_unavailable", status_code=503
+            ) from exc
+        return Response(StakingOutputSerializer(data).data)

@@ -29,3 +29,19 @@ def on_verification_failed(sender, verdict_id: int | None = None, **kwargs) -> N
             logger.exception("verdict %s: effects not enqueued; the beat sweep will", verdict_id)
 
     transaction.on_commit(enqueue)
+    transaction.on_commit(lambda: _provider_resync(verdict_id))
+
+
+def _provider_resync(verdict_id: int) -> None:
+    """A rejection raises the provider's requirement (collateral.provider_rejected_machines):
+    its other listed machines leave search now if the stake no longer covers them."""
+    from marketplace.benchmarks.models import Verdict
+    from marketplace.payments.collateral_services import providers_sync_searchable
+
+    provider_id = (
+        Verdict.objects.filter(pk=verdict_id).values_list("machine__provider_id", flat=True).first()
+    )
+    try:
+        providers_sync_searchable(provider_ids=[provider_id])
+    except Exception:  # noqa: BLE001 - beat's collateral-sync re-derives it within minutes
+        logger.exception("verdict %s: provider not resynced; collateral-sync will", verdict_id)

@@ -12,7 +12,6 @@ from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.db.models.functions import Lower
 from django.utils import timezone
-from eth_utils import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 
@@ -22,7 +21,8 @@ from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import genesis
+from marketplace.payments import collateral, genesis, rewards
+from marketplace.payments.collateral_services import providers_sync_searchable
 from marketplace.payments.models import (
     ChainEvent,
     ChainTransaction,
@@ -376,8 +376,10 @@ def provider_stake_available(*, cid: int, address: str) -> int:
 
 
 def provider_slash(*, key: str) -> ChainTransaction | None:
-    """Slashes the provider of a penalising verdict: SLASH_AMOUNT capped at its indexed stake,
-    with the verdict's report hash on chain. One transaction per verdict ("slash:<key>")."""
+    """Slashes the provider of a penalising verdict, with the verdict's report hash on chain:
+    SLASH_AMOUNT plus the lock of every lease the verdict broke (collateral.lease_lock), capped
+    at the indexed stake, so a slash scales with what the cheat broke. One transaction per
+    verdict ("slash:<key>")."""
     verdict = (
         Verdict.objects.select_related("machine__provider")
         .filter(key=str(key), passed=False)
@@ -389,9 +391,9 @@ def provider_slash(*, key: str) -> ChainTransaction | None:
     provider = verdict.machine.provider
     w3 = chain.get_web3()
     wallet = Web3.to_checksum_address(provider.wallet_address)
-    amount = min(
-        settings.SLASH_AMOUNT,
-        provider_stake_available(cid=chain.chain_id(w3), address=wallet),
+    amount = collateral.verdict_slash_amount(
+        verdict=verdict,
+        available=provider_stake_available(cid=chain.chain_id(w3), address=wallet),
     )
     if (
         amount <= 0
@@ -419,46 +421,33 @@ def reward_period(*, now: datetime) -> tuple[datetime, datetime]:
 
 
 def providers_reward(*, now: datetime | None = None) -> list[ChainTransaction]:
-    """Rewards each provider whose machines passed every verification of the last period (and
-    had at least one). The report hash is keccak of the period's pass report hashes, sorted,
-    so anyone holding the reports can check it. One transaction per provider and period."""
+    """Rewards the last period's service: per verified, staked, leased accelerator-hour
+    (payments/rewards.py), never a flat amount per provider, capped by the reward pool. The
+    report hash is keccak of the canonical list of leases counted. One transaction per provider
+    and period ("reward:<provider>:<period start>")."""
     start, end = reward_period(now=now or timezone.now())
-    in_period = Verdict.objects.filter(created_at__gte=start, created_at__lt=end)
-    failed = set(
-        in_period.filter(passed=False, penalised=True).values_list(
-            "machine__provider_id", flat=True
-        )
-    )
-    passes: dict[int, list[bytes]] = {}
-    for provider_id, report in in_period.filter(passed=True).values_list(
-        "machine__provider_id", "report_hash"
-    ):
-        if provider_id not in failed:
-            passes.setdefault(provider_id, []).append(bytes(HexBytes(report)))
-    if not passes:
-        return []
     w3 = chain.get_web3()
     staking = chain.contract("staking", w3)
+    pool = staking.functions.rewardPool().call()
     sent = []
-    for provider in Provider.objects.filter(pk__in=passes).order_by("pk"):
-        report = keccak(b"".join(sorted(passes[provider.pk])))
+    for reward in rewards.rewards_for_period(start=start, end=end, pool=pool):
         try:
             sent.append(
                 chain.send_call(
                     staking.functions.reward(
-                        Web3.to_checksum_address(provider.wallet_address),
-                        settings.REWARD_AMOUNT,
-                        report,
+                        Web3.to_checksum_address(reward.wallet_address),
+                        reward.amount,
+                        reward.report_hash(start=start, end=end),
                     ),
-                    idempotency_key=f"reward:{provider.pk}:{int(start.timestamp())}",
+                    idempotency_key=f"reward:{reward.provider_id}:{int(start.timestamp())}",
                     purpose="provider_reward",
-                    provider_id=provider.pk,
+                    provider_id=reward.provider_id,
                     w3=w3,
                 )
             )
         except chain.TransactionReverted as exc:
-            # Typically an empty reward pool; the others may still be payable.
-            logger.warning("reward for provider %s not sent: %s", provider.pk, exc)
+            # The pool was drained between the read and the send; the others may still pay.
+            logger.warning("reward for provider %s not sent: %s", reward.provider_id, exc)
     return sent
 
 
@@ -650,6 +639,8 @@ def stakes_recompute(*, cid: int, addresses: list[str]) -> dict[str, Stake]:
         Stake.objects.filter(pk=stake.pk).update(
             **{f: getattr(stake, f) for f in fields}, updated_at=now
         )
+    # A stake that moved may cover the provider's listed machines again, or no longer.
+    providers_sync_searchable(provider_ids=[s.provider_id for s in (*created, *changed)])
     return stakes
 
 

@@ -10,4 +10,9 @@ urlpatterns = [
         apis.ProviderChainApi.as_view(),
         name="provider-chain",
     ),
+    path(
+        "providers/<int:provider_id>/staking",
+        apis.ProviderStakingApi.as_view(),
+        name="provider-staking",
+    ),
 ]

@@ -59,9 +59,24 @@ def provider_create(*, owner: User, name: str, wallet_address: str) -> Provider:
     )
 
 
+@transaction.atomic
 def registration_token_create(*, provider: Provider, user: User) -> tuple[RegistrationToken, str]:
     if provider.owner_id != user.pk and not user.is_staff:
         raise NotFoundError("No such provider.", code="providers_not_found")
+    # Each token is a machine that may be registered: a rejected owner does not get an endless
+    # supply of fresh names. Counted under the provider's row lock, so two at once cannot both
+    # slip under the limit.
+    Provider.objects.select_for_update().filter(pk=provider.pk).first()
+    since = timezone.now() - timedelta(days=1)
+    recent = RegistrationToken.objects.filter(provider=provider, created_at__gte=since).count()
+    if recent >= settings.REGISTRATION_TOKENS_PER_DAY:
+        raise ApplicationError(
+            f"This provider created {recent} registration tokens in the last 24 hours, the "
+            f"limit; try again later.",
+            code="providers_registration_tokens_exhausted",
+            status_code=429,
+            extra={"limit": settings.REGISTRATION_TOKENS_PER_DAY, "window_seconds": 86_400},
+        )
     raw = token_generate(REGISTRATION_TOKEN_PREFIX)
     token = RegistrationToken.objects.create(
         provider=provider,
