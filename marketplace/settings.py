@@ -290,6 +290,11 @@ ORDER_UNFUNDED_HOLD_SECONDS = _positive_int("ORDER_UNFUNDED_HOLD_SECONDS", 600)
 # buyer funds one order at a time; a squatter is bounded per account.
 ORDER_MAX_UNFUNDED_PER_RENTER = _positive_int("ORDER_MAX_UNFUNDED_PER_RENTER", 3)
 ORDER_MAX_UNFUNDED_ACCELERATORS = _positive_int("ORDER_MAX_UNFUNDED_ACCELERATORS", 64)
+# A funded order is `starting` until the escrow's `start` is final; if it is not by then, the
+# order is cancelled and settled for 0 seconds (the renter pays nothing). `start` is sent on the
+# commit of the funding and needs CHAIN_CONFIRMATIONS and the indexer's 5 s lag: seconds to a
+# minute; 10 minutes covers a congested chain and a resent transaction several times over.
+ORDER_START_DEADLINE_SECONDS = _positive_int("ORDER_START_DEADLINE_SECONDS", 600)
 # Rendered search pages are kept this long in the Redis cache (marketplace/listings/
 # search_cache.py): every write that changes what search shows invalidates them at once, so this
 # bounds only the cost of a page, not how stale it can be. 0 turns the cache off.
@@ -306,6 +311,11 @@ BENCHMARK_ANSWER_SECONDS = _positive_int("BENCHMARK_ANSWER_SECONDS", 120)
 BENCHMARK_QUEUE_TTL_SECONDS = _positive_int("BENCHMARK_QUEUE_TTL_SECONDS", 3600)
 BENCHMARK_PERIODIC_INTERVAL_SECONDS = _positive_int("BENCHMARK_PERIODIC_INTERVAL_SECONDS", 6 * 3600)
 BENCHMARK_LEASE_INTERVAL_SECONDS = _positive_int("BENCHMARK_LEASE_INTERVAL_SECONDS", 3600)
+# A lease's own check must be fetched this soon after it is queued, or the lease fails as the
+# provider's fault (refund, slash). An agent long-polls for jobs (BENCHMARK_LONG_POLL_MAX_SECONDS)
+# and runs each device's job beside the renter's work, so an honest one fetches within seconds;
+# 3 minutes leaves room for a restart of the agent, far below the hour of BENCHMARK_QUEUE_TTL.
+LEASE_CHECK_DEADLINE_SECONDS = _positive_int("LEASE_CHECK_DEADLINE_SECONDS", 180)
 # Rows (planes) sampled per challenge: skipping 10% of the rows is caught with p >= 1 - 0.9**32.
 BENCHMARK_SAMPLE_COUNT = _positive_int("BENCHMARK_SAMPLE_COUNT", 32)
 # Every job's floor and ceiling (marketplace/benchmarks/suites.py, DEVICE_CLASSES): the plumbing
@@ -432,6 +442,9 @@ CELERY_BEAT_SCHEDULE = {
     # Expired holds already count for nothing (the capacity check ignores them); this only
     # tidies their state, so a minute late is fine.
     "orders-expire-unfunded": {"task": "workers.tasks.orders_expire_unfunded", "schedule": 60},
+    # A start not final by its deadline (minutes) cancels the order; a minute late is fine (it
+    # was never served nor billed meanwhile).
+    "orders-expire-unstarted": {"task": "workers.tasks.orders_expire_unstarted", "schedule": 60},
     # Deadlines are minutes long; checking every 30 s adds at most 30 s to a stalled job.
     "benchmarks-expire-overdue": {
         "task": "workers.benchmark_tasks.benchmarks_expire_overdue",
@@ -447,6 +460,18 @@ CELERY_BEAT_SCHEDULE = {
     "benchmarks-requeue-stalled": {
         "task": "workers.benchmark_tasks.benchmarks_requeue_stalled",
         "schedule": 30,
+    },
+    # A lease's check unfetched past LEASE_CHECK_DEADLINE_SECONDS (minutes) fails the lease;
+    # every 15 s adds at most 15 s to the time a renter pays nothing for anyway.
+    "lease-checks-expire-unfetched": {
+        "task": "workers.benchmark_tasks.lease_checks_expire_unfetched",
+        "schedule": 15,
+    },
+    # A machine back from offline waits unlisted for its check: schedule it and return the
+    # machine when it passed, within 15 s each way.
+    "machines-reverify-returned": {
+        "task": "workers.benchmark_tasks.machines_reverify_returned",
+        "schedule": 15,
     },
     "benchmarks-sample-uptime": {
         "task": "workers.benchmark_tasks.benchmarks_sample_uptime",

@@ -65,6 +65,23 @@ def benchmarks_sample_uptime() -> int:
     return machines_sample_uptime()
 
 
+@shared_task(soft_time_limit=60, time_limit=90)
+def lease_checks_expire_unfetched() -> list[int]:
+    from marketplace.benchmarks.services import lease_checks_expire_unfetched as expire
+
+    expired = expire()
+    if expired:
+        logger.info("lease checks never fetched: %s", expired)
+    return expired
+
+
+@shared_task(soft_time_limit=60, time_limit=90)
+def machines_reverify_returned() -> list[int]:
+    from marketplace.benchmarks.services import machines_reverify_returned as reverify
+
+    return reverify()
+
+
 __all__ = [
     "benchmark_issue_challenge",
     "benchmark_verify",
@@ -72,4 +89,6 @@ __all__ = [
     "benchmarks_requeue_stalled",
     "benchmarks_sample_uptime",
     "benchmarks_schedule_reverification",
+    "lease_checks_expire_unfetched",
+    "machines_reverify_returned",
 ]

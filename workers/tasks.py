@@ -40,3 +40,10 @@ def orders_expire_unfunded() -> list[int]:
     from marketplace.orders.services import orders_cancel_unfunded
 
     return orders_cancel_unfunded()
+
+
+@shared_task(**_PERIODIC)
+def orders_expire_unstarted() -> list[int]:
+    from marketplace.orders.services import orders_expire_unstarted as expire
+
+    return expire()

@@ -135,3 +135,33 @@ def benchmark_job_dispatched_for(*, machine_id: int) -> BenchmarkJob | None:
         .order_by("pk")
         .first()
     )
+
+
+def order_lease_checks_proven_until(*, order_id: int):
+    """How far a lease's own checks prove it was served, or None when every lease check it was
+    given has passed (then nothing here bounds its billing). Once a check is owed and not passed
+    (still open when the lease breaks, or failed for a reason that is the machine's), the lease
+    is proven only up to the commitment of the last check that passed before that one (a
+    commitment is the server-timed moment the machine had done the work); with none, up to
+    the lease's start (None is returned only when no check is owed)."""
+    from marketplace.orders.models import Order
+
+    checks = BenchmarkJob.objects.filter(order_id=order_id, purpose="lease")
+    owed = (
+        checks.exclude(state=State.VERIFIED)
+        .exclude(outcome_reason__in=NO_FAULT_REASONS)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if owed is None:
+        return None
+    passed = (
+        checks.filter(state=State.VERIFIED, created_at__lt=owed, committed_at__isnull=False)
+        .order_by("-committed_at")
+        .values_list("committed_at", flat=True)
+        .first()
+    )
+    if passed is not None:
+        return passed
+    return Order.objects.filter(pk=order_id).values_list("started_at", flat=True).first()

@@ -13,6 +13,9 @@ class Order(TimestampedModel):
     class State(models.TextChoices):
         CREATED = "created"
         FUNDED = "funded"
+        # Funded, and the escrow's `start` sent but not yet final on chain: not served, not
+        # billed. Active only once the indexer sees LeaseStarted final (issue 10, point 7).
+        STARTING = "starting"
         ACTIVE = "active"
         COMPLETED = "completed"
         CANCELLED = "cancelled"
@@ -25,10 +28,10 @@ class Order(TimestampedModel):
         INTERRUPTIBLE = "interruptible"
 
     # States of an order that has not ended: a machine going offline cancels or fails these.
-    OPEN = (State.CREATED, State.FUNDED, State.ACTIVE)
+    OPEN = (State.CREATED, State.FUNDED, State.STARTING, State.ACTIVE)
     # Paid-for leases: they hold their accelerators until they end. An unfunded (created) order
     # holds its accelerators only until hold_expires_at; see holds_capacity.
-    COMMITTED = (State.FUNDED, State.ACTIVE)
+    COMMITTED = (State.FUNDED, State.STARTING, State.ACTIVE)
     # States from which a settlement transaction is due.
     AWAITS_SETTLEMENT = (State.COMPLETED, State.CANCELLED, State.FAILED)
 
@@ -60,6 +63,8 @@ class Order(TimestampedModel):
     # against the listing at once, and beat cancels it. Null for orders made before holds.
     hold_expires_at = models.DateTimeField(null=True, blank=True)
     funded_at = models.DateTimeField(null=True, blank=True)
+    # A starting order whose `start` is not final by then is cancelled (0 seconds, full refund).
+    start_deadline_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
@@ -94,3 +99,20 @@ class Order(TimestampedModel):
     @property
     def refund_amount(self) -> int | None:
         return None if self.amount_owed is None else self.escrow_amount - self.amount_owed
+
+
+class OrderEvent(models.Model):
+    """One row per order transition, written in the transaction that decides it: what the order
+    was, what it became and why (the lease's own history, beside the chain's)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=12, choices=Order.State.choices)
+    to_state = models.CharField(max_length=12, choices=Order.State.choices)
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.from_state} → {self.to_state}"

@@ -26,7 +26,7 @@ from marketplace.listings.models import (
 )
 from marketplace.listings.services import price_validate
 from marketplace.orders import selectors
-from marketplace.orders.models import Order
+from marketplace.orders.models import Order, OrderEvent
 from marketplace.orders.signals import order_ended
 
 State = Order.State
@@ -39,7 +39,9 @@ MAX_ESCROW_AMOUNT = 10**15
 # The order state machine of docs/architecture.md.
 ORDER_TRANSITIONS: dict[str, set[str]] = {
     State.CREATED: {State.FUNDED, State.CANCELLED},
-    State.FUNDED: {State.ACTIVE, State.CANCELLED},
+    State.FUNDED: {State.STARTING, State.CANCELLED},
+    # Active only on the indexed, final LeaseStarted; cancelled (nothing billed) if it never is.
+    State.STARTING: {State.ACTIVE, State.CANCELLED},
     State.ACTIVE: {State.COMPLETED, State.FAILED},
     State.COMPLETED: {State.SETTLED},
     State.CANCELLED: {State.SETTLED},
@@ -357,10 +359,17 @@ def _refused(order: Order, target: str) -> InvalidTransition:
     return error
 
 
-def _transition(order: Order, target: str, **fields) -> Order:
-    """Writes a transition on a locked order, refusing what the state machine does not allow."""
+def _transition(order: Order, target: str, *, why: str = "", **fields) -> Order:
+    """Writes a transition on a locked order, refusing what the state machine does not allow,
+    and its event row (from, to, why) in the same transaction."""
     if target not in ORDER_TRANSITIONS[order.state]:
         raise _refused(order, target)
+    OrderEvent.objects.create(
+        order=order,
+        from_state=order.state,
+        to_state=target,
+        reason=(why or fields.get("end_reason") or "")[:200],
+    )
     order.state = target
     for name, value in fields.items():
         setattr(order, name, value)
@@ -371,11 +380,13 @@ def _transition(order: Order, target: str, **fields) -> Order:
     return order
 
 
-def _close_fields(order: Order, *, reason: str, now: datetime) -> dict:
+def _close_fields(
+    order: Order, *, reason: str, now: datetime, served_until: datetime | None = None
+) -> dict:
     """Fixes what a lease ending now is billed: to the second, except that a reserved term is a
     commitment a renter who stops early still pays; a lease the provider broke pays only the
-    seconds it ran."""
-    billable = selectors.order_used_seconds(order=order, at=now)
+    seconds it provably served (`served_until`, see order_served_until)."""
+    billable = selectors.order_used_seconds(order=order, at=min(now, served_until or now))
     if order.pricing_mode == Mode.RESERVED and reason == "stopped_by_renter":
         billable = order.duration_seconds
     return {
@@ -460,13 +471,97 @@ def order_mark_funded(*, order_id: int, funded_at: datetime | None = None) -> Or
             )
         for preempted in sorted(plan, key=lambda o: o.pk):
             _preempt(preempted.pk, by=order.pk)
-    return _transition(order, State.FUNDED, funded_at=funded_at)
+    return _transition(order, State.FUNDED, why="deposit final on chain", funded_at=funded_at)
 
 
 @transaction.atomic
-def order_activate(*, order_id: int) -> Order:
+def order_mark_starting(*, order_id: int, now: datetime | None = None) -> Order:
+    """The deposit is in and the accelerators are taken: the escrow's `start` is sent next
+    (payments.lease_start, on commit). Until it is final the order is not served and not
+    billed; if it is not final by `start_deadline_at` the order is cancelled for 0 seconds
+    (order_expire_start)."""
+    now = now or timezone.now()
     order = _lock(order_id)
-    return _transition(order, State.ACTIVE, started_at=timezone.now())
+    deadline = now + timedelta(seconds=settings.ORDER_START_DEADLINE_SECONDS)
+    return _transition(
+        order, State.STARTING, why="start sent to the escrow", start_deadline_at=deadline
+    )
+
+
+@transaction.atomic
+def order_activate(*, order_id: int, started_at: datetime | None = None) -> Order:
+    """The escrow's LeaseStarted is final (the indexer is the only caller in production): from
+    now on the renter can no longer reclaim the deposit, so only now is the lease served and
+    billed. `started_at` is when we learnt it, never earlier."""
+    order = _lock(order_id)
+    return _transition(
+        order,
+        State.ACTIVE,
+        why="LeaseStarted final on chain",
+        started_at=started_at or timezone.now(),
+    )
+
+
+@transaction.atomic
+def order_expire_start(*, order_id: int, now: datetime | None = None) -> Order | None:
+    """A starting order whose `start` never became final in time is cancelled: the renter was
+    never served, so it pays nothing (the cancellation settles for 0 seconds, a full refund).
+    None when it activated or ended meanwhile, or its deadline is still ahead."""
+    now = now or timezone.now()
+    order = _lock(order_id)
+    if order.state != State.STARTING or (
+        order.start_deadline_at is not None and order.start_deadline_at > now
+    ):
+        return None
+    return _transition(
+        order,
+        State.CANCELLED,
+        ended_at=now,
+        end_reason="start not confirmed on chain in time",
+        billable_seconds=0,
+        amount_owed=0,
+    )
+
+
+def orders_expire_unstarted(*, now: datetime | None = None) -> list[int]:
+    """Beat: cancels starting orders past their start deadline (see order_expire_start)."""
+    now = now or timezone.now()
+    due = Order.objects.filter(state=State.STARTING).filter(
+        Q(start_deadline_at__lte=now) | Q(start_deadline_at__isnull=True)
+    )
+    return [
+        order_id
+        for order_id in due.order_by("pk").values_list("pk", flat=True)
+        if order_expire_start(order_id=order_id, now=now) is not None
+    ]
+
+
+def order_served_until(*, order: Order, now: datetime) -> datetime:
+    """How far a lease the provider broke was provably served: the earlier of its machine's
+    last heartbeat (the freshest of Redis and the row) and, when a lease check it owes did not
+    pass, the last check it passed before that one (or the start). A renter never pays for
+    time nobody could show was served."""
+    # Upward read inside the function, as listings reads benchmarks' figures: never a write.
+    from marketplace.benchmarks.selectors import order_lease_checks_proven_until
+    from marketplace.providers.heartbeats import machines_last_seen
+    from marketplace.providers.models import Machine
+
+    until = now
+    row = Machine.objects.filter(pk=order.machine_id).values_list("last_heartbeat_at", flat=True)
+    seen = [
+        at
+        for at in (
+            row.first(),
+            machines_last_seen(machine_ids=[order.machine_id]).get(order.machine_id),
+        )
+        if at is not None
+    ]
+    if seen:
+        until = min(until, max(seen))
+    proven = order_lease_checks_proven_until(order_id=order.pk)
+    if proven is not None:
+        until = min(until, proven)
+    return max(until, order.started_at) if order.started_at else until
 
 
 @transaction.atomic
@@ -506,14 +601,17 @@ def order_cancel(*, order_id: int, user: User | None = None, reason: str = "canc
 
 @transaction.atomic
 def order_fail(*, order_id: int, reason: str) -> Order:
-    """The provider broke the lease (machine offline, failed re-verification): the renter pays
-    only for the seconds it ran and gets the rest back; a slash follows."""
+    """The provider broke the lease (machine offline, failed or dodged re-verification): the
+    renter pays only for the seconds it provably served (order_served_until) and gets the rest
+    back; a slash follows."""
     order = _lock(order_id)
     if order.state != State.ACTIVE:
         raise InvalidTransition(
             entity="Order", entity_id=order.pk, current=order.state, target=State.FAILED
         )
-    fields = _close_fields(order, reason=reason, now=timezone.now())
+    now = timezone.now()
+    served_until = order_served_until(order=order, now=now)
+    fields = _close_fields(order, reason=reason, now=now, served_until=served_until)
     return _transition(order, State.FAILED, **fields)
 
 
@@ -521,7 +619,9 @@ def order_fail(*, order_id: int, reason: str) -> Order:
 def order_mark_settled(*, order_id: int) -> Order:
     """The settlement transaction was confirmed on chain."""
     order = _lock(order_id)
-    return _transition(order, State.SETTLED, settled_at=timezone.now())
+    return _transition(
+        order, State.SETTLED, why="settlement final on chain", settled_at=timezone.now()
+    )
 
 
 def orders_complete_elapsed(*, now: datetime | None = None) -> list[int]:

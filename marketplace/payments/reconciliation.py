@@ -61,7 +61,7 @@ ALERT_KIND_PREFIX = "reconcile"
 
 State = Order.State
 # States in which the database holds the order's deposit in escrow (with a final LeaseFunded).
-_FUNDED_STATES = (State.FUNDED, State.ACTIVE, State.COMPLETED, State.FAILED)
+_FUNDED_STATES = (State.FUNDED, State.STARTING, State.ACTIVE, State.COMPLETED, State.FAILED)
 
 
 @dataclass(frozen=True)

@@ -237,9 +237,11 @@ def order_is_funded_on_chain(*, order: Order) -> bool:
 
 
 def lease_start(*, order_id: int) -> ChainTransaction | None:
-    """Marks the lease started on chain, which ends the renter's right to reclaim it."""
+    """Marks the lease started on chain, which ends the renter's right to reclaim it. Sent for a
+    `starting` order; the order becomes active only when the indexer sees LeaseStarted final
+    (_lease_started), so a renter is never served while the deposit is still reclaimable."""
     order = Order.objects.get(pk=order_id)
-    if order.state != Order.State.ACTIVE:
+    if order.state != Order.State.STARTING:
         return None
     escrow = chain.contract("escrow")
     tx = chain.send_call(
@@ -293,6 +295,11 @@ def lease_settle(*, order_id: int) -> ChainTransaction | None:
         return None
     if order.state == Order.State.CANCELLED and not order_is_funded_on_chain(order=order):
         return None
+    if (
+        order.state == Order.State.CANCELLED
+        and ChainEvent.objects.filter(name="LeaseReclaimed", lease_id=order.lease_id).exists()
+    ):
+        return None  # the renter took it all back already; settle(0) would revert
     escrow = chain.contract("escrow")
     lease = _lease_bytes(order)
     seconds = order.billable_seconds or 0
@@ -536,10 +543,25 @@ def _lease_funded(event: ChainEvent, batch: _Batch) -> None:
         # Its accelerators went to another order before this deposit was seen: it was cancelled
         # instead, and that cancellation settles the deposit for 0 seconds, a full refund.
         return
-    order_services.order_activate(order_id=order.pk)
-    # Start on chain only once this activation is committed.
+    # Not active yet: served and billed only once `start` is final (_lease_started).
+    order_services.order_mark_starting(order_id=order.pk)
     order_pk = order.pk
     transaction.on_commit(lambda: _enqueue("lease_start", order_pk))
+
+
+def _lease_started(event: ChainEvent, batch: _Batch) -> None:
+    """`start` is final: the renter can no longer reclaim the deposit, so the lease runs (and
+    is billed) from now. A start that lands after the order gave up waiting for it changes
+    nothing: the order was cancelled for 0 seconds, and settle(0) refunds a started lease too."""
+    order = batch.order(event)
+    if order is None:
+        _flag(event, "no order has this lease id")
+        return
+    event.order = order
+    if order.state != Order.State.STARTING:
+        _flag(event, f"order is {order.state}, not starting")
+        return
+    order_services.order_activate(order_id=order.pk)
 
 
 def _lease_closed(event: ChainEvent, batch: _Batch) -> None:
@@ -560,6 +582,12 @@ def _lease_closed(event: ChainEvent, batch: _Batch) -> None:
 def _lease_reclaimed(event: ChainEvent, batch: _Batch) -> None:
     order = batch.order(event)
     event.order = order
+    if order is not None and order.state in (Order.State.FUNDED, Order.State.STARTING):
+        # The renter took the deposit back before `start` was final (it never was, in the
+        # reclaim delay): the order was never served, so it ends here for 0 seconds; the escrow
+        # already paid everything back, so lease_settle sends nothing for it.
+        order_services.order_cancel(order_id=order.pk, reason="deposit reclaimed before start")
+        return
     if order is None or order.state not in (Order.State.CANCELLED, Order.State.SETTLED):
         _flag(event, f"reclaimed while the order is {order.state if order else 'unknown'}")
 
@@ -665,6 +693,7 @@ def _payout(event: ChainEvent, batch: _Batch) -> None:
 
 _HANDLERS = {
     "LeaseFunded": _lease_funded,
+    "LeaseStarted": _lease_started,
     "LeaseSettled": _lease_closed,
     "LeaseFailed": _lease_closed,
     "LeaseReclaimed": _lease_reclaimed,

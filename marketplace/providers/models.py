@@ -38,6 +38,9 @@ class Machine(TimestampedModel):
         LISTED = "listed"
         SUSPENDED = "suspended"
         OFFLINE = "offline"
+        # Back from offline: a verification job is scheduled, and the machine returns to
+        # resume_state (verified or listed) only when it passes.
+        REVERIFYING = "reverifying"
 
     class AcceleratorKind(models.TextChoices):
         GPU = "gpu", "GPU"
@@ -52,7 +55,8 @@ class Machine(TimestampedModel):
     state = models.CharField(
         max_length=20, choices=State.choices, default=State.REGISTERED, db_index=True
     )
-    # Where a machine returns when heartbeats resume after it was marked offline.
+    # Where a machine returns when heartbeats resume after it was marked offline (through
+    # `reverifying` when that is verified or listed), and while it is reverifying.
     resume_state = models.CharField(max_length=20, choices=State.choices, blank=True)
     state_reason = models.TextField(blank=True)
     state_changed_at = models.DateTimeField(null=True, blank=True)

@@ -29,8 +29,11 @@ MACHINE_TRANSITIONS: dict[str, set[str]] = {
     State.VERIFIED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
     State.LISTED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
     State.SUSPENDED: {State.VERIFIED, State.OFFLINE},
-    State.OFFLINE: {State.REGISTERED, State.VERIFIED, State.LISTED, State.SUSPENDED},
+    State.OFFLINE: {State.REGISTERED, State.REVERIFYING, State.SUSPENDED},
+    State.REVERIFYING: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
 }
+# A machine that was in good standing when it went offline comes back through re-verification.
+_REVERIFY_ON_RETURN = (State.VERIFIED, State.LISTED)
 
 
 def wallet_address_normalize(address: Any) -> str:
@@ -187,12 +190,19 @@ def machine_heartbeat(*, machine_id: int) -> Machine:
 
 @transaction.atomic
 def _machine_heartbeat_resume(*, machine_id: int, now) -> Machine:
+    """Heartbeats after offline. A machine that was verified or listed is not trusted back on
+    one heartbeat (it may come back as something else): it goes to `reverifying`, keeping where
+    it returns to in resume_state, and benchmarks schedules its check (scheduling.
+    machines_reverify_returned); suspended and unverified machines go back where they were."""
     machine = Machine.objects.select_for_update().get(pk=machine_id)
     machine.last_heartbeat_at = now
     fields = ["last_heartbeat_at", "updated_at"]
     if machine.state == State.OFFLINE:
-        machine.state = machine.resume_state or State.REGISTERED
-        machine.resume_state = ""
+        back_to = machine.resume_state or State.REGISTERED
+        if back_to in _REVERIFY_ON_RETURN:
+            machine.state, machine.resume_state = State.REVERIFYING, back_to
+        else:
+            machine.state, machine.resume_state = back_to, ""
         machine.state_reason = "heartbeats resumed"
         machine.state_changed_at = machine.last_heartbeat_at
         fields += ["state", "resume_state", "state_reason", "state_changed_at"]
@@ -217,7 +227,9 @@ def machine_mark_offline(*, machine_id: int) -> Machine | None:
         machine.last_heartbeat_at and machine.last_heartbeat_at > deadline
     ):
         return None
-    machine.resume_state = machine.state
+    if machine.state != State.REVERIFYING:
+        # A machine lost again while reverifying still returns where it was listed to be.
+        machine.resume_state = machine.state
     machine.state = State.OFFLINE
     machine.state_reason = "no heartbeat"
     machine.state_changed_at = timezone.now()
@@ -235,6 +247,21 @@ def machine_mark_verified(*, machine_id: int, reason: str = "passed verification
     if machine.state in (State.VERIFIED, State.LISTED):
         return machine  # re-verification of a machine already in good standing
     return _machine_transition(machine_id, State.VERIFIED, reason)
+
+
+@transaction.atomic
+def machine_mark_reverified(*, machine_id: int, listed: bool) -> Machine | None:
+    """Owned by the benchmarks app: a machine back from offline passed its check and returns to
+    listed (it still has an open listing, which the caller above the listings app knows) or
+    verified. None when it is not reverifying any more (suspended, offline again)."""
+    machine = Machine.objects.select_for_update().get(pk=machine_id)
+    if machine.state != State.REVERIFYING:
+        return None
+    target = State.LISTED if listed and machine.resume_state == State.LISTED else State.VERIFIED
+    machine = _machine_transition(machine_id, target, "passed re-verification after offline")
+    machine.resume_state = ""
+    machine.save(update_fields=["resume_state", "updated_at"])
+    return machine
 
 
 @transaction.atomic

@@ -132,6 +132,7 @@ def test_a_preempted_lease_links_the_order_that_preempted_it_and_back(
         idempotency_key="low",
     )
     order_services.order_mark_funded(order_id=low.pk)
+    order_services.order_mark_starting(order_id=low.pk)
     order_services.order_activate(order_id=low.pk)
     carols = make_order(renter=carol, listing=listing, key="carol")
     order_services.order_mark_funded(order_id=carols.pk)

@@ -4,7 +4,12 @@ benchmark jobs on bob's agent's machine and on others."""
 import pytest
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.orders.services import (
+    order_activate,
+    order_create,
+    order_mark_funded,
+    order_mark_starting,
+)
 from marketplace.providers.models import Machine
 from tests.api.helpers import COMMITMENT, JOB_SPEC
 from tests.factories import WALLETS, MachineFactory, ProviderFactory
@@ -53,6 +58,7 @@ def alice_order(alice, listing):
 @pytest.fixture
 def alice_active_order(alice_order):
     order_mark_funded(order_id=alice_order.pk)
+    order_mark_starting(order_id=alice_order.pk)
     return order_activate(order_id=alice_order.pk)
 
 

@@ -77,7 +77,12 @@ def _workload(f: Fixtures, *, state: str = "queued", results: bool = False) -> C
 
     from django.core.files.base import ContentFile
 
-    from marketplace.orders.services import order_activate, order_create, order_mark_funded
+    from marketplace.orders.services import (
+        order_activate,
+        order_create,
+        order_mark_funded,
+        order_mark_starting,
+    )
     from marketplace.workloads import services
     from tests.factories import ListingFactory
 
@@ -93,6 +98,7 @@ def _workload(f: Fixtures, *, state: str = "queued", results: bool = False) -> C
         idempotency_key="matrix-workload-lease",
     )
     order_mark_funded(order_id=order.pk)
+    order_mark_starting(order_id=order.pk)
     order_activate(order_id=order.pk)
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:

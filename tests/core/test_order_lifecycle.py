@@ -32,20 +32,28 @@ def drive_to(order: Order, state: str) -> Order:
     path = {
         State.CREATED: [],
         State.FUNDED: [services.order_mark_funded],
-        State.ACTIVE: [services.order_mark_funded, services.order_activate],
+        State.STARTING: [services.order_mark_funded, services.order_mark_starting],
+        State.ACTIVE: [
+            services.order_mark_funded,
+            services.order_mark_starting,
+            services.order_activate,
+        ],
         State.COMPLETED: [
             services.order_mark_funded,
+            services.order_mark_starting,
             services.order_activate,
             services.order_complete,
         ],
         State.CANCELLED: [lambda order_id: services.order_cancel(order_id=order_id)],
         State.FAILED: [
             services.order_mark_funded,
+            services.order_mark_starting,
             services.order_activate,
             lambda order_id: services.order_fail(order_id=order_id, reason="machine offline"),
         ],
         State.SETTLED: [
             services.order_mark_funded,
+            services.order_mark_starting,
             services.order_activate,
             services.order_complete,
             services.order_mark_settled,
@@ -60,6 +68,7 @@ def drive_to(order: Order, state: str) -> Order:
 
 TRANSITION_CALLS = {
     State.FUNDED: lambda pk: services.order_mark_funded(order_id=pk),
+    State.STARTING: lambda pk: services.order_mark_starting(order_id=pk),
     State.ACTIVE: lambda pk: services.order_activate(order_id=pk),
     State.COMPLETED: lambda pk: services.order_complete(order_id=pk),
     State.CANCELLED: lambda pk: services.order_cancel(order_id=pk),
@@ -74,7 +83,8 @@ ALL_PAIRS = [(src, dst) for src in State.values for dst in TRANSITION_CALLS]
 # ORDER_TRANSITIONS fails here): what each state may move to.
 ALLOWED = {
     State.CREATED: {State.FUNDED, State.CANCELLED},
-    State.FUNDED: {State.ACTIVE, State.CANCELLED},
+    State.FUNDED: {State.STARTING, State.CANCELLED},
+    State.STARTING: {State.ACTIVE, State.CANCELLED},
     State.ACTIVE: {State.COMPLETED, State.FAILED},
     State.COMPLETED: {State.SETTLED},
     State.CANCELLED: {State.SETTLED},

@@ -21,6 +21,7 @@ from marketplace.orders.services import (
     order_create,
     order_mark_funded,
     order_mark_settled,
+    order_mark_starting,
 )
 from marketplace.payments.models import ChainEvent
 from marketplace.providers.models import Machine
@@ -135,6 +136,7 @@ def seed_market(*, hours: int = 72, step_minutes: int = 60, seed: int = 7) -> di
             )
             Order.objects.filter(pk=order.pk).update(created_at=t)
             order_mark_funded(order_id=order.pk, funded_at=t)
+            order_mark_starting(order_id=order.pk)
             order_activate(order_id=order.pk)
             orders += 1
         market_snapshot_take(now=t)

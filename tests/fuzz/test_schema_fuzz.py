@@ -37,7 +37,12 @@ from marketplace.accounts.models import ApiToken
 from marketplace.accounts.services import api_token_create
 from marketplace.benchmarks.models import BenchmarkJob
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.orders.services import (
+    order_activate,
+    order_create,
+    order_mark_funded,
+    order_mark_starting,
+)
 from marketplace.providers.services import machine_register, registration_token_create
 from marketplace.wsgi import application
 from tests.fuzz.conftest import RoleStats
@@ -132,6 +137,7 @@ def world(alice, bob, staff, bob_provider, listing):
         orders.append(order)
     # One order stays created (cancellable), one runs (stoppable).
     order_mark_funded(order_id=orders[1].pk)
+    order_mark_starting(order_id=orders[1].pk)
     order_activate(order_id=orders[1].pk)
 
     tokens = {}

@@ -66,6 +66,7 @@ def test_capacity_follows_orders_created_funded_and_ended(listing, alice, carol,
     assert [r["id"] for r in anon.get("/api/v1/listings", {"min_free": 4}).json()["results"]] == []
     order_services.order_cancel(order_id=held.pk, user=alice)
     assert shown(anon, listing)["free_accelerators"] == 6
+    order_services.order_mark_starting(order_id=leased.pk)
     order_services.order_activate(order_id=leased.pk)
     assert shown(anon, listing)["free_accelerators"] == 6
     order_services.order_complete(order_id=leased.pk)

@@ -44,6 +44,7 @@ def running(renter, listing, key, **kw) -> Order:
     """A lease its renter funded and that started."""
     made = order(renter, listing, key, **kw)
     services.order_mark_funded(order_id=made.pk)
+    services.order_mark_starting(order_id=made.pk)
     return services.order_activate(order_id=made.pk)
 
 

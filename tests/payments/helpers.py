@@ -8,7 +8,12 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.orders.services import (
+    order_activate,
+    order_create,
+    order_mark_funded,
+    order_mark_starting,
+)
 
 # Anvil's public dev keys (accounts 4 and 1). bob's wallet is the one tests.conftest gives
 # bob_provider; alice is a renter with her own wallet.
@@ -59,6 +64,7 @@ def make_active_order(*, renter, listing, key: str = "order-0001", hours: int = 
     """An on-demand lease whose escrow was funded and which is running."""
     order = make_order(renter=renter, listing=listing, key=key, hours=hours)
     order_mark_funded(order_id=order.pk)
+    order_mark_starting(order_id=order.pk)
     return order_activate(order_id=order.pk)
 
 

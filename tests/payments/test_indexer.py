@@ -57,14 +57,17 @@ def test_funding_is_indexed_once_and_activates_the_order(
     with django_capture_on_commit_callbacks(execute=True):
         index()
     order.refresh_from_db()
-    assert order.state == Order.State.ACTIVE and order.funded_at and order.started_at
+    # Funded, and `start` sent on commit: not active (nor billed) until LeaseStarted is final.
+    assert order.state == Order.State.STARTING and order.funded_at and not order.started_at
     funded = ChainEvent.objects.get(name="LeaseFunded")
     assert funded.is_final and not funded.flagged and funded.order == order
     assert funded.block_hash == chain_w3.eth.get_block(funded.block_number)["hash"].to_0x_hex()
-    # Activation started the lease on chain (the renter can no longer reclaim it) ...
+    # The lease was started on chain (the renter can no longer reclaim it) ...
     assert ChainTransaction.objects.get(idempotency_key=f"start:{order.pk}").status == "confirmed"
     index()
     assert ChainEvent.objects.filter(name="LeaseStarted").count() == 1
+    order.refresh_from_db()
+    assert order.state == Order.State.ACTIVE and order.started_at
     # ... and running again, or re-reading the same blocks, stores nothing twice.
     stored = ChainEvent.objects.count()
     assert index().stored == 0
@@ -143,13 +146,14 @@ def test_a_tampered_block_hash_rewinds_and_rereads(chain_w3, alice, order, setti
     chain_w3.provider.ethereum_tester.mine_blocks(10)
     index()
     order.refresh_from_db()
-    assert order.state == Order.State.ACTIVE
+    assert order.state == Order.State.STARTING  # funded; active once `start` is final
 
 
 def _run_lease(chain_w3, alice, order, seconds: int, django_capture_on_commit_callbacks):
     _fund(chain_w3, alice, order)
     with django_capture_on_commit_callbacks(execute=True):
-        index()
+        index()  # funded → starting; `start` sent on commit
+    index()  # LeaseStarted final → active
     Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
 
 

@@ -16,6 +16,7 @@ from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.selectors import order_funding_instructions
+from marketplace.payments.services import lease_start
 from tests.factories import ListingFactory
 from tests.payments.helpers import (
     ALICE,
@@ -57,7 +58,9 @@ def _fund_and_activate(chain_w3, alice, order, capture) -> None:
         chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
     )
     with capture(execute=True):
-        index()
+        index()  # funded → starting; `start` sent on commit (by an eager worker, if any)
+    lease_start(order_id=order.pk)  # keyed per order: sent once however often it is asked
+    index()  # LeaseStarted final → active
     order.refresh_from_db()
     assert order.state == Order.State.ACTIVE
 

@@ -81,7 +81,8 @@ def test_a_lease_failed_by_reverification_settles_citing_the_verdict_not_zero(
     fund_with_instructions(
         chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
     )
-    index()  # funded → active; the stake is indexed too
+    index()  # funded → starting (`start` sent on commit); the stake is indexed too
+    index()  # LeaseStarted final → active
     order.refresh_from_db()
     assert order.state == Order.State.ACTIVE
     Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=600))
@@ -168,6 +169,8 @@ def test_a_failed_lease_without_a_verdict_is_never_settled_citing_zero(
         chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
     )
     index()
+    services.lease_start(order_id=order.pk)
+    index()  # LeaseStarted final → active
     with django_capture_on_commit_callbacks(execute=False):
         order_services.order_fail(order_id=order.pk, reason="failed re-verification")
     with pytest.raises(services.VerdictPending):

@@ -54,8 +54,8 @@ def _stop(order_id, user):
 @pytest.mark.parametrize(
     "start, racers",
     [
-        ("funded", ["activate", "activate"]),
-        ("funded", ["activate", "activate", "activate", "activate"]),
+        ("starting", ["activate", "activate"]),
+        ("starting", ["activate", "activate", "activate", "activate"]),
         ("active", ["complete", "complete"]),
         ("active", ["fail", "fail"]),
         ("active", ["complete", "fail"]),
@@ -67,6 +67,7 @@ def test_concurrent_transitions_of_one_order_have_one_winner(
 ):
     order = make_order(renter=alice, listing=listing, key=f"race-{start}-{'-'.join(racers)}")
     order_services.order_mark_funded(order_id=order.pk)
+    order_services.order_mark_starting(order_id=order.pk)
     if start == "active":
         order_services.order_activate(order_id=order.pk)
         Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=600))

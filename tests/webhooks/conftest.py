@@ -99,6 +99,7 @@ def running_lease(renter, listing, key="lease-0001", **kw):
         **({"hours": 2} | kw),
     )
     order_services.order_mark_funded(order_id=made.pk)
+    order_services.order_mark_starting(order_id=made.pk)
     return order_services.order_activate(order_id=made.pk)
 
 

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_create, order_mark_funded
+from marketplace.orders.services import (
+    order_activate,
+    order_create,
+    order_mark_funded,
+    order_mark_starting,
+)
 from marketplace.providers.models import Machine
 from marketplace.providers.services import machine_register, registration_token_create
 from tests.conftest import payments_receivers_detached
@@ -57,6 +62,7 @@ def active_order(renter, listing, *, key: str, accelerators: int = 1, hours: int
         idempotency_key=key,
     )
     order_mark_funded(order_id=order.pk)
+    order_mark_starting(order_id=order.pk)
     return order_activate(order_id=order.pk)
 
 

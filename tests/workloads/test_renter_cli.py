@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from marketplace.orders.models import Order
-from marketplace.orders.services import order_activate, order_mark_funded
+from marketplace.orders.services import order_activate, order_mark_funded, order_mark_starting
 from tests.factories import ListingFactory
 from tests.integration.conftest import free_port
 from tests.workloads.conftest import REPO_ROOT
@@ -77,6 +77,7 @@ def test_a_renter_goes_from_search_to_results_with_the_cli(
 
     # Funding is on chain (`fund`); here the indexer's part is played by the services.
     order_mark_funded(order_id=order.pk)
+    order_mark_starting(order_id=order.pk)
     order_activate(order_id=order.pk)
 
     project = tmp_path / "project"

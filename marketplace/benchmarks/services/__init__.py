@@ -5,7 +5,8 @@
   answer, verification, expiry);
 - verdicts: what a decided job does to its suite, machine, leases and listing;
 - incidents: the platform's own failures, which excuse missed deadlines and heartbeats;
-- scheduling: periodic re-verification, uptime samples, re-sent tasks;
+- scheduling: periodic re-verification, lease checks' fetch deadline, the check of a machine
+  back from offline, uptime samples, re-sent tasks;
 - liveness: machines whose heartbeats stopped.
 
 Callers use `services.<name>`; the names below are the public surface.
@@ -39,6 +40,9 @@ from marketplace.benchmarks.services.liveness import (
 from marketplace.benchmarks.services.scheduling import (
     benchmarks_requeue_stalled,
     benchmarks_schedule_reverification,
+    lease_check_expire_unfetched,
+    lease_checks_expire_unfetched,
+    machines_reverify_returned,
     machines_sample_uptime,
 )
 from marketplace.benchmarks.services.transitions import TRANSITIONS
@@ -64,9 +68,12 @@ __all__ = [
     "benchmarks_expire_overdue",
     "benchmarks_requeue_stalled",
     "benchmarks_schedule_reverification",
+    "lease_check_expire_unfetched",
+    "lease_checks_expire_unfetched",
     "machine_heartbeat_lapsed",
     "machine_onboarding_start",
     "machines_expire_heartbeats",
+    "machines_reverify_returned",
     "machines_sample_uptime",
     "platform_failing_during",
     "platform_health_observed",

@@ -1,5 +1,6 @@
-"""Periodic work: re-verification jobs for leased and listed machines, uptime samples, and
-re-sending the tasks of jobs that waited too long for them."""
+"""Periodic work: re-verification jobs for leased and listed machines, the short deadline of a
+lease's own checks, the check of a machine back from offline, uptime samples, and re-sending the
+tasks of jobs that waited too long for them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from marketplace.benchmarks.models import BenchmarkJob, MachineUptime, Purpose
-from marketplace.benchmarks.services.jobs import benchmark_job_create
-from marketplace.benchmarks.services.transitions import State, _enqueue
+from marketplace.benchmarks.services.jobs import _expire_late, benchmark_job_create
+from marketplace.benchmarks.services.transitions import State, _enqueue, _lock
 from marketplace.benchmarks.suites import suite_specs
 from marketplace.providers.models import Machine
 
@@ -110,3 +112,83 @@ def benchmarks_requeue_stalled(*, older_than_seconds: int = 30) -> list[int]:
             _enqueue(task_name, job_id)
             requeued.append(job_id)
     return requeued
+
+
+# --- leases checked while they run ------------------------------------------------------------
+
+
+def _machine_alive(machine: Machine, now: datetime) -> bool:
+    """Heartbeating now, by the freshest source: the Redis buffer or the flushed row."""
+    from marketplace.providers.heartbeats import machines_last_seen
+
+    seen = [machine.last_heartbeat_at, machines_last_seen(machine_ids=[machine.pk]).get(machine.pk)]
+    latest = max((at for at in seen if at is not None), default=None)
+    return latest is not None and latest >= now - timedelta(
+        seconds=settings.HEARTBEAT_TIMEOUT_SECONDS
+    )
+
+
+@transaction.atomic
+def lease_check_expire_unfetched(
+    *, job_id: int, now: datetime | None = None
+) -> BenchmarkJob | None:
+    """A lease's check that its machine has not fetched within LEASE_CHECK_DEADLINE_SECONDS,
+    while the machine heartbeats, is a dodged check: it expires as the machine's fault
+    (deadline_exceeded, unless the platform was failing meanwhile), which suspends the machine,
+    fails the lease with a penalising verdict (refund, slash) and bills it only to its last
+    passed check (orders.order_served_until). A silent machine is left to the heartbeat lapse,
+    which fails the lease at the heartbeat timeout. None when nothing was due."""
+    now = now or timezone.now()
+    job = _lock(job_id)
+    cutoff = now - timedelta(seconds=settings.LEASE_CHECK_DEADLINE_SECONDS)
+    if job.state != State.QUEUED or job.purpose != Purpose.LEASE or job.created_at > cutoff:
+        return None
+    machine = Machine.objects.get(pk=job.machine_id)
+    if not _machine_alive(machine, now):
+        return None
+    return _expire_late(job, "lease check never fetched", since=job.created_at, until=now)
+
+
+def lease_checks_expire_unfetched(*, now: datetime | None = None) -> list[int]:
+    """Beat: every lease check queued past its fetch deadline (see lease_check_expire_unfetched).
+    A fetched check that is not answered by its own deadline (minutes: BENCHMARK_DEADLINE_BASE_
+    SECONDS plus its FLOPs at the minimum rate) is expired by benchmarks_expire_overdue."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.LEASE_CHECK_DEADLINE_SECONDS)
+    due = BenchmarkJob.objects.filter(
+        state=State.QUEUED, purpose=Purpose.LEASE, created_at__lte=cutoff
+    ).order_by("pk")
+    return [
+        job_id
+        for job_id in due.values_list("pk", flat=True)
+        if lease_check_expire_unfetched(job_id=job_id, now=now) is not None
+    ]
+
+
+def machines_reverify_returned(*, now: datetime | None = None) -> list[int]:
+    """Beat: a machine back from offline (`reverifying`) gets one check per verified device;
+    once a check created since its return has passed and none is open, it returns to listed
+    (when its listing is still active) or verified. A failed or dodged check suspends it through
+    the usual verdict path. Returns the machines that returned."""
+    from marketplace.listings.models import Listing
+    from marketplace.providers.services import machine_mark_reverified
+
+    now = now or timezone.now()
+    returned = []
+    for machine in Machine.objects.filter(state=Machine.State.REVERIFYING).order_by("pk"):
+        since = machine.state_changed_at or now
+        checks = BenchmarkJob.objects.filter(machine=machine, created_at__gte=since)
+        if checks.filter(state__in=BenchmarkJob.OPEN_STATES).exists():
+            continue
+        if not checks.filter(state=State.VERIFIED).exists():
+            # None yet, or the last one ended without a verdict on the machine (a platform
+            # outage, never picked up while it was offline again): ask again.
+            with transaction.atomic():
+                _jobs_per_device(machine, purpose=Purpose.PERIODIC)
+            continue
+        listed = Listing.objects.filter(
+            machine_id=machine.pk, status=Listing.Status.ACTIVE
+        ).exists()
+        if machine_mark_reverified(machine_id=machine.pk, listed=listed) is not None:
+            returned.append(machine.pk)
+    return returned
