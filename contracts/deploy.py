@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from eth_typing import ChecksumAddress
 from web3 import Web3
@@ -24,6 +24,29 @@ TOKEN_SYMBOL = "tUSD"
 
 class DeploymentError(RuntimeError):
     pass
+
+
+# Role bits of contracts/src/Governed.sol.
+ADMIN, SETTLER, SLASHER, REWARDER = 1, 2, 4, 8
+
+
+class StakingLimits(NamedTuple):
+    """ProviderStaking's caps on its hot keys (contracts/src/ProviderStaking.sol, Limits)."""
+
+    period_seconds: int
+    max_lock_seconds: int
+    slash_cap: int  # token units slashed per period, in total
+    reward_cap: int  # token units rewarded per period, in total
+
+
+# Defaults for a 6-decimal token (/work/helpers/contracts-design.md says why these numbers).
+DEFAULT_TIMELOCK_DELAY = 2 * 86_400
+DEFAULT_STAKING_LIMITS = StakingLimits(
+    period_seconds=86_400,
+    max_lock_seconds=365 * 86_400,
+    slash_cap=50_000 * 10**6,
+    reward_cap=5_000 * 10**6,
+)
 
 
 class Marketplace(TypedDict):
@@ -71,13 +94,32 @@ def deploy_marketplace(
     fee_bps: int,
     reclaim_delay: int,
     unstake_delay: int,
+    timelock_delay: int = DEFAULT_TIMELOCK_DELAY,
+    staking_limits: StakingLimits = DEFAULT_STAKING_LIMITS,
 ) -> Marketplace:
-    """Deploy token, escrow and staking, all owned by `owner`."""
+    """Deploy token, escrow and staking. `owner` deploys and holds ADMIN of both contracts;
+    `operator` holds SETTLER on the escrow and SETTLER, SLASHER and REWARDER on staking."""
     token = deploy(w3, "TestStablecoin", TOKEN_NAME, TOKEN_SYMBOL, sender=owner)
     escrow = deploy(
-        w3, "LeaseEscrow", token.address, operator, treasury, fee_bps, reclaim_delay, sender=owner
+        w3,
+        "LeaseEscrow",
+        token.address,
+        operator,
+        treasury,
+        fee_bps,
+        reclaim_delay,
+        timelock_delay,
+        sender=owner,
     )
     staking = deploy(
-        w3, "ProviderStaking", token.address, operator, treasury, unstake_delay, sender=owner
+        w3,
+        "ProviderStaking",
+        token.address,
+        operator,
+        treasury,
+        unstake_delay,
+        timelock_delay,
+        tuple(staking_limits),  # the Solidity struct Limits, in field order
+        sender=owner,
     )
     return Marketplace(token=token, escrow=escrow, staking=staking)

@@ -363,6 +363,14 @@ CHAIN_TREASURY_ADDRESS = env.str("CHAIN_TREASURY_ADDRESS", default="")
 # Escrow and staking parameters fixed at deployment.
 ESCROW_RECLAIM_DELAY_SECONDS = _positive_int("ESCROW_RECLAIM_DELAY_SECONDS", 86_400)
 STAKING_UNSTAKE_DELAY_SECONDS = _positive_int("STAKING_UNSTAKE_DELAY_SECONDS", 7 * 86_400)
+# On-chain limits of the hot keys, set at deployment, changed later only through each contract's
+# timelock (docs: /work/helpers/contracts-design.md). The deployer key holds ADMIN; the operator
+# key settles, slashes, rewards and locks stake, within these caps per period (token units).
+CHAIN_TIMELOCK_DELAY_SECONDS = _positive_int("CHAIN_TIMELOCK_DELAY_SECONDS", 2 * 86_400)
+STAKING_CAP_PERIOD_SECONDS = max(1, _positive_int("STAKING_CAP_PERIOD_SECONDS", 86_400))
+STAKING_SLASH_CAP_PER_PERIOD = _positive_int("STAKING_SLASH_CAP_PER_PERIOD", 50_000 * 10**6)
+STAKING_REWARD_CAP_PER_PERIOD = _positive_int("STAKING_REWARD_CAP_PER_PERIOD", 5_000 * 10**6)
+STAKING_MAX_LOCK_SECONDS = _positive_int("STAKING_MAX_LOCK_SECONDS", 365 * 86_400)
 # Token units (6 decimals): slashed per penalising verdict, plus the lock of every lease it broke
 # (payments/collateral.py), capped at the indexed stake. Rewards: REWARD_PER_ACCELERATOR_HOUR.
 SLASH_AMOUNT = _positive_int("SLASH_AMOUNT", 50 * 10**6)

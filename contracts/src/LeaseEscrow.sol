@@ -2,22 +2,32 @@
 pragma solidity 0.8.37;
 
 import {IERC20} from "./IERC20.sol";
-import {ReentrancyGuard} from "./ReentrancyGuard.sol";
+import {Governed} from "./Governed.sol";
 
 /// @title LeaseEscrow
-/// @notice Holds each GPU lease's prepayment and splits it when the operator settles:
+/// @notice Holds each GPU lease's prepayment and splits it when a settler settles:
 ///         provider share, platform fee (to the treasury) and the renter's refund of unused time.
 ///
 ///         Funding rule: `amount` must be at least `ratePerSecond * maxDuration`, so the provider
 ///         is guaranteed payment for the whole promised duration. Billing is capped at
 ///         `maxDuration` seconds, so anything funded above the cap always comes back to the renter.
 ///
-///         `settle` and `fail` accept a lease that was never started, so the operator can
+///         `settle` and `fail` accept a lease that was never started, so the settler can
 ///         refund a renter at once (0 seconds) when a provider never comes up, instead of
 ///         leaving the renter to wait out `reclaimDelay`.
 ///
-///         The fee rate is snapshotted at funding, so the owner cannot raise the fee on a lease
+///         The fee rate is snapshotted at funding, so the admin cannot raise the fee on a lease
 ///         that is already running.
+///
+///         Roles (see Governed): SETTLER starts, settles and fails leases; ADMIN changes the
+///         treasury, the fee and the roles through the timelock. What a stolen settler key can
+///         do is bounded per lease: every payout of a lease goes to that lease's own provider,
+///         renter or the treasury, never to an address the caller names, and the provider's
+///         share is at most ratePerSecond * maxDuration of the lease's own escrow.
+///
+///         Amounts are stored in 64 bits and rates in 40 (two storage slots per lease): ample for
+///         a 6-decimal stablecoin (1.8e13 whole tokens per lease), too narrow for an 18-decimal
+///         token, which `fund` then refuses with ValueTooLarge.
 ///
 ///         Settlement pushes tokens straight to the payees (no pull-payment ledger), so the
 ///         database only ever has to follow ERC-20 Transfer events plus this contract's events.
@@ -31,7 +41,7 @@ import {ReentrancyGuard} from "./ReentrancyGuard.sol";
 ///         Only plain ERC-20 tokens are supported (no fee-on-transfer or rebasing tokens).
 ///         The contract has no receive/fallback function and no payable function, so ether sent
 ///         to it is rejected.
-contract LeaseEscrow is ReentrancyGuard {
+contract LeaseEscrow is Governed {
     enum Status {
         None,
         Funded,
@@ -41,41 +51,44 @@ contract LeaseEscrow is ReentrancyGuard {
         Reclaimed
     }
 
-    /// @dev Packed into three slots; settle reads all three and rewrites only the first.
+    /// @dev Two slots. Settle reads both and rewrites only the second (its status).
     struct Lease {
         address renter;
-        uint40 fundedAt;
-        Status status;
+        uint64 amount;
+        uint32 fundedAt;
         address provider;
-        uint64 maxDuration;
+        uint40 ratePerSecond;
+        uint32 maxDuration;
         uint16 feeBps;
-        uint128 amount;
-        uint128 ratePerSecond;
+        Status status;
     }
 
-    /// @dev Payouts queued by settleBatch; a payee repeated in consecutive leases is merged.
+    /// @dev Payouts queued by settleBatch; a payee among the last MERGE_WINDOW queued is merged.
     struct Payouts {
         address[] payees;
         uint256[] amounts;
         uint256 count;
-        address lastProvider;
-        uint256 lastProviderSlot;
-        address lastRenter;
-        uint256 lastRenterSlot;
     }
 
     uint256 public constant BPS = 10_000;
     /// @notice Hard cap on the platform fee: 10 %.
     uint16 public constant MAX_FEE_BPS = 1_000;
+    /// @dev How far back settleBatch looks for a payee to merge a payout into: a few entries
+    ///      catch the usual repeats (one provider's leases in a row, a handful of renters)
+    ///      without a quadratic scan.
+    uint256 private constant MERGE_WINDOW = 6;
+    uint8 private constant UNLOCKED = 1;
+    uint8 private constant LOCKED = 2;
 
     IERC20 public immutable token;
     /// @notice Seconds after funding after which a renter may take back a never-started lease.
     uint256 public immutable reclaimDelay;
 
-    address public owner;
-    address public operator;
+    // One slot: fund and settle read the fee or the treasury anyway, so the reentrancy lock
+    // beside them costs no extra cold read.
     address public treasury;
     uint16 public feeBps;
+    uint8 private _lock;
 
     mapping(bytes32 => Lease) private _leases;
 
@@ -104,15 +117,11 @@ contract LeaseEscrow is ReentrancyGuard {
         bytes32 reportHash
     );
     event LeaseReclaimed(bytes32 indexed leaseId, address indexed renter, uint256 amount);
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
-    event OperatorChanged(address indexed previousOperator, address indexed newOperator);
     event TreasuryChanged(address indexed previousTreasury, address indexed newTreasury);
     event FeeChanged(uint16 previousFeeBps, uint16 newFeeBps);
 
-    error NotOwner(address caller);
-    error NotOperator(address caller);
+    error ReentrantCall();
     error NotRenter(address caller);
-    error ZeroAddress();
     error FeeAboveCap(uint256 feeBps, uint256 cap);
     error LeaseAlreadyExists(bytes32 leaseId);
     error InvalidLeaseTerms();
@@ -125,61 +134,45 @@ contract LeaseEscrow is ReentrancyGuard {
     error EmptyBatch();
     error TokenTransferFailed();
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
+    modifier nonReentrant() {
+        if (_lock != UNLOCKED) revert ReentrantCall();
+        _lock = LOCKED;
         _;
+        _lock = UNLOCKED;
     }
 
-    modifier onlyOperator() {
-        if (msg.sender != operator) revert NotOperator(msg.sender);
-        _;
-    }
-
+    /// @param settler gets SETTLER; the deployer gets ADMIN.
+    /// @param timelockDelay seconds between proposing and executing a role or parameter change.
     constructor(
         IERC20 token_,
-        address operator_,
+        address settler,
         address treasury_,
         uint16 feeBps_,
-        uint256 reclaimDelay_
-    ) {
-        if (address(token_) == address(0) || operator_ == address(0) || treasury_ == address(0)) {
-            revert ZeroAddress();
-        }
+        uint256 reclaimDelay_,
+        uint256 timelockDelay
+    ) Governed(msg.sender, timelockDelay) {
+        if (address(token_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
         if (feeBps_ > MAX_FEE_BPS) revert FeeAboveCap(feeBps_, MAX_FEE_BPS);
         token = token_;
         reclaimDelay = reclaimDelay_;
-        owner = msg.sender;
-        operator = operator_;
+        _grant(settler, SETTLER);
         treasury = treasury_;
         feeBps = feeBps_;
-        emit OwnershipTransferred(address(0), msg.sender);
-        emit OperatorChanged(address(0), operator_);
+        _lock = UNLOCKED;
         emit TreasuryChanged(address(0), treasury_);
         emit FeeChanged(0, feeBps_);
     }
 
-    // ----------------------------------------------------------------- administration
+    // ----------------------------------------------------------------- parameters (timelocked)
 
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
-    }
-
-    function setOperator(address newOperator) external onlyOwner {
-        if (newOperator == address(0)) revert ZeroAddress();
-        emit OperatorChanged(operator, newOperator);
-        operator = newOperator;
-    }
-
-    function setTreasury(address newTreasury) external onlyOwner {
+    function setTreasury(address newTreasury) external onlySelf {
         if (newTreasury == address(0)) revert ZeroAddress();
         emit TreasuryChanged(treasury, newTreasury);
         treasury = newTreasury;
     }
 
     /// @notice Applies to leases funded from now on; running leases keep their snapshot.
-    function setFeeBps(uint16 newFeeBps) external onlyOwner {
+    function setFeeBps(uint16 newFeeBps) external onlySelf {
         if (newFeeBps > MAX_FEE_BPS) revert FeeAboveCap(newFeeBps, MAX_FEE_BPS);
         emit FeeChanged(feeBps, newFeeBps);
         feeBps = newFeeBps;
@@ -198,21 +191,24 @@ contract LeaseEscrow is ReentrancyGuard {
         if (_leases[leaseId].status != Status.None) revert LeaseAlreadyExists(leaseId);
         if (provider == address(0)) revert ZeroAddress();
         if (ratePerSecond == 0 || maxDuration == 0) revert InvalidLeaseTerms();
-        if (amount > type(uint128).max || maxDuration > type(uint64).max) revert ValueTooLarge();
-        // Both factors are below 2**128 and 2**64, so the product cannot overflow uint256.
+        if (
+            amount > type(uint64).max || ratePerSecond > type(uint40).max
+                || maxDuration > type(uint32).max
+        ) revert ValueTooLarge();
+        // Both factors are below 2**40 and 2**32, so the product cannot overflow.
         uint256 maxCost = ratePerSecond * maxDuration;
         if (amount < maxCost) revert AmountBelowMaxCost(amount, maxCost);
 
         _leases[leaseId] = Lease({
             renter: msg.sender,
-            fundedAt: uint40(block.timestamp),
-            status: Status.Funded,
+            amount: uint64(amount),
+            // uint32 seconds last until 2106.
+            fundedAt: uint32(block.timestamp),
             provider: provider,
-            maxDuration: uint64(maxDuration),
+            ratePerSecond: uint40(ratePerSecond),
+            maxDuration: uint32(maxDuration),
             feeBps: feeBps,
-            amount: uint128(amount),
-            // rate <= maxCost <= amount < 2**128
-            ratePerSecond: uint128(ratePerSecond)
+            status: Status.Funded
         });
         emit LeaseFunded(leaseId, msg.sender, provider, amount, ratePerSecond, maxDuration);
 
@@ -220,14 +216,14 @@ contract LeaseEscrow is ReentrancyGuard {
     }
 
     /// @notice Marks the lease as running; from then on the renter can no longer reclaim it.
-    function start(bytes32 leaseId) external onlyOperator {
+    function start(bytes32 leaseId) external onlyRole(SETTLER) {
         Lease storage lease = _leases[leaseId];
         if (lease.status != Status.Funded) revert LeaseNotFunded(leaseId, lease.status);
         lease.status = Status.Started;
         emit LeaseStarted(leaseId);
     }
 
-    function settle(bytes32 leaseId, uint256 secondsUsed) external nonReentrant onlyOperator {
+    function settle(bytes32 leaseId, uint256 secondsUsed) external nonReentrant onlyRole(SETTLER) {
         _close(leaseId, secondsUsed, Status.Settled, bytes32(0));
     }
 
@@ -237,7 +233,7 @@ contract LeaseEscrow is ReentrancyGuard {
     function fail(bytes32 leaseId, uint256 secondsUsed, bytes32 reportHash)
         external
         nonReentrant
-        onlyOperator
+        onlyRole(SETTLER)
     {
         _close(leaseId, secondsUsed, Status.Failed, reportHash);
     }
@@ -246,7 +242,7 @@ contract LeaseEscrow is ReentrancyGuard {
     function settleBatch(bytes32[] calldata leaseIds, uint256[] calldata secondsUsed)
         external
         nonReentrant
-        onlyOperator
+        onlyRole(SETTLER)
     {
         uint256 n = leaseIds.length;
         if (n != secondsUsed.length) revert LengthMismatch(n, secondsUsed.length);
@@ -254,18 +250,15 @@ contract LeaseEscrow is ReentrancyGuard {
 
         // All state changes and events happen before the first transfer (checks-effects-
         // interactions across the whole batch); the payouts are queued in memory meanwhile.
-        Payouts memory payouts = Payouts({
-            payees: new address[](2 * n),
-            amounts: new uint256[](2 * n),
-            count: 0,
-            lastProvider: address(0),
-            lastProviderSlot: 0,
-            lastRenter: address(0),
-            lastRenterSlot: 0
-        });
+        Payouts memory payouts =
+            Payouts({payees: new address[](2 * n), amounts: new uint256[](2 * n), count: 0});
         uint256 totalFee;
         for (uint256 i; i < n; ++i) {
-            totalFee += _settleInto(payouts, leaseIds[i], secondsUsed[i]);
+            (address provider, address renter, uint256 toProvider, uint256 fee, uint256 refund) =
+                _closeEffects(leaseIds[i], secondsUsed[i], Status.Settled, bytes32(0));
+            _queue(payouts, provider, toProvider);
+            _queue(payouts, renter, refund);
+            totalFee += fee;
         }
 
         for (uint256 i; i < payouts.count; ++i) {
@@ -274,8 +267,8 @@ contract LeaseEscrow is ReentrancyGuard {
         _pay(treasury, totalFee);
     }
 
-    /// @notice Lets the renter take back a lease the operator never started, once
-    ///         `reclaimDelay` seconds have passed since funding.
+    /// @notice Lets the renter take back a lease no settler started, once `reclaimDelay`
+    ///         seconds have passed since funding.
     function reclaim(bytes32 leaseId) external nonReentrant {
         Lease storage lease = _leases[leaseId];
         if (lease.status != Status.Funded) revert LeaseNotFunded(leaseId, lease.status);
@@ -323,7 +316,7 @@ contract LeaseEscrow is ReentrancyGuard {
         view
         returns (uint256 providerAmount, uint256 feeAmount, uint256 refundAmount)
     {
-        Lease storage lease = _leases[leaseId];
+        Lease memory lease = _leases[leaseId];
         (, providerAmount, feeAmount, refundAmount) = _split(lease, secondsUsed);
     }
 
@@ -339,47 +332,36 @@ contract LeaseEscrow is ReentrancyGuard {
         _pay(renter, refund);
     }
 
-    function _settleInto(Payouts memory p, bytes32 leaseId, uint256 secondsUsed)
-        private
-        returns (uint256 fee)
-    {
-        (address provider, address renter, uint256 toProvider, uint256 fee_, uint256 refund) =
-            _closeEffects(leaseId, secondsUsed, Status.Settled, bytes32(0));
-        if (toProvider != 0) {
-            if (provider == p.lastProvider) {
-                p.amounts[p.lastProviderSlot] += toProvider;
-            } else {
-                p.payees[p.count] = provider;
-                p.amounts[p.count] = toProvider;
-                p.lastProvider = provider;
-                p.lastProviderSlot = p.count++;
+    function _queue(Payouts memory p, address payee, uint256 amount) private pure {
+        if (amount == 0) return;
+        uint256 count = p.count;
+        uint256 stop = count > MERGE_WINDOW ? count - MERGE_WINDOW : 0;
+        for (uint256 i = count; i > stop;) {
+            unchecked {
+                --i;
+            }
+            if (p.payees[i] == payee) {
+                p.amounts[i] += amount;
+                return;
             }
         }
-        if (refund != 0) {
-            if (renter == p.lastRenter) {
-                p.amounts[p.lastRenterSlot] += refund;
-            } else {
-                p.payees[p.count] = renter;
-                p.amounts[p.count] = refund;
-                p.lastRenter = renter;
-                p.lastRenterSlot = p.count++;
-            }
-        }
-        return fee_;
+        p.payees[count] = payee;
+        p.amounts[count] = amount;
+        p.count = count + 1;
     }
 
     function _closeEffects(bytes32 leaseId, uint256 secondsUsed, Status outcome, bytes32 reportHash)
         private
         returns (address provider, address renter, uint256 toProvider, uint256 fee, uint256 refund)
     {
-        Lease storage lease = _leases[leaseId];
-        Status status = lease.status;
-        if (status != Status.Funded && status != Status.Started) {
-            revert LeaseNotOpen(leaseId, status);
+        Lease storage stored = _leases[leaseId];
+        Lease memory lease = stored;
+        if (lease.status != Status.Funded && lease.status != Status.Started) {
+            revert LeaseNotOpen(leaseId, lease.status);
         }
         uint256 billed;
         (billed, toProvider, fee, refund) = _split(lease, secondsUsed);
-        lease.status = outcome;
+        stored.status = outcome;
         provider = lease.provider;
         renter = lease.renter;
         if (outcome == Status.Failed) {
@@ -391,18 +373,17 @@ contract LeaseEscrow is ReentrancyGuard {
 
     /// @dev Billed seconds are capped at maxDuration; cost is then at most rate * maxDuration,
     ///      which fund() guaranteed is covered by amount.
-    function _split(Lease storage lease, uint256 secondsUsed)
+    function _split(Lease memory lease, uint256 secondsUsed)
         private
-        view
+        pure
         returns (uint256 billed, uint256 toProvider, uint256 fee, uint256 refund)
     {
         uint256 maxDuration = lease.maxDuration;
         billed = secondsUsed < maxDuration ? secondsUsed : maxDuration;
-        uint256 amount = lease.amount;
         uint256 cost = billed * lease.ratePerSecond;
         fee = (cost * lease.feeBps) / BPS;
         toProvider = cost - fee;
-        refund = amount - cost;
+        refund = uint256(lease.amount) - cost;
     }
 
     function _pay(address to, uint256 amount) private {

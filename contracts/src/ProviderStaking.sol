@@ -2,7 +2,7 @@
 pragma solidity 0.8.37;
 
 import {IERC20} from "./IERC20.sol";
-import {ReentrancyGuard} from "./ReentrancyGuard.sol";
+import {Governed} from "./Governed.sol";
 
 /// @dev Solidity keeps events and errors in one namespace per contract, so the error that shares
 ///      its name with the StakeLocked event lives here; it is in ProviderStaking's ABI all the same.
@@ -12,7 +12,7 @@ interface IStakeLockErrors {
 }
 
 /// @title ProviderStaking
-/// @notice Providers lock a stake that the operator can slash when a verification report shows
+/// @notice Providers lock a stake that a slasher can take when a verification report shows
 ///         cheating, and earn rewards paid from a pool that anyone can top up.
 ///
 ///         Unstaking is two-step: requested funds move to `pending` and unlock after
@@ -24,8 +24,14 @@ interface IStakeLockErrors {
 ///         treasury: a separate slash pool would only add another balance to reconcile.
 ///         Rewards are paid out to the provider's wallet, not added to the stake.
 ///
+///         Roles (see Governed): SLASHER slashes, REWARDER rewards, SETTLER sets the lease locks
+///         (`lock`), ADMIN changes the treasury, the limits and the roles through the timelock.
+///         The contract caps what the hot keys can do: the total slashed and the total rewarded
+///         in each period of `periodSeconds` (periods are block.timestamp / periodSeconds), and
+///         how far ahead a lock may run (`maxLockSeconds`).
+///
 ///         Invariant: token.balanceOf(this) == totalStaked + totalPending + rewardPool.
-contract ProviderStaking is ReentrancyGuard {
+contract ProviderStaking is Governed {
     struct Stake {
         uint128 staked;
         uint128 pending;
@@ -36,12 +42,33 @@ contract ProviderStaking is ReentrancyGuard {
         uint128 locked;
     }
 
+    /// @dev One slot, read by every slash and reward.
+    struct Limits {
+        uint32 periodSeconds;
+        uint32 maxLockSeconds;
+        uint96 slashCap;
+        uint96 rewardCap;
+    }
+
+    /// @dev One slot: what was slashed and rewarded in period `period`.
+    struct Usage {
+        uint64 period;
+        uint96 slashed;
+        uint96 rewarded;
+    }
+
+    uint8 private constant UNLOCKED = 1;
+    uint8 private constant LOCKED = 2;
+
     IERC20 public immutable token;
     uint256 public immutable unstakeDelay;
 
-    address public owner;
-    address public operator;
+    // One slot: slash reads the treasury anyway, so the reentrancy lock beside it is free there.
     address public treasury;
+    uint8 private _lock;
+
+    Limits private _limits;
+    Usage private _usage;
 
     uint256 public rewardPool;
     uint256 public totalStaked;
@@ -56,66 +83,65 @@ contract ProviderStaking is ReentrancyGuard {
     event Rewarded(address indexed provider, uint256 amount, bytes32 reportHash);
     event RewardsFunded(address indexed funder, uint256 amount);
     event StakeLocked(address indexed provider, uint256 amount, uint256 until);
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
-    event OperatorChanged(address indexed previousOperator, address indexed newOperator);
     event TreasuryChanged(address indexed previousTreasury, address indexed newTreasury);
+    event LimitsChanged(
+        uint256 periodSeconds, uint256 slashCap, uint256 rewardCap, uint256 maxLockSeconds
+    );
 
-    error NotOwner(address caller);
-    error NotOperator(address caller);
-    error ZeroAddress();
+    error ReentrantCall();
     error ZeroAmount();
     error ValueTooLarge();
+    error InvalidLimits();
     error InsufficientStake(uint256 staked, uint256 requested);
     error NothingPending();
     error StillLocked(uint256 unlockTime);
     error SlashExceedsStake(uint256 slashable, uint256 requested);
     error RewardExceedsPool(uint256 pool, uint256 requested);
+    error SlashCapExceeded(uint256 slashedInPeriod, uint256 requested, uint256 cap);
+    error RewardCapExceeded(uint256 rewardedInPeriod, uint256 requested, uint256 cap);
+    error LockTooLong(uint256 until, uint256 latest);
     error TokenTransferFailed();
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
+    modifier nonReentrant() {
+        if (_lock != UNLOCKED) revert ReentrantCall();
+        _lock = LOCKED;
         _;
+        _lock = UNLOCKED;
     }
 
-    modifier onlyOperator() {
-        if (msg.sender != operator) revert NotOperator(msg.sender);
-        _;
-    }
-
-    constructor(IERC20 token_, address operator_, address treasury_, uint256 unstakeDelay_) {
-        if (address(token_) == address(0) || operator_ == address(0) || treasury_ == address(0)) {
-            revert ZeroAddress();
-        }
+    /// @param operator gets SETTLER, SLASHER and REWARDER; the deployer gets ADMIN.
+    /// @param limits_ the per-period caps and the longest lock (see setLimits).
+    constructor(
+        IERC20 token_,
+        address operator,
+        address treasury_,
+        uint256 unstakeDelay_,
+        uint256 timelockDelay,
+        Limits memory limits_
+    ) Governed(msg.sender, timelockDelay) {
+        if (address(token_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
         // unlockTime is stored as uint64; a delay this large would be a deployment mistake.
         if (unstakeDelay_ > type(uint32).max) revert ValueTooLarge();
         token = token_;
         unstakeDelay = unstakeDelay_;
-        owner = msg.sender;
-        operator = operator_;
+        _grant(operator, SETTLER | SLASHER | REWARDER);
         treasury = treasury_;
-        emit OwnershipTransferred(address(0), msg.sender);
-        emit OperatorChanged(address(0), operator_);
+        _lock = UNLOCKED;
         emit TreasuryChanged(address(0), treasury_);
+        _setLimits(limits_);
     }
 
-    // ----------------------------------------------------------------- administration
+    // ----------------------------------------------------------------- parameters (timelocked)
 
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
-    }
-
-    function setOperator(address newOperator) external onlyOwner {
-        if (newOperator == address(0)) revert ZeroAddress();
-        emit OperatorChanged(operator, newOperator);
-        operator = newOperator;
-    }
-
-    function setTreasury(address newTreasury) external onlyOwner {
+    function setTreasury(address newTreasury) external onlySelf {
         if (newTreasury == address(0)) revert ZeroAddress();
         emit TreasuryChanged(treasury, newTreasury);
         treasury = newTreasury;
+    }
+
+    /// @notice Caps take effect at once, counting what the current period already used.
+    function setLimits(Limits calldata newLimits) external onlySelf {
+        _setLimits(newLimits);
     }
 
     // ----------------------------------------------------------------- providers
@@ -165,9 +191,13 @@ contract ProviderStaking is ReentrancyGuard {
     /// @notice Sets (replaces) the stake the provider must keep while its leases run: until
     ///         `until`, requestUnstake may not take `staked` below `amount`. Slashes are not
     ///         limited by the lock. An amount of 0 or an `until` in the past releases it.
-    function lock(address provider, uint256 amount, uint256 until) external onlyOperator {
+    ///         `until` may be at most `maxLockSeconds` ahead, so a stolen settler key can freeze
+    ///         a stake only that long (and an honest settler can release it at once).
+    function lock(address provider, uint256 amount, uint256 until) external onlyRole(SETTLER) {
         if (provider == address(0)) revert ZeroAddress();
-        if (amount > type(uint128).max || until > type(uint64).max) revert ValueTooLarge();
+        if (amount > type(uint128).max) revert ValueTooLarge();
+        uint256 latest = block.timestamp + _limits.maxLockSeconds;
+        if (until > latest) revert LockTooLong(until, latest);
         Stake storage s = _stakes[provider];
         s.locked = uint128(amount);
         s.lockedUntil = uint64(until);
@@ -186,13 +216,23 @@ contract ProviderStaking is ReentrancyGuard {
     function slash(address provider, uint256 amount, bytes32 reportHash)
         external
         nonReentrant
-        onlyOperator
+        onlyRole(SLASHER)
     {
         if (amount == 0) revert ZeroAmount();
         Stake storage s = _stakes[provider];
         uint256 staked = s.staked;
         uint256 pending = s.pending;
         if (amount > staked + pending) revert SlashExceedsStake(staked + pending, amount);
+
+        Limits memory caps = _limits;
+        Usage memory usage = _currentUsage(caps);
+        uint256 slashed = usage.slashed + amount;
+        if (slashed > caps.slashCap) {
+            revert SlashCapExceeded(usage.slashed, amount, caps.slashCap);
+        }
+        usage.slashed = uint96(slashed);
+        _usage = usage;
+
         uint256 fromStake = amount < staked ? amount : staked;
         uint256 fromPending = amount - fromStake;
         s.staked = uint128(staked - fromStake);
@@ -206,12 +246,22 @@ contract ProviderStaking is ReentrancyGuard {
     function reward(address provider, uint256 amount, bytes32 reportHash)
         external
         nonReentrant
-        onlyOperator
+        onlyRole(REWARDER)
     {
         if (provider == address(0)) revert ZeroAddress();
         if (amount == 0) revert ZeroAmount();
         uint256 pool = rewardPool;
         if (amount > pool) revert RewardExceedsPool(pool, amount);
+
+        Limits memory caps = _limits;
+        Usage memory usage = _currentUsage(caps);
+        uint256 rewarded = usage.rewarded + amount;
+        if (rewarded > caps.rewardCap) {
+            revert RewardCapExceeded(usage.rewarded, amount, caps.rewardCap);
+        }
+        usage.rewarded = uint96(rewarded);
+        _usage = usage;
+
         rewardPool = pool - amount;
         emit Rewarded(provider, amount, reportHash);
         _pay(provider, amount);
@@ -232,6 +282,42 @@ contract ProviderStaking is ReentrancyGuard {
     function lockOf(address provider) external view returns (uint256 amount, uint256 until) {
         Stake storage s = _stakes[provider];
         return (s.locked, s.lockedUntil);
+    }
+
+    function limits() external view returns (Limits memory) {
+        return _limits;
+    }
+
+    /// @notice The current period's start, and what was slashed and rewarded in it so far.
+    function periodUsage()
+        external
+        view
+        returns (uint256 periodStart, uint256 slashed, uint256 rewarded)
+    {
+        Limits memory limits_ = _limits;
+        Usage memory usage = _currentUsage(limits_);
+        return (uint256(usage.period) * limits_.periodSeconds, usage.slashed, usage.rewarded);
+    }
+
+    // ----------------------------------------------------------------- internals
+
+    function _currentUsage(Limits memory limits_) private view returns (Usage memory usage) {
+        uint256 period = block.timestamp / limits_.periodSeconds;
+        usage = _usage;
+        if (usage.period != period) {
+            usage = Usage({period: uint64(period), slashed: 0, rewarded: 0});
+        }
+    }
+
+    function _setLimits(Limits memory newLimits) private {
+        if (newLimits.periodSeconds == 0) revert InvalidLimits();
+        _limits = newLimits;
+        emit LimitsChanged(
+            newLimits.periodSeconds,
+            newLimits.slashCap,
+            newLimits.rewardCap,
+            newLimits.maxLockSeconds
+        );
     }
 
     function _pay(address to, uint256 amount) private {

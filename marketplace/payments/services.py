@@ -16,7 +16,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from contracts import chain
-from contracts.deploy import TOKEN_NAME, TOKEN_SYMBOL, load_artifact
+from contracts.deploy import TOKEN_NAME, TOKEN_SYMBOL, StakingLimits, load_artifact
 from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
@@ -112,13 +112,25 @@ def contracts_deploy(
         treasury,
         settings.PLATFORM_FEE_BPS,
         settings.ESCROW_RECLAIM_DELAY_SECONDS,
+        settings.CHAIN_TIMELOCK_DELAY_SECONDS,
     )
+    # The deployer holds ADMIN (timelocked changes); the operator settles, slashes, rewards
+    # and locks stake, within the per-period caps below.
     staking = deploy_one(
         "staking",
         token.address,
         operator.address,
         treasury,
         settings.STAKING_UNSTAKE_DELAY_SECONDS,
+        settings.CHAIN_TIMELOCK_DELAY_SECONDS,
+        tuple(
+            StakingLimits(
+                period_seconds=settings.STAKING_CAP_PERIOD_SECONDS,
+                max_lock_seconds=settings.STAKING_MAX_LOCK_SECONDS,
+                slash_cap=settings.STAKING_SLASH_CAP_PER_PERIOD,
+                reward_cap=settings.STAKING_REWARD_CAP_PER_PERIOD,
+            )
+        ),
     )
     if reward_pool and chain.is_local_chain(cid):
         _fund_reward_pool(w3, cid, generation, reward_pool)

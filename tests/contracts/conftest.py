@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from eth_tester.exceptions import TransactionFailed
-from eth_utils import function_signature_to_4byte_selector
+from eth_utils import function_signature_to_4byte_selector, keccak
 from web3 import EthereumTesterProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -20,7 +20,7 @@ from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from contracts.deploy import Marketplace, deploy, deploy_marketplace
+from contracts.deploy import Marketplace, StakingLimits, deploy, deploy_marketplace
 
 USDC = 10**6
 MAX_UINT = 2**256 - 1
@@ -29,6 +29,15 @@ RECLAIM_DELAY = 3_600
 UNSTAKE_DELAY = 7 * 86_400
 STARTING_BALANCE = 1_000_000 * USDC
 TEST_GAS_LIMIT = 5_000_000
+TIMELOCK_DELAY = 2 * 86_400
+# Small enough that the tests (and the property tests' random walks) reach them.
+LIMITS = StakingLimits(
+    period_seconds=86_400,
+    max_lock_seconds=30 * 86_400,
+    slash_cap=3_000 * USDC,
+    reward_cap=800 * USDC,
+)
+ADMIN, SETTLER, SLASHER, REWARDER = 1, 2, 4, 8
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,22 @@ class Chain:
         """
         self.tester.time_travel(timestamp)
 
+    def propose(self, contract: Contract, fn_name: str, args: list[Any], admin: str) -> bytes:
+        """Propose the timelocked call `fn_name(*args)` on `contract`; return its call data."""
+        data = bytes.fromhex(contract.encode_abi(fn_name, args).removeprefix("0x"))
+        self.transact(contract.functions.propose(data), admin)
+        return data
+
+    def timelocked(
+        self, contract: Contract, fn_name: str, args: list[Any], admin: str
+    ) -> TxReceipt:
+        """Propose `fn_name(*args)`, wait out the delay and execute it; return the receipt."""
+        data = self.propose(contract, fn_name, args, admin)
+        ready = contract.functions.readyAt(keccak(data)).call()
+        if self.pending_timestamp() < ready:
+            self.next_block_at(ready)
+        return self.transact(contract.functions.execute(data), admin)
+
 
 def revert_data(exc: BaseException) -> bytes:
     """Raw revert data from eth-tester's TransactionFailed chain or web3's ContractLogicError."""
@@ -141,6 +166,8 @@ def _session_market(_session_chain: Chain, actors: Actors) -> Marketplace:
         fee_bps=FEE_BPS,
         reclaim_delay=RECLAIM_DELAY,
         unstake_delay=UNSTAKE_DELAY,
+        timelock_delay=TIMELOCK_DELAY,
+        staking_limits=LIMITS,
     )
     token = market["token"].functions
     for holder in (actors.alice, actors.bob, actors.mallory, actors.carol):

@@ -1,7 +1,16 @@
 import pytest
 from eth_tester.exceptions import TransactionFailed
 
-from .conftest import FEE_BPS, RECLAIM_DELAY, STARTING_BALANCE, USDC, events, lease_id
+from .conftest import (
+    FEE_BPS,
+    RECLAIM_DELAY,
+    SETTLER,
+    STARTING_BALANCE,
+    TIMELOCK_DELAY,
+    USDC,
+    events,
+    lease_id,
+)
 
 RATE = 1_234  # token units per second, deliberately not round
 MAX_DURATION = 3_600
@@ -171,17 +180,18 @@ def test_settle_of_an_unknown_lease_is_refused(chain, escrow, actors):
 
 
 @pytest.mark.parametrize("caller", ["alice", "bob", "owner"])
-def test_settle_by_non_operator_is_refused(chain, escrow, actors, caller):
+def test_settle_without_the_settler_role_is_refused(chain, escrow, actors, caller):
+    # "owner" holds ADMIN: administration does not include settling.
     fund(chain, escrow, actors.alice, actors.bob)
     sender = getattr(actors, caller)
     args = chain.expect_revert(
-        escrow.functions.settle(lease_id(1), 10), sender, "NotOperator", escrow
+        escrow.functions.settle(lease_id(1), 10), sender, "MissingRole", escrow
     )
-    assert args == (sender,)
+    assert args == (sender, SETTLER)
     chain.expect_revert(
-        escrow.functions.fail(lease_id(1), 0, REPORT), sender, "NotOperator", escrow
+        escrow.functions.fail(lease_id(1), 0, REPORT), sender, "MissingRole", escrow
     )
-    chain.expect_revert(escrow.functions.start(lease_id(1)), sender, "NotOperator", escrow)
+    chain.expect_revert(escrow.functions.start(lease_id(1)), sender, "MissingRole", escrow)
     assert status(escrow, 1) == FUNDED
 
 
@@ -258,23 +268,44 @@ def test_batch_settle_matches_single_settles(chain, token, escrow, actors):
     assert balances(token, *watched, escrow.address) == single_balances
     assert single_balances[-1] == 0
     assert all(status(escrow, n) == SETTLED for n in range(1, len(plan) + 1))
-    # Consecutive leases of the same provider (or renter) share a transfer. Payees in order:
-    # alice (refund 1), bob (2+3), carol (refund 2), mallory (4+5), alice (refund 4), bob (6),
-    # carol (refund 6); leases 3 and 5 refund nothing. Plus one fee transfer for the batch.
+    # A payee already among the last six queued shares its transfer: alice (refunds 1, 4),
+    # bob (2, 3, 6), carol (refunds 2, 6), mallory (4, 5); leases 3 and 5 refund nothing.
+    # Plus one fee transfer for the batch.
     transfers = events(token, "Transfer", receipt)
     assert [t["to"] for t in transfers] == [
         actors.alice,
         actors.bob,
         actors.carol,
         actors.mallory,
-        actors.alice,
-        actors.bob,
-        actors.carol,
         actors.treasury,
     ]
     assert sum(t["value"] for t in transfers if t["to"] == actors.treasury) == sum(
         e["feeAmount"] for e in single_events
     )
+
+
+def test_batch_merges_payouts_only_within_its_window(chain, token, escrow, actors):
+    # Seven distinct providers, then the first and the last again; full use, so no refunds.
+    providers = ["0x" + f"{n:040x}" for n in range(1, 8)]
+    plan = [*providers, providers[0], providers[-1]]
+    for n, provider in enumerate(plan, start=1):
+        fund(chain, escrow, actors.alice, provider, n=n)
+    ids = [lease_id(n) for n in range(1, len(plan) + 1)]
+
+    receipt = chain.transact(
+        escrow.functions.settleBatch(ids, [MAX_DURATION] * len(plan)), actors.operator
+    )
+
+    # The first provider is seven payees back, outside the six-entry window: a second
+    # transfer; the last provider is merged.
+    to = [t["to"].lower() for t in events(token, "Transfer", receipt)]
+    assert to == [*providers, providers[0], actors.treasury.lower()]
+    paid = AMOUNT - AMOUNT * FEE_BPS // 10_000
+    assert [t["value"] for t in events(token, "Transfer", receipt)][:-1] == [
+        *([paid] * 6),
+        2 * paid,
+        paid,
+    ]
 
 
 def test_batch_with_a_settled_lease_reverts_entirely(chain, escrow, actors):
@@ -301,13 +332,14 @@ def test_batch_rejects_mismatched_lengths_and_empty_input(chain, escrow, actors)
     )
     chain.expect_revert(escrow.functions.settleBatch([], []), actors.operator, "EmptyBatch", escrow)
     chain.expect_revert(
-        escrow.functions.settleBatch([lease_id(1)], [1]), actors.bob, "NotOperator", escrow
+        escrow.functions.settleBatch([lease_id(1)], [1]), actors.bob, "MissingRole", escrow
     )
 
 
 def test_fee_is_snapshotted_at_funding(chain, token, escrow, actors):
     fund(chain, escrow, actors.alice, actors.bob)
-    chain.transact(escrow.functions.setFeeBps(1_000), actors.owner)
+    chain.timelocked(escrow, "setFeeBps", [1_000], actors.owner)
+    assert escrow.functions.feeBps().call() == 1_000
 
     receipt = chain.transact(escrow.functions.settle(lease_id(1), MAX_DURATION), actors.operator)
 
@@ -315,28 +347,33 @@ def test_fee_is_snapshotted_at_funding(chain, token, escrow, actors):
 
 
 def test_fee_above_the_hard_cap_is_refused(chain, escrow, actors):
-    args = chain.expect_revert(
-        escrow.functions.setFeeBps(1_001), actors.owner, "FeeAboveCap", escrow
-    )
+    data = chain.propose(escrow, "setFeeBps", [1_001], actors.owner)
+    chain.next_block_at(chain.now() + TIMELOCK_DELAY + 1)
+    args = chain.expect_revert(escrow.functions.execute(data), actors.owner, "FeeAboveCap", escrow)
     assert args == (1_001, 1_000)
-    chain.expect_revert(escrow.functions.setFeeBps(10), actors.operator, "NotOwner", escrow)
 
 
-def test_owner_can_rotate_operator_and_treasury(chain, token, escrow, actors):
-    chain.transact(escrow.functions.setOperator(actors.carol), actors.owner)
-    chain.transact(escrow.functions.setTreasury(actors.carol), actors.owner)
+def test_fee_and_treasury_change_only_through_the_timelock(chain, escrow, actors):
+    for sender in (actors.owner, actors.operator):
+        chain.expect_revert(escrow.functions.setFeeBps(10), sender, "OnlyThroughTimelock", escrow)
+        chain.expect_revert(
+            escrow.functions.setTreasury(actors.mallory), sender, "OnlyThroughTimelock", escrow
+        )
+
+
+def test_admin_rotates_settler_and_treasury(chain, token, escrow, actors):
+    chain.timelocked(escrow, "grantRoles", [actors.carol, SETTLER], actors.owner)
+    chain.timelocked(escrow, "setTreasury", [actors.carol], actors.owner)
+    chain.transact(escrow.functions.revokeRoles(actors.operator, SETTLER), actors.owner)
     fund(chain, escrow, actors.alice, actors.bob)
 
     chain.expect_revert(
-        escrow.functions.settle(lease_id(1), 1), actors.operator, "NotOperator", escrow
+        escrow.functions.settle(lease_id(1), 1), actors.operator, "MissingRole", escrow
     )
     receipt = chain.transact(escrow.functions.settle(lease_id(1), MAX_DURATION), actors.carol)
     fee = events(escrow, "LeaseSettled", receipt)[0]["feeAmount"]
     assert {"from": escrow.address, "to": actors.carol, "value": fee} in events(
         token, "Transfer", receipt
-    )
-    chain.expect_revert(
-        escrow.functions.setOperator(actors.mallory), actors.mallory, "NotOwner", escrow
     )
 
 

@@ -1,4 +1,4 @@
-from .conftest import STARTING_BALANCE, UNSTAKE_DELAY, USDC, events
+from .conftest import SETTLER, STARTING_BALANCE, UNSTAKE_DELAY, USDC, events
 
 REPORT = bytes.fromhex("cd" * 32)
 
@@ -101,10 +101,10 @@ def test_slash_and_reward_by_non_operator_are_refused(chain, staking, actors):
     chain.transact(staking.functions.stake(100 * USDC), actors.mallory)
     chain.transact(staking.functions.fundRewards(10 * USDC), actors.carol)
     chain.expect_revert(
-        staking.functions.slash(actors.mallory, USDC, REPORT), actors.bob, "NotOperator", staking
+        staking.functions.slash(actors.mallory, USDC, REPORT), actors.bob, "MissingRole", staking
     )
     chain.expect_revert(
-        staking.functions.reward(actors.bob, USDC, REPORT), actors.bob, "NotOperator", staking
+        staking.functions.reward(actors.bob, USDC, REPORT), actors.bob, "MissingRole", staking
     )
 
 
@@ -201,7 +201,8 @@ def test_locked_stake_can_still_be_slashed(chain, staking, actors):
     assert stake_of(staking, actors.mallory)[0] == 0
 
 
-def test_only_the_operator_locks(chain, staking, actors):
-    chain.expect_revert(
-        staking.functions.lock(actors.bob, 0, 0), actors.bob, "NotOperator", staking
+def test_only_a_settler_locks(chain, staking, actors):
+    args = chain.expect_revert(
+        staking.functions.lock(actors.bob, 0, 0), actors.bob, "MissingRole", staking
     )
+    assert args == (actors.bob, SETTLER)

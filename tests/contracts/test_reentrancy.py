@@ -6,7 +6,7 @@ tests pass vacuously.
 
 import pytest
 
-from .conftest import MAX_UINT, USDC, lease_id
+from .conftest import LIMITS, MAX_UINT, USDC, lease_id
 
 RATE = 1_000
 DURATION = 600
@@ -22,7 +22,7 @@ def evil_token(deploy_contract):
 @pytest.fixture
 def evil_escrow(chain, deploy_contract, evil_token, actors):
     escrow = deploy_contract(
-        "LeaseEscrow", evil_token.address, actors.operator, actors.treasury, 250, DELAY
+        "LeaseEscrow", evil_token.address, actors.operator, actors.treasury, 250, DELAY, DELAY
     )
     for renter in (actors.alice, actors.carol):
         chain.transact(evil_token.functions.mint(renter, 1_000 * USDC), actors.owner)
@@ -33,7 +33,13 @@ def evil_escrow(chain, deploy_contract, evil_token, actors):
 @pytest.fixture
 def evil_staking(chain, deploy_contract, evil_token, actors):
     staking = deploy_contract(
-        "ProviderStaking", evil_token.address, actors.operator, actors.treasury, DELAY
+        "ProviderStaking",
+        evil_token.address,
+        actors.operator,
+        actors.treasury,
+        DELAY,
+        DELAY,
+        tuple(LIMITS),
     )
     for provider in (actors.bob, actors.mallory):
         chain.transact(evil_token.functions.mint(provider, 1_000 * USDC), actors.owner)
