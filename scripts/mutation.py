@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,8 @@ class Scope:
     tests: tuple[str, ...]
     # A Redis database of its own, so a scope's Celery tasks never reach another run's worker.
     redis_db: int = 7
+    # Tests in the selected paths left out of the run (slow, or exercising nothing mutated here).
+    deselect: tuple[str, ...] = ()
 
 
 # Test selections sized for a 2-core machine: the tests that exercise each module, not the suite.
@@ -61,6 +64,23 @@ SCOPES = [
             "tests/workers/test_generator.py",
             "tests/workers/test_verify_fast.py",
         ),
+    ),
+    Scope(
+        "sketch",
+        modules=(
+            "workers/verification/sketch.py",
+            "workers/verification/precision.py",
+            "workers/kernels/chain.py",
+            "workers/kernels/floatgen.py",
+        ),
+        tests=("tests/verification_sketch/",),
+        # 3 s per run in a subprocess the mutants never reach (mutmut's trampolines are not
+        # loaded there); the in-process tests cover the same computation.
+        deselect=(
+            "tests/verification_sketch/test_honest.py::"
+            "test_bob_in_another_process_with_other_blas_threads_passes",
+        ),
+        redis_db=7,
     ),
     Scope(
         "orders",
@@ -135,11 +155,27 @@ def configure(dest: Path, scope: Scope) -> None:
             # the tests can deadlock on an inherited lock and be counted as a 'timeout' kill.
             # A fork server that has run nothing forks clean workers.
             'process_isolation = "forkserver"\n'
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow"]\n'
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x", "-m", "not slow"'
+            + "".join(f', "--deselect", "{test}"' for test in scope.deselect)
+            + "]\n"
         )
 
 
-def run_mutmut(dest: Path, scope: Scope) -> None:
+def sync_tests(dest: Path, scope: Scope) -> None:
+    """For --resume: the scope's current test files into the existing copy (and mutmut's own
+    copy of it, mutants/), so that tests written since the copy was made run against the
+    mutants; mutmut collects coverage for new tests only."""
+    for selection in scope.tests:
+        source = REPO / selection
+        files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
+        for path in files:
+            rel = path.relative_to(REPO)
+            for root in (dest, dest / "mutants"):
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, root / rel)
+
+
+def run_mutmut(dest: Path, scope: Scope, max_children: int, names: tuple[str, ...] = ()) -> None:
     env = {
         **os.environ,
         "TEST_SQLITE_PATH": str(dest / ".run" / "test.sqlite3"),
@@ -149,7 +185,12 @@ def run_mutmut(dest: Path, scope: Scope) -> None:
     (dest / ".run").mkdir(exist_ok=True)
     mutmut = REPO / ".venv" / "bin" / "mutmut"
     # mutmut draws its own progress line (mutants done, killed, survived) on the terminal.
-    subprocess.run([str(mutmut), "run"], cwd=dest, env=env, check=True)
+    subprocess.run(
+        [str(mutmut), "run", "--max-children", str(max_children), *names],
+        cwd=dest,
+        env=env,
+        check=True,
+    )
 
 
 def statuses(dest: Path) -> dict[str, str]:
@@ -290,6 +331,30 @@ def main() -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="re-read the last run's results, run nothing"
     )
+    parser.add_argument(
+        "--max-children",
+        type=int,
+        default=2,
+        help="mutants tested at once (default 2: the machine is shared)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the last copy (mutants already judged keep their result), bring in the "
+        "current tests, and run what is left",
+    )
+    parser.add_argument(
+        "--rerun-survivors",
+        action="store_true",
+        help="with --resume: run the last run's survivors again (after adding tests)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="run only the mutants whose names match (fnmatch; repeatable)",
+    )
     args = parser.parse_args()
     by_name = {s.name: s for s in SCOPES}
     if args.list:
@@ -304,10 +369,34 @@ def main() -> int:
     for scope in chosen:
         dest = WORK / scope.name
         if not args.report_only:
-            print(f"== mutation scope '{scope.name}': {', '.join(scope.modules)}", flush=True)
-            copy_tree(dest)
-            configure(dest, scope)
-            run_mutmut(dest, scope)
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            print(
+                f"== mutation scope '{scope.name}' at {commit} (plus uncommitted changes): "
+                f"{', '.join(scope.modules)}",
+                flush=True,
+            )
+            started = time.monotonic()
+            names = tuple(args.only)
+            if args.resume and dest.exists():
+                sync_tests(dest, scope)
+                if args.rerun_survivors:
+                    names += tuple(
+                        name
+                        for name, status in statuses(dest).items()
+                        if status in ("survived", "no tests")
+                    )
+            else:
+                copy_tree(dest)
+                configure(dest, scope)
+            run_mutmut(dest, scope, args.max_children, names)
+            minutes = (time.monotonic() - started) / 60
+            print(f"== scope '{scope.name}' took {minutes:.1f} min", flush=True)
         all_results.update(judge(dest, args.show_survivors))
     return 0 if print_table(all_results) else 1
 
