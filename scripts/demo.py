@@ -141,7 +141,8 @@ def demo_env(ports: dict[str, int]) -> dict[str, str]:
             "BENCHMARK_SMALL_SUITES": "1",
             "FAST_PASSWORD_HASHER": "1",
             "SLASH_AMOUNT": str(100 * USDC),
-            "REWARD_AMOUNT": str(5 * USDC),
+            # Rewards are per served accelerator-hour: 0.1 USDC a second shows on a short lease.
+            "REWARD_PER_ACCELERATOR_HOUR": str(360 * USDC),
             "REWARD_PERIOD_SECONDS": "60",
             "THROTTLE_AGENT": "100000/minute",
             "THROTTLE_AUTH": "10000/minute",
@@ -500,14 +501,15 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     say("The worker settles both leases and slashes mallory; the indexer records it")
     wait_for("both leases settled and the slash indexed", settled, 120, 1)
 
-    say("Reward period closes: providers with only passing checks are rewarded")
-    from django.utils import timezone
-
+    say("Reward period closes: rewards per verified, staked, leased accelerator-hour")
+    from marketplace.orders.models import Order as _Order
     from marketplace.payments.models import Reward
     from marketplace.payments.services import providers_reward
 
-    # The demo ends the 60-s reward period early rather than wait for it.
-    for tx in providers_reward(now=timezone.now() + timedelta(seconds=60)):
+    # The demo closes the 60-s reward period in which bob's lease ended rather than wait for it;
+    # mallory, slashed and her lease failed, earns nothing.
+    bob_ended = _Order.objects.get(pk=orders["bob"]).ended_at
+    for tx in providers_reward(now=bob_ended + timedelta(seconds=59)):
         _confirm(chain, tx)
     wait_for("the reward indexed", lambda: (run_indexer(), Reward.objects.exists())[1], 30, 1)
 

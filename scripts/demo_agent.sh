@@ -44,7 +44,8 @@ credential=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv
       true)
     case "$state" in
       verified*)
-        if line=$(.venv/bin/python manage.py demo_listing 2>&1); then
+        # Collateral before capacity: the demo provider stakes what the machine needs first.
+        if line=$(.venv/bin/python manage.py demo_stake 2>&1 && .venv/bin/python manage.py demo_listing 2>&1); then
           echo "agent: $line ($(($(date +%s) - STARTED)) s after start)"
           echo "agent: the demo machine is in the search: curl http://127.0.0.1:${WEB_PORT:-8000}/api/v1/listings"
           break

@@ -1,17 +1,26 @@
 """Writes that follow from collateral (marketplace/payments/collateral.py): a provider whose free
 stake no longer covers its listed machines leaves search until it stakes again, and comes back
 when it does. Called when its stake changes (the indexer's replay), when one of its machines is
-rejected (the rejection raises its requirement), and by beat for locks that expire with time."""
+rejected (the rejection raises its requirement), and by beat for locks that expire with time.
+The lease locks are mirrored on chain (ProviderStaking.lock) once a lease is funded or ends."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
+from web3 import Web3
 
+from contracts import chain
 from marketplace.listings.models import Listing
 from marketplace.listings.services import listing_sync_searchable
-from marketplace.providers.models import Machine
+from marketplace.orders.models import Order
+from marketplace.payments import collateral
+from marketplace.payments.models import ChainTransaction
+from marketplace.providers.models import Machine, Provider
 
 
 def providers_sync_searchable(*, provider_ids: Iterable[int]) -> int:
@@ -42,3 +51,61 @@ def collateral_sync() -> int:
         .distinct()
     )
     return providers_sync_searchable(provider_ids=provider_ids)
+
+
+def provider_lock_target(*, provider_id: int, now: datetime | None = None) -> tuple[int, int]:
+    """(amount, until) the staking contract should hold for the provider's leases: the sum of
+    the locks of the leases still inside their window, until the latest of those windows ends
+    (a running lease's window ends its full duration plus the dispute window after its start).
+    (0, 0) when none."""
+    now = now or timezone.now()
+    window = timedelta(seconds=settings.COLLATERAL_DISPUTE_WINDOW_SECONDS)
+    amount, until = 0, 0
+    for lease in collateral.provider_lease_locks(provider_id=provider_id, now=now):
+        if lease.locked_until is not None:
+            ends = lease.locked_until
+        else:
+            order = Order.objects.only("started_at", "funded_at", "duration_seconds").get(
+                pk=lease.order_id
+            )
+            begins = order.started_at or order.funded_at or now
+            ends = max(begins, now) + timedelta(seconds=order.duration_seconds) + window
+        amount += lease.locked
+        until = max(until, int(ends.timestamp()))
+    return amount, until
+
+
+def provider_lock_send(*, provider_id: int) -> ChainTransaction | None:
+    """Mirrors the provider's lease locks on chain (ProviderStaking.lock, which replaces the
+    previous lock): until `until`, requestUnstake reverts StakeLocked below `amount`. Sent only
+    when the target differs from the last lock sent; the key names the target and how many
+    locks came before, so a retry or a concurrent run sends it once, and going back to an
+    earlier target later is a new transaction."""
+    if not settings.COLLATERAL_ENFORCED:
+        return None
+    amount, until = provider_lock_target(provider_id=provider_id)
+    sent = ChainTransaction.objects.filter(provider_id=provider_id, purpose="stake_lock").exclude(
+        status=ChainTransaction.Status.FAILED
+    )
+    last = sent.order_by("-pk").first()
+    if last is not None and last.idempotency_key.startswith(
+        f"lock:{provider_id}:{amount}:{until}:"
+    ):
+        return chain.confirm(last) if last.status != ChainTransaction.Status.CONFIRMED else last
+    if last is None and amount == 0:
+        return None  # nothing was ever locked: nothing to release
+    provider = Provider.objects.get(pk=provider_id)
+    staking = chain.contract("staking")
+    tx = chain.send_call(
+        staking.functions.lock(Web3.to_checksum_address(provider.wallet_address), amount, until),
+        idempotency_key=f"lock:{provider_id}:{amount}:{until}:{sent.count()}",
+        purpose="stake_lock",
+        provider_id=provider_id,
+    )
+    return chain.confirm(tx)
+
+
+def providers_with_lease_changes(*, order_ids: Iterable[int]) -> list[int]:
+    return sorted(
+        set(Order.objects.filter(pk__in=list(order_ids)).values_list("provider_id", flat=True))
+    )

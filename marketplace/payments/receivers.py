@@ -14,6 +14,19 @@ def on_order_ended(sender, order_id: int, **kwargs) -> None:
     from workers.chain_tasks import lease_settle
 
     transaction.on_commit(lambda: lease_settle.delay(order_id))
+    transaction.on_commit(lambda: lease_locks_update(order_ids=[order_id]))
+
+
+def lease_locks_update(*, order_ids: list[int]) -> None:
+    """A lease was funded, started or ended: its provider's lock on chain follows."""
+    from marketplace.payments.collateral_services import providers_with_lease_changes
+    from workers.collateral_tasks import provider_collateral_lock
+
+    try:
+        for provider_id in providers_with_lease_changes(order_ids=order_ids):
+            provider_collateral_lock.delay(provider_id)
+    except Exception:  # noqa: BLE001 - the off-chain requirement holds meanwhile
+        logger.exception("orders %s: stake lock not enqueued", order_ids)
 
 
 def on_verification_failed(sender, verdict_id: int | None = None, **kwargs) -> None:

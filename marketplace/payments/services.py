@@ -21,7 +21,7 @@ from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import collateral, genesis, rewards
+from marketplace.payments import collateral, genesis, receivers, rewards
 from marketplace.payments.collateral_services import providers_sync_searchable
 from marketplace.payments.models import (
     ChainEvent,
@@ -712,6 +712,8 @@ _HANDLERS = {
     "Slashed": _payout,
     "Rewarded": _payout,
 }
+# Events after which the provider's stake lock on chain follows its leases.
+_LOCK_EVENTS = ("LeaseFunded", "LeaseStarted")
 # The stake itself is replayed once per wallet and batch (chain_events_finalize).
 _STAKE_EVENTS = ("Staked", "UnstakeRequested", "Withdrawn", "Slashed")
 
@@ -764,6 +766,9 @@ def chain_events_finalize(*, event_ids: list[int]) -> int:
         # replaying once after the batch gives what replaying after each event would have left.
         for cid in {cid for cid, _ in wallets}:
             stakes_recompute(cid=cid, addresses=[a for c, a in wallets if c == cid])
+        leases_moved = [e.order_id for e in events if e.name in _LOCK_EVENTS and e.order_id]
+        if leases_moved:
+            transaction.on_commit(lambda: receivers.lease_locks_update(order_ids=leases_moved))
         _transactions_confirm_by_events(events)
     return len(events)
 

@@ -17,10 +17,28 @@ class ProviderAdmin(MarketplaceAdmin):
     search_fields = ["name", "owner__username", "wallet_address"]
     # Payouts, stakes and slashes on chain are tied to the wallet; the owner is who answers for
     # the machines. Neither changes by hand.
-    readonly_fields = ["owner", "wallet_address", "created_at", "updated_at"]
+    readonly_fields = ["owner", "wallet_address", "collateral_column", "created_at", "updated_at"]
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="collateral")
+    def collateral_column(self, obj):
+        return _collateral_summary(obj.pk)
+
+
+def _collateral_summary(provider_id: int) -> str:
+    """Stake, locks, requirement and shortfall, as GET /providers/{id}/staking reports them."""
+    # Imported here: payments sits above providers; an upward read, never a write.
+    from marketplace.payments.collateral import provider_collateral
+
+    state = provider_collateral(provider_id=provider_id)
+    verdict = "covered" if state.covered else f"short by {display.money(state.shortfall)}"
+    return (
+        f"staked {display.money(state.staked)}; locked by leases {display.money(state.locked)}; "
+        f"free {display.money(state.free)}; required {display.money(state.required)} "
+        f"(x{state.multiplier}, {state.rejected_machines} rejected recently): {verdict}"
+    )
 
 
 class ReasonForm(forms.Form):
@@ -116,6 +134,7 @@ class MachineAdmin(MarketplaceAdmin):
             "reputation_column",
             "active_leases_column",
             "stake_column",
+            "collateral_column",
             "state_reason_history",
         ]
 
@@ -158,6 +177,10 @@ class MachineAdmin(MarketplaceAdmin):
     @admin.display(description="provider stake (USD)", ordering="stake_units")
     def stake_column(self, obj):
         return display.money(obj.stake_units) if obj.stake_units is not None else "no stake"
+
+    @admin.display(description="provider collateral")
+    def collateral_column(self, obj):
+        return _collateral_summary(obj.provider_id)
 
     @admin.display(description="reason history")
     def state_reason_history(self, obj):

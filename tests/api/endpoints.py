@@ -236,6 +236,10 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ("GET", "/api/v1/providers/{id}/chain"): lambda f: Call(
         "GET", f"/api/v1/providers/{f('bob_provider').pk}/chain"
     ),
+    ("GET", "/api/v1/providers/{id}/staking"): lambda f: (
+        f("deployed"),
+        Call("GET", f"/api/v1/providers/{f('bob_provider').pk}/staking"),
+    )[1],
     # workloads: alice's on a lease of bob's agent's machine; the agent's side of them
     ("GET", "/api/v1/orders/{id}/workloads"): lambda f: Call(
         "GET", f"/api/v1/orders/{_workload(f).order_id}/workloads"

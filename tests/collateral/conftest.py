@@ -8,7 +8,9 @@ import pytest
 from contracts.indexer import index
 from marketplace.payments.services import demo_renter_fund
 from marketplace.providers.models import Machine
+from tests.admin.conftest import operator, operator_client  # noqa: F401
 from tests.factories import MachineFactory
+from tests.integration.conftest import live_chain, node  # noqa: F401
 from tests.payments.conftest import chain_w3, deployed, rich_alice, tester_w3  # noqa: F401
 from tests.payments.helpers import BOB, BOB_KEY, USDC, sign_and_send
 

@@ -226,3 +226,64 @@ def test_only_the_owner_reads_the_staking_endpoint_and_amounts_are_checked(
         response = bob_client.get(url, {"amount": bad})
         assert response.status_code == 400, bad
         assert response.json()["error"]["code"] == "payments_bad_amount"
+
+
+def test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts(
+    chain_w3,
+    deployed,
+    rich_alice,
+    bob_client,
+    bob_machine,
+    alice,
+    eager,
+    django_capture_on_commit_callbacks,
+):
+    from eth_utils import keccak
+
+    from marketplace.payments.collateral_services import provider_lock_send
+    from tests.payments.helpers import BOB, BOB_KEY, sign_and_send
+
+    provider = bob_machine.provider_id
+    bob_stakes(
+        chain_w3,
+        bob_client.get(
+            f"/api/v1/providers/{provider}/staking",
+            {"amount": str(ONE_GPU + ONE_HOUR_LEASE_LOCK)},
+        ).json(),
+    )
+    listing_id = bob_client.post(
+        "/api/v1/listings", publish_body(bob_machine.pk), format="json"
+    ).json()["id"]
+    renter = client_for(alice)
+    order_id = renter.post(
+        "/api/v1/orders",
+        _order_body(listing_id),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="collateral-order-1",
+    ).json()["id"]
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, renter.get(f"/api/v1/orders/{order_id}/funding").json()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        index()  # the deposit: the lease's lock goes on chain after commit
+    staking = deployed["staking"]
+    locked, until = staking.functions.lockOf(BOB).call()
+    assert locked == ONE_HOUR_LEASE_LOCK and until > 0
+    # Sent once: the same target again sends nothing new.
+    first = provider_lock_send(provider_id=provider)
+    assert provider_lock_send(provider_id=provider).pk == first.pk
+
+    # bob tries to pull everything out from under the running lease: the contract refuses.
+    everything = ONE_GPU + ONE_HOUR_LEASE_LOCK
+    stake_locked = keccak(text="StakeLocked(uint256,uint256)")[:4]
+    with pytest.raises(Exception) as refused:  # the in-process node raises its own type
+        sign_and_send(
+            chain_w3, BOB_KEY, staking.address, staking.encode_abi("requestUnstake", [everything])
+        )
+    assert repr(stake_locked)[2:-1] in str(refused.value)  # StakeLocked(locked, until)
+    # What is above the lock (the machine's part) may leave; the machine then leaves search.
+    sign_and_send(
+        chain_w3, BOB_KEY, staking.address, staking.encode_abi("requestUnstake", [ONE_GPU])
+    )
+    index()
+    assert listing_id not in _searchable_ids(renter)

@@ -1,4 +1,4 @@
-"""python -m workers.agent {register,info,run,bench}"""
+"""python -m workers.agent {register,info,run,bench,stake}"""
 
 from __future__ import annotations
 
@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--kernel-size", type=int, default=3)
     p.set_defaults(func=cmd_bench)
+
+    from workers.agent.staking import add_stake_parser
+
+    add_stake_parser(sub)
     return parser
 
 
