@@ -129,6 +129,9 @@ contract ProviderStaking is Governed {
         _lock = UNLOCKED;
         emit TreasuryChanged(address(0), treasury_);
         _setLimits(limits_);
+        // A usage slot that is never zero again makes the first capped call of each period a
+        // 2,900-gas rewrite instead of a 20,000-gas fresh write.
+        _usage.period = uint64(block.timestamp / limits_.periodSeconds);
     }
 
     // ----------------------------------------------------------------- parameters (timelocked)

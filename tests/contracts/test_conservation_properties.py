@@ -1,4 +1,5 @@
-"""Money is conserved whatever the operator, renters and providers do, in any order.
+"""Money is conserved whatever the hot keys, renters and providers do, in any order; the
+staking machine also holds the contract to its lease locks and its per-period caps.
 
 Each state machine keeps a Python model of who should hold what, drives the contracts with
 random sequences of calls (valid and invalid), and after every step checks the model against
@@ -17,7 +18,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from .conftest import FEE_BPS, RECLAIM_DELAY, UNSTAKE_DELAY, USDC, events, lease_id
+from .conftest import FEE_BPS, LIMITS, RECLAIM_DELAY, UNSTAKE_DELAY, USDC, events, lease_id
 
 SETTINGS = settings(
     max_examples=10,
@@ -189,7 +190,14 @@ def test_staking_conserves_money(chain, token, staking, actors):
             self.staked = dict.fromkeys(providers, 0)
             self.pending = dict.fromkeys(providers, 0)
             self.unlock = dict.fromkeys(providers, 0)
+            self.locks = dict.fromkeys(providers, (0, 0))  # (amount, until)
+            self.used: dict[int, list[int]] = {}  # period -> [slashed, rewarded]
             self.stakes = self.slashes = self.withdrawals = self.pool = 0
+
+        def _usage(self) -> list[int]:
+            """The caps' running totals for the period the next transaction falls in."""
+            period = chain.pending_timestamp() // LIMITS.period_seconds
+            return self.used.setdefault(period, [0, 0])
 
         def teardown(self) -> None:
             chain.tester.revert_to_snapshot(self.snapshot)
@@ -205,6 +213,11 @@ def test_staking_conserves_money(chain, token, staking, actors):
             fn = staking.functions.requestUnstake(amount)
             if amount > self.staked[provider]:
                 chain.expect_revert(fn, provider, "InsufficientStake", staking)
+                return
+            locked, until = self.locks[provider]
+            if chain.pending_timestamp() < until and self.staked[provider] - amount < locked:
+                args = chain.expect_revert(fn, provider, "StakeLocked", staking)
+                assert args == (locked, until)
                 return
             receipt = chain.transact(fn, provider)
             self.staked[provider] -= amount
@@ -236,6 +249,11 @@ def test_staking_conserves_money(chain, token, staking, actors):
             if amount > slashable:
                 chain.expect_revert(fn, actors.operator, "SlashExceedsStake", staking)
                 return
+            usage = self._usage()
+            if usage[0] + amount > LIMITS.slash_cap:
+                chain.expect_revert(fn, actors.operator, "SlashCapExceeded", staking)
+                return
+            usage[0] += amount
             receipt = chain.transact(fn, actors.operator)
             assert events(staking, "Slashed", receipt) == [
                 {"provider": provider, "amount": amount, "reportHash": report}
@@ -256,8 +274,23 @@ def test_staking_conserves_money(chain, token, staking, actors):
             if amount > self.pool:
                 chain.expect_revert(fn, actors.operator, "RewardExceedsPool", staking)
                 return
+            usage = self._usage()
+            if usage[1] + amount > LIMITS.reward_cap:
+                chain.expect_revert(fn, actors.operator, "RewardCapExceeded", staking)
+                return
+            usage[1] += amount
             chain.transact(fn, actors.operator)
             self.pool -= amount
+
+        @rule(
+            provider=st.sampled_from(providers),
+            amount=st.integers(0, 2_000 * USDC),
+            ahead=st.integers(0, 2 * UNSTAKE_DELAY),
+        )
+        def lock(self, provider, amount, ahead):
+            until = chain.pending_timestamp() + ahead
+            chain.transact(staking.functions.lock(provider, amount, until), actors.operator)
+            self.locks[provider] = (amount, until)
 
         @rule(seconds=st.integers(1, 2 * UNSTAKE_DELAY))
         def wait(self, seconds):
@@ -274,5 +307,6 @@ def test_staking_conserves_money(chain, token, staking, actors):
                     self.staked[p],
                     self.pending[p],
                 )
+                assert tuple(staking.functions.lockOf(p).call()) == self.locks[p]
 
     run_state_machine_as_test(StakingMachine, settings=SETTINGS)
