@@ -318,9 +318,15 @@ BENCHMARK_LEASE_INTERVAL_SECONDS = _positive_int("BENCHMARK_LEASE_INTERVAL_SECON
 LEASE_CHECK_DEADLINE_SECONDS = _positive_int("LEASE_CHECK_DEADLINE_SECONDS", 180)
 # Rows (planes) sampled per challenge: skipping 10% of the rows is caught with p >= 1 - 0.9**32.
 BENCHMARK_SAMPLE_COUNT = _positive_int("BENCHMARK_SAMPLE_COUNT", 32)
+# Units a chain-sketch job's verification recomputes (drawn after the payload arrives): skipping
+# 10% is caught with p >= 0.99, 50% with 1 - 2**-44 (docs/design/verification-chain-sketch.md).
+BENCHMARK_SKETCH_SAMPLE_COUNT = _positive_int("BENCHMARK_SKETCH_SAMPLE_COUNT", 48)
 # Every job's floor and ceiling (marketplace/benchmarks/suites.py, DEVICE_CLASSES): the plumbing
-# the current protocol puts inside the server-timed span (dispatch, inputs, hashing, HTTP), and
-# the margin above a data-sheet peak (boost clocks, clock skew) before a figure is impossible.
+# each protocol puts inside the server-timed span besides the kernel, and the margin above a
+# data-sheet peak (boost clocks, clock skew) before a figure is impossible. A chain-sketch job's
+# span holds dispatch, on-device input generation and a <= 175 KB upload (about a second on a
+# slow uplink); a Merkle job's also hashes every output cell (per MB of output).
+BENCHMARK_CHAIN_FLOOR_BASE_SECONDS = env.float("BENCHMARK_CHAIN_FLOOR_BASE_SECONDS", default=1.0)
 BENCHMARK_FLOOR_BASE_SECONDS = env.float("BENCHMARK_FLOOR_BASE_SECONDS", default=10.0)
 BENCHMARK_FLOOR_SECONDS_PER_MB = env.float("BENCHMARK_FLOOR_SECONDS_PER_MB", default=0.01)
 BENCHMARK_CEILING_FACTOR = env.float("BENCHMARK_CEILING_FACTOR", default=1.5)

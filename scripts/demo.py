@@ -860,9 +860,10 @@ def _find_token(data) -> str:
 
 
 def cheat_agent(config_file: str) -> int:
-    """mallory's agent: the real CLI loop with one JobRunner step overridden. Honest until the
-    flag file appears (after onboarding, partway through her lease), then it commits to a
-    result with one entry changed, i.e. the answer of a machine that skipped work."""
+    """mallory's agent: the real CLI loop with its compute steps overridden. Honest until the
+    flag file appears (after onboarding, partway through her lease), then it skips work: a
+    chain job's sketch has every third unit left uncomputed (zeros), an int8 job's result has
+    every seventh entry wrong."""
     import threading
 
     from workers.agent.cli import _Heartbeat, run_loop
@@ -877,6 +878,13 @@ def cheat_agent(config_file: str) -> int:
                 output = output.copy()
                 output.flat[::7] += 1  # a wrong answer in every seventh entry
             return output
+
+        def sketch(self, spec, seed):
+            y = super().sketch(spec, seed)
+            if CHEAT_FLAG.exists():
+                y = y.copy()
+                y[::3] = 0  # a third of the units never computed
+            return y
 
     config = config_load(Path(config_file))
     api = AgentApi(RequestsTransport(config["url"], config["credential"]))

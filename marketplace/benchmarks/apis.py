@@ -18,6 +18,7 @@ from marketplace.benchmarks.serializers import (
     CommitmentInputSerializer,
     JobStatusOutputSerializer,
     MachineBenchmarksOutputSerializer,
+    SketchInputSerializer,
     WaitQuerySerializer,
 )
 from marketplace.core.exceptions import error_body
@@ -135,6 +136,19 @@ class AgentJobCommitmentApi(AgentApiMixin, APIView):
             job_id=job_id,
             machine_id=request.user.machine_id,
             payload=_read_body(request, services.MAX_COMMITMENT_BYTES),
+            received_at=received_at,
+        )
+        return _outcome_response(job, status.HTTP_202_ACCEPTED)
+
+
+class AgentJobSketchApi(AgentApiMixin, APIView):
+    @extend_schema(request=SketchInputSerializer, responses={202: JobStatusOutputSerializer})
+    def post(self, request, job_id: int):
+        received_at = timezone.now()
+        job = services.benchmark_submit_sketch(
+            job_id=job_id,
+            machine_id=request.user.machine_id,
+            payload=_read_body(request, services.MAX_SKETCH_BODY_BYTES),
             received_at=received_at,
         )
         return _outcome_response(job, status.HTTP_202_ACCEPTED)

@@ -35,6 +35,29 @@ class CommitmentInputSerializer(serializers.Serializer):
     )
 
 
+class SketchPayloadSerializer(serializers.Serializer):
+    protocol = serializers.CharField(help_text='"chain-sketch/v1"')
+    job = serializers.CharField(help_text="32 hex characters naming the job (spec and seed)")
+    shape = serializers.ListField(
+        child=serializers.IntegerField(), help_text="[units, values per unit]"
+    )
+    y = serializers.CharField(
+        help_text="The sketch Y = X_L . V: little-endian float32 values, base64 (<= 160 KiB "
+        "before encoding)"
+    )
+
+
+class SketchInputSerializer(serializers.Serializer):
+    """Documentation only: the view reads the raw body (at most 220 KB) and the service parses
+    it strictly (no NaN, depth-bounded) and holds it to the job's own sizes."""
+
+    sketch = SketchPayloadSerializer()
+    agent_seconds = serializers.FloatField(help_text="The agent's own timing, seconds")
+    device = serializers.CharField(
+        max_length=128, help_text="UUID or PCI bus id of the device that ran the job"
+    )
+
+
 class AnswerInputSerializer(serializers.Serializer):
     """Documentation only: the raw body goes, size-capped, to the protocol's own parser."""
 

@@ -10,16 +10,17 @@ Every job has a floor and a ceiling (TFLOP/s, server-timed) from DEVICE_CLASSES,
 vendor data-sheet peaks (dense, no sparsity, per device) for each class of device:
 
     ceiling = ceiling_peak x BENCHMARK_CEILING_FACTOR
-    floor   = flops / (flops / (floor_peak x FLOOR_EFFICIENCY[kind]) + overhead)
-    overhead = BENCHMARK_FLOOR_BASE_SECONDS + output MB x BENCHMARK_FLOOR_SECONDS_PER_MB
+    floor   = flops / (flops / (floor_peak x FLOOR_EFFICIENCY[family, protocol]) + overhead)
+    overhead = base(protocol) + transferred MB x BENCHMARK_FLOOR_SECONDS_PER_MB
 
 The ceiling is what the claimed silicon cannot beat: the server-timed span covers at least the
 kernel, so a figure above peak (times a margin for boost clocks and clock skew) means more or
 faster silicon answered than was claimed. The floor is the slowest an honest device of the class
-can be: its kernel at the low end of the efficiency band, plus the plumbing the current protocol
-puts inside the span (dispatch, input generation, hashing every output cell, HTTP). The overhead
-term keeps the floor honest for small jobs, where plumbing dominates; on the GPU suites' large
-jobs the floor still sits one to two orders of magnitude above any CPU. A known model has
+can be: its kernel at the low end of the efficiency band, plus the plumbing its protocol puts
+inside the span: for a chain-sketch job (every floating-point precision) dispatch, input
+generation and a sketch of at most 175 KB (BENCHMARK_CHAIN_FLOOR_BASE_SECONDS); for a Merkle job
+(int8) also hashing every output cell. On the GPU suites' large jobs the floor sits one to two
+orders of magnitude above any CPU. A known model has
 floor_peak = ceiling_peak = its data-sheet figure; a class default (an unknown model) takes the
 slowest plausible member for the floor and the fastest for the ceiling.
 """
@@ -32,8 +33,44 @@ from typing import Any
 
 from django.conf import settings
 
-from workers.kernels import Conv2dSpec, MatmulSpec, Spec, spec_from_dict, supported_precisions
+from workers.kernels import (
+    CHAIN_PRECISIONS,
+    Conv2dSpec,
+    ConvChainSpec,
+    JobSpec,
+    MatmulChainSpec,
+    MatmulSpec,
+    job_spec_from_dict,
+    supported_precisions,
+)
 
+# Floating-point precisions are chain-sketch jobs (workers/kernels/chain.py): L layers of the
+# kernel, answered by an O(units) sketch, so the server-timed span is the kernel's. int8 stays an
+# exact-integer Merkle job (workers/kernels/specs.py) until an integer chain exists.
+#
+# CPU sizes: each job about 0.2-0.5 s of kernel on a 2-core box (fp16 on a CPU runs at a tenth of
+# fp32, hence fewer layers), enough for the kernel to dominate dispatch, input generation and HTTP.
+CPU_MATMUL_CHAIN = {"n": 512, "rows": 1024}
+CPU_MATMUL_LAYERS = {"fp32": 32, "tf32": 32, "bf16": 8, "fp16": 2}
+# Conv: the verifier recomputes each sampled pixel's cone (sum over j < L of (2j+1)^2 pixels), a
+# share 48 * cone / (L * units) of the job: 2.9% at L = 2 and 8,192 pixels; 256 channels make it
+# 19 GFLOP in fp32 (~0.6 s), 64 in half precision (a CPU runs those at a tenth of fp32 or less).
+CPU_CONV_CHAIN = {"batch": 8, "height": 32, "width": 32, "kernel_size": 3, "layers": 2}
+CPU_CONV_CHANNELS = {"fp32": 256, "tf32": 256, "bf16": 64, "fp16": 64}
+# A device claim in small-suite mode (demo, tests) gets this probe instead of its GPU sizes: 51
+# GFLOP, about a second on a small CPU, large enough that the claimed device's floor (with the
+# floor's plumbing allowance) sits above what a CPU does; conv keeps the CPU size.
+# Half precisions run at a tenth of fp32 or less on a CPU, so their probes are shorter; the fp32
+# probe is the one that separates a CPU from a device claim.
+PROBE_MATMUL_CHAIN = {"n": 1024, "rows": 1024}
+PROBE_MATMUL_LAYERS = {"fp32": 24, "tf32": 24, "bf16": 8, "fp16": 2}
+# Device sizes: rows = 4n, so that the server's k sampled rows are under 0.5% of a recompute;
+# half precisions run ~15x faster than fp32 on tensor cores, hence 4x the layers.
+GPU_MATMUL_CHAIN = {"n": 8192, "rows": 32768}
+GPU_MATMUL_LAYERS = {"fp32": 16, "tf32": 32, "bf16": 64, "fp16": 64}
+GPU_CONV_CHAIN = {"batch": 8, "channels": 1024, "height": 64, "width": 64, "kernel_size": 3}
+GPU_CONV_LAYERS = 3
+# int8 (exact integers, Merkle protocol).
 CPU_MATMUL = {"n": 512}
 CPU_CONV = {
     "batch": 2,
@@ -45,30 +82,30 @@ CPU_CONV = {
     "stride": 1,
     "padding": 1,
 }
-# fp32/tf32 at n = 8192 (1.1 TFLOP) is the device probe; half precisions and int8 at 4096.
-GPU_MATMUL = {"fp32": {"n": 8192}, "tf32": {"n": 8192}}
-GPU_MATMUL_DEFAULT = {"n": 4096}
-GPU_CONV = {
+GPU_MATMUL_INT8 = {"n": 4096}
+GPU_CONV_INT8 = {
     "batch": 8,
-    "in_channels": 256,
+    "in_channels": 512,
     "out_channels": 256,
     "height": 64,
     "width": 64,
-    "kernel_size": 3,
+    "kernel_size": 1,
     "stride": 1,
-    "padding": 1,
+    "padding": 0,
 }
-# Half-precision convolutions are run as channel chunks whose outputs stay exact; a 1x1 kernel
-# keeps the chunk wide (64 channels in bf16) so the job is not thousands of tiny launches.
-GPU_CONV_HALF = {**GPU_CONV, "in_channels": 512, "kernel_size": 1, "padding": 0}
 
 PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16", "int8")
 # fp16 runs at the bf16 rate on every device in the table.
 _PEAK_KEY = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16", "fp16": "bf16", "int8": "int8"}
-# Low end of the kernel's efficiency band (achieved / peak) for an honest, stock agent. Matmul
-# reaches 50-80% of peak in cuBLAS/MKL; the exact-integer conv2d path (im2col, channel chunks)
-# reaches far less, so its band starts lower.
-FLOOR_EFFICIENCY = {"matmul": 0.25, "conv2d": 0.05}
+# Low end of the kernel's efficiency band (achieved / peak) for an honest, stock agent, by kernel
+# family and protocol. Matmul reaches 50-80% of peak in cuBLAS/MKL; a 'same' 3x3 convolution in
+# cuDNN 20-50%; the exact-integer conv2d path (im2col, channel chunks) far less.
+FLOOR_EFFICIENCY = {
+    ("matmul", "chain-sketch"): 0.25,
+    ("conv2d", "chain-sketch"): 0.1,
+    ("matmul", "merkle"): 0.25,
+    ("conv2d", "merkle"): 0.05,
+}
 
 
 @dataclass(frozen=True)
@@ -273,21 +310,23 @@ def device_class_for(*, accelerator_kind: str, model: str) -> DeviceClass | None
     return default
 
 
-def _overhead_seconds(spec: Spec) -> float:
-    cells = 1
-    for size in spec.output_shape:
-        cells *= size
-    megabytes = cells * 8 / 1e6  # the agent hashes each output cell as an 8-byte integer
-    return (
-        settings.BENCHMARK_FLOOR_BASE_SECONDS + megabytes * settings.BENCHMARK_FLOOR_SECONDS_PER_MB
+def _overhead_seconds(spec: JobSpec) -> float:
+    # What the protocol puts inside the span besides the kernel: the chain sends a sketch of at
+    # most 175 KB; the Merkle job hashes every output cell as an 8-byte integer.
+    megabytes = spec.transfer_bytes / 1e6
+    base = (
+        settings.BENCHMARK_CHAIN_FLOOR_BASE_SECONDS
+        if spec.protocol == "chain-sketch"
+        else settings.BENCHMARK_FLOOR_BASE_SECONDS
     )
+    return base + megabytes * settings.BENCHMARK_FLOOR_SECONDS_PER_MB
 
 
 def job_bounds(
-    *, accelerator_kind: str, model: str, vcpu_count: int, spec: dict[str, Any] | Spec
+    *, accelerator_kind: str, model: str, vcpu_count: int, spec: dict[str, Any] | JobSpec
 ) -> tuple[float, float]:
     """(floor, ceiling) in TFLOP/s for one job on one claimed device; every job has both."""
-    parsed = spec if not isinstance(spec, dict) else spec_from_dict(spec)
+    parsed = spec if not isinstance(spec, dict) else job_spec_from_dict(spec)
     device_class = device_class_for(accelerator_kind=accelerator_kind, model=model)
     key = _PEAK_KEY.get(parsed.precision, parsed.precision)
     if device_class is None:
@@ -303,22 +342,24 @@ def job_bounds(
             "fp32", ceiling=False
         )
     flops = parsed.flops
-    kernel_seconds = flops / (floor_peak * 1e12 * FLOOR_EFFICIENCY[parsed.kind])
+    efficiency = FLOOR_EFFICIENCY[(parsed.family, parsed.protocol)]
+    kernel_seconds = flops / (floor_peak * 1e12 * efficiency)
     floor = flops / (kernel_seconds + _overhead_seconds(parsed)) / 1e12
     return floor, ceiling_peak * settings.BENCHMARK_CEILING_FACTOR
 
 
 def _cpu_precisions(backends: list[str], kind: str) -> set[str]:
-    precisions = set(supported_precisions("numpy", kind))  # every agent has NumPy
+    precisions = {"fp32"} | set(supported_precisions("numpy", kind))  # every agent has NumPy
     if set(backends or []) & {"torch", "torch-cuda"}:
-        precisions.update(supported_precisions("torch-cpu", kind))
+        precisions.update({"bf16", "fp16"} | set(supported_precisions("torch-cpu", kind)))
     precisions.discard("tf32")  # on a CPU tf32 is fp32 under another name
     return precisions
 
 
 def _kernel_precisions(kind: str) -> set[str]:
-    """What the kernels package can check exactly for this kernel on some backend."""
-    names = set()
+    """What the platform can verify for this kernel: every chain precision, and the integer
+    precisions the exact Merkle kernels check on some backend."""
+    names = set(CHAIN_PRECISIONS)
     for backend in ("numpy", "torch-cpu", "torch-cuda", "cupy"):
         names.update(supported_precisions(backend, kind))
     return names
@@ -333,6 +374,32 @@ def suite_precisions(
     return set(device_class.precisions) & _kernel_precisions(kind)
 
 
+def _matmul_spec(precision: str, *, cpu: bool, small: bool) -> JobSpec:
+    if precision not in CHAIN_PRECISIONS:
+        return MatmulSpec(precision=precision, **(CPU_MATMUL if cpu or small else GPU_MATMUL_INT8))
+    if cpu:
+        return MatmulChainSpec(
+            precision=precision, layers=CPU_MATMUL_LAYERS[precision], **CPU_MATMUL_CHAIN
+        )
+    if small:
+        return MatmulChainSpec(
+            precision=precision, layers=PROBE_MATMUL_LAYERS[precision], **PROBE_MATMUL_CHAIN
+        )
+    return MatmulChainSpec(
+        precision=precision, layers=GPU_MATMUL_LAYERS[precision], **GPU_MATMUL_CHAIN
+    )
+
+
+def _conv_spec(precision: str, *, cpu: bool, small: bool) -> JobSpec:
+    if precision not in CHAIN_PRECISIONS:
+        return Conv2dSpec(precision=precision, **(CPU_CONV if cpu or small else GPU_CONV_INT8))
+    if cpu or small:
+        return ConvChainSpec(
+            precision=precision, channels=CPU_CONV_CHANNELS[precision], **CPU_CONV_CHAIN
+        )
+    return ConvChainSpec(precision=precision, layers=GPU_CONV_LAYERS, **GPU_CONV_CHAIN)
+
+
 def suite_specs(
     *,
     accelerator_kind: str,
@@ -342,21 +409,11 @@ def suite_specs(
 ) -> list[dict[str, Any]]:
     """One device's onboarding suite: matmul and conv2d at every precision of the claim."""
     small = settings.BENCHMARK_SMALL_SUITES if small is None else small
-    large = accelerator_kind != "cpu" and not small
-    specs: list[Spec] = []
-    for precision in PRECISION_ORDER:
-        if precision in suite_precisions(
-            accelerator_kind=accelerator_kind, model=model, backends=backends, kind="matmul"
-        ):
-            size = GPU_MATMUL.get(precision, GPU_MATMUL_DEFAULT) if large else CPU_MATMUL
-            specs.append(MatmulSpec(precision=precision, **size))
-    for precision in PRECISION_ORDER:
-        if precision in suite_precisions(
-            accelerator_kind=accelerator_kind, model=model, backends=backends, kind="conv2d"
-        ):
-            if large:
-                size = GPU_CONV if precision in ("fp32", "tf32") else GPU_CONV_HALF
-            else:
-                size = CPU_CONV
-            specs.append(Conv2dSpec(precision=precision, **size))
+    cpu = accelerator_kind == "cpu"
+    specs: list[JobSpec] = []
+    for kind, make in (("matmul", _matmul_spec), ("conv2d", _conv_spec)):
+        precisions = suite_precisions(
+            accelerator_kind=accelerator_kind, model=model, backends=backends, kind=kind
+        )
+        specs += [make(p, cpu=cpu, small=small) for p in PRECISION_ORDER if p in precisions]
     return [spec.to_dict() for spec in specs]

@@ -11,6 +11,9 @@ urlpatterns = [
         name="agent-job-commitment",
     ),
     path(
+        "agent/jobs/<int:job_id>/sketch", apis.AgentJobSketchApi.as_view(), name="agent-job-sketch"
+    ),
+    path(
         "agent/jobs/<int:job_id>/challenge",
         apis.AgentJobChallengeApi.as_view(),
         name="agent-job-challenge",

@@ -191,9 +191,19 @@ OPERATIONS: dict[str, tuple[str, str]] = {
         "One of this machine's jobs, as the agent sees it.",
     ),
     "v1_agent_jobs_commitment_create": (
-        "Commit to a job's result (agent)",
-        "The Merkle root of the result; the span from dispatch to this commitment is the "
-        "measured time. Next: GET …/challenge.",
+        "Commit to a job's result (agent, int8 Merkle jobs)",
+        "For a job whose spec kind is `matmul` or `conv2d` (exact integers): the Merkle root of "
+        "the result; the span from dispatch to this commitment is the measured time. Next: GET "
+        "…/challenge.",
+    ),
+    "v1_agent_jobs_sketch_create": (
+        "Answer a chain job with its sketch (agent)",
+        "For a job whose spec kind is `matmul_chain` or `conv2d_chain` (every floating-point "
+        "precision): the sketch Y = X_L·V of the L-layer chain, little-endian float32 in "
+        "base64, with the agent's own time (seconds) and the device's UUID. One message: the "
+        "span from dispatch to its arrival is the measured time, and the server then recomputes "
+        "units it draws itself. 202 with the job's state; the verdict follows (GET "
+        "…/jobs/{job_id}).",
     ),
     "v1_agent_jobs_challenge_retrieve": (
         "Get a job's challenge (agent)",

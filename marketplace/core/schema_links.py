@@ -104,7 +104,23 @@ LINKS: dict[str, list[tuple[str, str, dict, object, str]]] = {
             "v1_agent_jobs_commitment_create",
             {"job_id": "$response.body#/id"},
             None,
-            "Commit to the result.",
+            "Commit to the result (int8 Merkle jobs).",
+        ),
+        (
+            "Sketch",
+            "v1_agent_jobs_sketch_create",
+            {"job_id": "$response.body#/id"},
+            None,
+            "Send the chain job's sketch (floating-point jobs).",
+        ),
+    ],
+    "v1_agent_jobs_sketch_create": [
+        (
+            "GetJob",
+            "v1_agent_jobs_retrieve",
+            {"job_id": "$request.path.job_id"},
+            None,
+            "The job's verdict once verified.",
         ),
     ],
     "v1_agent_jobs_commitment_create": [

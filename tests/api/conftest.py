@@ -11,7 +11,7 @@ from marketplace.orders.services import (
     order_mark_starting,
 )
 from marketplace.providers.models import Machine
-from tests.api.helpers import COMMITMENT, JOB_SPEC
+from tests.api.helpers import CHAIN_JOB_SPEC, COMMITMENT, JOB_SPEC
 from tests.factories import WALLETS, MachineFactory, ProviderFactory
 
 # The in-process chain of the payments tests (eth-tester): the funding endpoint reads the
@@ -62,7 +62,7 @@ def alice_active_order(alice_order):
     return order_activate(order_id=alice_order.pk)
 
 
-def _job_in_state(machine, state: str):
+def _job_in_state(machine, state: str, spec=None):
     """A periodic benchmark job on `machine`, driven through the real services up to `state`
     (queued, dispatched or challenged). The machine is made verified so that no onboarding
     suite is queued ahead of it."""
@@ -74,7 +74,7 @@ def _job_in_state(machine, state: str):
     )
 
     Machine.objects.filter(pk=machine.pk).update(state=Machine.State.VERIFIED)
-    job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=JOB_SPEC)
+    job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=spec or JOB_SPEC)
     if state == "queued":
         return job
     assert benchmark_dispatch_next(machine_id=machine.pk).pk == job.pk
@@ -96,6 +96,12 @@ def bob_queued_job(bob_agent):
 def bob_dispatched_job(bob_agent):
     """A job dispatched to the machine whose credential the `agent` role holds."""
     return _job_in_state(bob_agent[0], "dispatched")
+
+
+@pytest.fixture
+def bob_dispatched_chain_job(bob_agent):
+    """A chain-sketch job dispatched to the `agent` role's machine."""
+    return _job_in_state(bob_agent[0], "dispatched", spec=CHAIN_JOB_SPEC)
 
 
 @pytest.fixture

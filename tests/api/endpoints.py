@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rest_framework.test import APIClient
 
-from tests.api.helpers import COMMITMENT, publish_body
+from tests.api.helpers import COMMITMENT, SKETCH, publish_body
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,9 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ),
     ("POST", "/api/v1/agent/jobs/{id}/commitment"): lambda f: Call(
         "POST", f"/api/v1/agent/jobs/{f('bob_dispatched_job').pk}/commitment", COMMITMENT
+    ),
+    ("POST", "/api/v1/agent/jobs/{id}/sketch"): lambda f: Call(
+        "POST", f"/api/v1/agent/jobs/{f('bob_dispatched_chain_job').pk}/sketch", SKETCH
     ),
     ("GET", "/api/v1/agent/jobs/{id}/challenge"): lambda f: Call(
         "GET", f"/api/v1/agent/jobs/{f('bob_challenged_job').pk}/challenge"

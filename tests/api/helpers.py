@@ -65,6 +65,14 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 # A small benchmark job and a well-formed commitment for it.
 JOB_SPEC = {"kind": "matmul", "n": 8, "precision": "fp32"}
 COMMITMENT = {"root": "a" * 64, "agent_seconds": 0.5, "device": "GPU-test-0"}
+# A small chain-sketch job and a well-formed message for it (the values are judged later, by
+# the verification task, not by the endpoint).
+CHAIN_JOB_SPEC = {"kind": "matmul_chain", "n": 64, "layers": 1, "rows": 8, "precision": "fp32"}
+SKETCH = {
+    "sketch": {"protocol": "chain-sketch/v1", "job": "0" * 32, "shape": [8, 4], "y": ""},
+    "agent_seconds": 0.5,
+    "device": "GPU-test-0",
+}
 
 
 def publish_body(machine_id: int, /, **overrides) -> dict:

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from marketplace.benchmarks.models import BenchmarkJob
 from marketplace.providers.models import Machine
 from tests.api.endpoints import ENDPOINTS, Call, send
-from tests.api.helpers import COMMITMENT, assert_error, nothing_written
+from tests.api.helpers import COMMITMENT, SKETCH, assert_error, nothing_written
 from tests.conftest import client_for
 
 pytestmark = pytest.mark.django_db
@@ -89,6 +89,7 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/agent/jobs/next"): (401, 401, 401, 401, 401, 200, 401),
     ("GET", "/api/v1/agent/jobs/{id}"): (401, 401, 401, 401, 401, 200, 401),
     ("POST", "/api/v1/agent/jobs/{id}/commitment"): (401, 401, 401, 401, 401, 202, 401),
+    ("POST", "/api/v1/agent/jobs/{id}/sketch"): (401, 401, 401, 401, 401, 202, 401),
     ("GET", "/api/v1/agent/jobs/{id}/challenge"): (401, 401, 401, 401, 401, 200, 401),
     ("POST", "/api/v1/agent/jobs/{id}/answer"): (401, 401, 401, 401, 401, 202, 401),
     ("GET", "/api/v1/machines/{id}/benchmarks"): (401, 404, 404, 200, 404, 401, 200),
@@ -215,6 +216,7 @@ def test_owner_lists_orders_on_own_machines_and_renter_lists_own(bob, alice, ali
 _AGENT_JOB_CALLS = {
     "detail": ("GET", "", None, "dispatched"),
     "commitment": ("POST", "/commitment", COMMITMENT, "dispatched"),
+    "sketch": ("POST", "/sketch", SKETCH, "dispatched"),
     "challenge": ("GET", "/challenge", None, "challenged"),
     "answer": ("POST", "/answer", {"y": []}, "challenged"),
 }

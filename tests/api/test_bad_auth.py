@@ -30,6 +30,7 @@ AGENT_ENDPOINTS = [
     ("GET", "/api/v1/agent/jobs/next"),
     ("GET", "/api/v1/agent/jobs/{id}"),
     ("POST", "/api/v1/agent/jobs/{id}/commitment"),
+    ("POST", "/api/v1/agent/jobs/{id}/sketch"),
     ("GET", "/api/v1/agent/jobs/{id}/challenge"),
     ("POST", "/api/v1/agent/jobs/{id}/answer"),
 ]

@@ -17,9 +17,12 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def small_suites(settings):
-    """CPU-sized jobs whatever the claim (a 2-core box takes minutes per n = 8192 matmul); the
-    floors stay on for what is claimed."""
+    """CPU-sized jobs whatever the claim (a 2-core box takes minutes per n = 8192 matmul). The
+    floors stay on for what is claimed, with an hour's plumbing allowance for chain jobs: the
+    device-binding tests are about identities, not speed, so this CPU may stand in for the
+    claimed card. The floor tests below set the allowance to nothing."""
     settings.BENCHMARK_SMALL_SUITES = True
+    settings.BENCHMARK_CHAIN_FLOOR_BASE_SECONDS = 3600
 
 
 def h100s(count, backends=("numpy",)):
@@ -104,6 +107,7 @@ def test_a_cpu_claiming_an_h100_is_rejected_below_the_floor(
     # would set): an H100's fp32 floor is then 25% of 67 TFLOP/s, far above any CPU.
     settings.BENCHMARK_SMALL_SUITES = True
     settings.BENCHMARK_FLOOR_BASE_SECONDS = 0
+    settings.BENCHMARK_CHAIN_FLOOR_BASE_SECONDS = 0
     settings.BENCHMARK_FLOOR_SECONDS_PER_MB = 0
     machine, api, _ = make_agent(mallory_provider, hardware=h100s(1))
     result = runner_for(api).run_once(wait=0)
@@ -156,7 +160,7 @@ def test_a_device_that_answers_its_own_job_and_a_siblings_is_rejected(
 
     class Swapper(FakeDeviceIds):
         def device_id(self, index, spec):
-            if index == 1 and spec.kind == "conv2d":
+            if index == 1 and spec.family == "conv2d":
                 return super().device_id(0, spec)
             return super().device_id(index, spec)
 
@@ -173,6 +177,7 @@ def test_one_device_answering_eight_sequentially_falls_below_the_floor(
     # size where the claimed device's floor is the kernel's (no plumbing allowance).
     settings.BENCHMARK_SMALL_SUITES = True
     settings.BENCHMARK_FLOOR_BASE_SECONDS = 0
+    settings.BENCHMARK_CHAIN_FLOOR_BASE_SECONDS = 0
     settings.BENCHMARK_FLOOR_SECONDS_PER_MB = 0
     machine, api, _ = make_agent(mallory_provider, hardware=h100s(8))
     result = runner_for(api, FakeDeviceIds).run_once(wait=0)
@@ -212,11 +217,18 @@ def test_a_device_that_times_out_is_dropped_and_the_listing_count_follows(
     Machine.objects.filter(pk=machine.pk).update(state=Machine.State.REGISTERED)
 
     class DeviceOneHangs(FakeDeviceIds):
-        def compute(self, spec, seed):
+        def _hang_device_one(self):
             job = BenchmarkJob.objects.filter(state="dispatched").order_by("-pk").first()
             if job.device_index == 1:
                 BenchmarkJob.objects.filter(pk=job.pk).update(deadline="2000-01-01T00:00:00Z")
+
+        def compute(self, spec, seed):  # int8 (Merkle) jobs
+            self._hang_device_one()
             return super().compute(spec, seed)
+
+        def sketch(self, spec, seed):  # floating-point (chain) jobs
+            self._hang_device_one()
+            return super().sketch(spec, seed)
 
     results = _drain(runner_for(api, DeviceOneHangs))
     timed_out = [r for r in results if r.state == "expired"]

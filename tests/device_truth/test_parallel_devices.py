@@ -29,7 +29,10 @@ class TwoCards(JobRunner):
         return f"GPU-00000000-0000-0000-0000-{index:012d}"
 
 
-def test_each_device_runs_its_own_job_side_by_side_and_the_machine_counts_both(market):  # noqa: F811
+def test_each_device_runs_its_own_job_side_by_side_and_the_machine_counts_both(market, settings):  # noqa: F811
+    # This CPU stands in for two H100s: the test is about binding, not speed, so the chain
+    # floor's plumbing allowance is an hour (the floor tests are in test_device_cheats.py).
+    settings.BENCHMARK_CHAIN_FLOOR_BASE_SECONDS = 3600
     owner = UserFactory(username="olivia", role="provider_owner")
     provider = ProviderFactory(owner=owner)
     _, raw = registration_token_create(provider=provider, user=owner)
@@ -48,7 +51,8 @@ def test_each_device_runs_its_own_job_side_by_side_and_the_machine_counts_both(m
         if not results:
             break
         batches.append(results)
-    assert {r.state for batch in batches for r in batch} == {"verified"}
+    outcomes = {(r.state, r.reason) for batch in batches for r in batch}
+    assert {state for state, _ in outcomes} == {"verified"}, outcomes
     # One batch per kernel: both devices' jobs of it, taken together.
     assert {len(batch) for batch in batches} == {DEVICES}
     for batch in batches:

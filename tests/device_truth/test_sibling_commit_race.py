@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from marketplace.benchmarks.models import BenchmarkJob
-from marketplace.benchmarks.services import benchmark_dispatch_next
+from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite
+from marketplace.benchmarks.services import benchmark_dispatch_next, benchmark_job_create
 from marketplace.providers.models import Machine
 from marketplace.providers.services import machine_register, registration_token_create
 from tests.conftest import client_for
@@ -24,6 +24,17 @@ def test_one_device_committing_two_siblings_at_once_is_taken_once(bob_provider, 
         name="two-claimed",
         hardware={"accelerators": [gpu, dict(gpu)], "cpu": {"cores": 2}, "backends": ["numpy"]},
     )
+    # Two sibling int8 jobs (the Merkle protocol's commitment; the chain protocol's one message
+    # goes through the same binding, tested in test_device_cheats.py).
+    suite = BenchmarkSuite.objects.create(machine=machine, purpose="onboarding")
+    for index in (0, 1):
+        benchmark_job_create(
+            machine_id=machine.pk,
+            purpose="onboarding",
+            spec={"kind": "matmul", "n": 64, "precision": "int8"},
+            suite_id=suite.pk,
+            device_index=index,
+        )
     first = benchmark_dispatch_next(machine_id=machine.pk)
     second = benchmark_dispatch_next(machine_id=machine.pk)
     assert {first.device_index, second.device_index} == {0, 1}

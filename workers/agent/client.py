@@ -160,6 +160,9 @@ class AgentApi:
     def commit(self, job_id: int, body: bytes) -> dict:
         return self._call("POST", f"/agent/jobs/{job_id}/commitment", body=body)
 
+    def sketch(self, job_id: int, body: bytes) -> dict:
+        return self._call("POST", f"/agent/jobs/{job_id}/sketch", body=body)
+
     def challenge(self, job_id: int, wait: int) -> dict | None:
         return self._call("GET", f"/agent/jobs/{job_id}/challenge", params={"wait": wait})
 

@@ -1,4 +1,9 @@
-"""One benchmark job, end to end: compute, commit, wait for the challenge, answer.
+"""One benchmark job, end to end.
+
+Two protocols, chosen by the job's spec (`spec.protocol`):
+- chain-sketch (every floating-point precision): generate the inputs on the device, run the L
+  layers, send the O(units) sketch in one message; the server recomputes units it draws itself.
+- merkle (int8, exact integers): compute, commit to a Merkle root, wait for the challenge, answer.
 
 JobRunner is the production path. Each protocol step is one method so tests can build cheating
 agents by overriding exactly one step and keeping the rest honest.
@@ -26,15 +31,24 @@ import numpy as np
 from workers.agent import hardware
 from workers.agent.client import AgentApi, ApiError, ServerUnreachable, backoff_seconds
 from workers.kernels import (
+    CHAIN_PRECISIONS,
     BackendError,
+    ChainSpec,
+    ConvChainSpec,
+    JobSpec,
+    MatmulChainSpec,
     Spec,
     available_backends,
     best_backend,
+    job_spec_from_dict,
     prepare,
     spec_from_dict,
     supports,
 )
+from workers.kernels.chain_run import chain_backends, chain_prepare
 from workers.verification import challenge_answer, commitment_create
+from workers.verification.sketch import PROTOCOL_FAMILY as CHAIN_PROTOCOL
+from workers.verification.sketch import sketch_document
 
 FINAL_STATES = ("verified", "rejected", "expired")
 # What handle() reports for a job it stopped trying to deliver: the server stayed unreachable
@@ -106,8 +120,32 @@ class JobRunner:
     def commitment(self, spec: Spec, output: np.ndarray) -> tuple[str, Any]:
         return commitment_create(spec, output)
 
-    def backend_for(self, spec: Spec) -> str:
-        return self.backend if self.backend else best_backend(spec)
+    def backend_for(self, spec: JobSpec) -> str:
+        if self.backend:
+            return self.backend
+        if spec.protocol == CHAIN_PROTOCOL:
+            options = chain_backends(spec.precision)
+            if not options:
+                raise BackendError(f"no backend here runs chain jobs in {spec.precision}")
+            return options[0]
+        return best_backend(spec)
+
+    def sketch(self, spec: ChainSpec, seed: str) -> np.ndarray:
+        """A chain job's answer Y = X_L . V: inputs generated on the device, L layers, sketch."""
+        prepared = chain_prepare(spec, seed, self.backend_for(spec))
+        y = prepared.run()
+        prepared.sync()
+        return y
+
+    def sketch_body(
+        self, spec: ChainSpec, seed: str, y: np.ndarray, agent_seconds: float, device: str
+    ) -> bytes:
+        body = {
+            "sketch": sketch_document(spec, seed, y),
+            "agent_seconds": agent_seconds,
+            "device": device,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
 
     def device_id(self, index: int, spec: Spec) -> str:
         """The identity of the device this job ran on, as the server binds it."""
@@ -157,6 +195,26 @@ class JobRunner:
             },
         ]
         backends = [self.backend] if self.backend else available_backends()
+        for precision in CHAIN_PRECISIONS:
+            for chain in (
+                MatmulChainSpec(n=64, layers=1, rows=8, precision=precision),
+                ConvChainSpec(
+                    batch=1,
+                    channels=8,
+                    height=4,
+                    width=4,
+                    kernel_size=3,
+                    layers=1,
+                    precision=precision,
+                ),
+            ):
+                for backend in chain_backends(precision):
+                    if self.backend and backend != self.backend:
+                        continue
+                    try:
+                        chain_prepare(chain, "00" * 32, backend).run()
+                    except (BackendError, RuntimeError):
+                        continue
         for raw in tiny:
             for precision in ("fp32", "bf16", "fp16", "int8"):
                 try:
@@ -209,10 +267,12 @@ class JobRunner:
         deadline = _deadline(job.get("deadline"), self.clock())
         steps = _Progress(self.progress, f"job {job_id} {job['kind']}/{job['precision']}")
         try:
-            spec = spec_from_dict(job["spec"])
+            spec = job_spec_from_dict(job["spec"])
             index = int(job.get("device_index") or 0)
             if job_id in self.cannot_run:
                 return JobResult(job_id, ABANDONED, self.cannot_run[job_id])
+            if spec.protocol == CHAIN_PROTOCOL:
+                return self._handle_chain(job, spec, index, deadline, steps)
             start = time.perf_counter()
             try:
                 with self.pinned(index, spec):
@@ -248,6 +308,31 @@ class JobRunner:
             raise
         finally:
             steps.close()
+
+    def _handle_chain(
+        self,
+        job: dict[str, Any],
+        spec: ChainSpec,
+        index: int,
+        deadline: datetime,
+        steps: _Progress,
+    ) -> JobResult:
+        """One message: the sketch, with this device's identity and the agent's own time."""
+        job_id = job["id"]
+        start = time.perf_counter()
+        try:
+            with self.pinned(index, spec):
+                y = self.sketch(spec, job["seed"])
+                device = self.device_id(index, spec)
+        except (BackendError, RuntimeError) as exc:
+            self.cannot_run[job_id] = f"cannot run on device {index}: {exc}"
+            return JobResult(job_id, ABANDONED, self.cannot_run[job_id])
+        agent_seconds = max(time.perf_counter() - start, 1e-9)
+        steps.advance("computed")
+        body = self.sketch_body(spec, job["seed"], y, agent_seconds, device)
+        self._until_deadline(lambda: self.api.sketch(job_id, body), deadline, _sketch_landed)
+        steps.advance("sent")
+        return self._verdict(job_id, agent_seconds)
 
     def _until_deadline(
         self, call: Callable[[], Any], deadline: datetime, landed: Callable[[ApiError], bool]
@@ -318,6 +403,17 @@ def _commit_landed(exc: ApiError) -> bool:
     return exc.code.endswith("_invalid_transition") and detail.get("current_state") in (
         "committed",
         "challenged",
+    )
+
+
+def _sketch_landed(exc: ApiError) -> bool:
+    """A repeated sketch is refused as an invalid transition once the first one was taken."""
+    detail = exc.detail if isinstance(exc.detail, dict) else {}
+    return exc.code.endswith("_invalid_transition") and detail.get("current_state") in (
+        "committed",
+        "challenged",
+        "verified",
+        "rejected",
     )
 
 

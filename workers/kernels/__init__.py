@@ -15,11 +15,32 @@ from .backends import (
     supported_precisions,
     supports,
 )
+from .chain import CHAIN_PRECISIONS, ChainSpec, ConvChainSpec, MatmulChainSpec, chain_spec_from_dict
 from .generator import conv_inputs, generate, matmul_inputs, seed_bytes
 from .specs import PRECISIONS, Conv2dSpec, MatmulSpec, Spec, SpecError, spec_from_dict
 
+# Any job's spec: a Merkle-protocol kernel (exact integers: int8) or a chain-sketch kernel.
+JobSpec = Spec | ChainSpec
+CHAIN_KINDS = frozenset({MatmulChainSpec.kind, ConvChainSpec.kind})
+
+
+def job_spec_from_dict(data: object) -> JobSpec:
+    """A job's spec from its `to_dict()` form, whichever protocol its kind belongs to."""
+    if isinstance(data, dict) and data.get("kind") in CHAIN_KINDS:
+        return chain_spec_from_dict(data)
+    return spec_from_dict(data)
+
+
 __all__ = [
     "BACKENDS",
+    "CHAIN_KINDS",
+    "CHAIN_PRECISIONS",
+    "ChainSpec",
+    "ConvChainSpec",
+    "JobSpec",
+    "MatmulChainSpec",
+    "chain_spec_from_dict",
+    "job_spec_from_dict",
     "PRECISIONS",
     "BackendError",
     "Conv2dSpec",

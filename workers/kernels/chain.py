@@ -134,6 +134,11 @@ class _ChainSizes:
         return 4 * self.sketch_values
 
     @property
+    def transfer_bytes(self) -> int:
+        """What the agent sends back inside the timed span: the sketch, whatever n or L."""
+        return self.sketch_bytes
+
+    @property
     def shifts(self) -> tuple[int, ...]:
         return layer_shifts(self.precision, self.gain_terms, self.layers)
 
@@ -164,6 +169,8 @@ class MatmulChainSpec(_ChainSizes):
     precision: str = "fp32"
 
     kind: ClassVar[str] = "matmul_chain"
+    family: ClassVar[str] = "matmul"
+    protocol: ClassVar[str] = "chain-sketch"
 
     def __post_init__(self) -> None:
         _int_field("n", self.n, MIN_REDUCTION, MAX_WIDTH)
@@ -242,6 +249,8 @@ class ConvChainSpec(_ChainSizes):
     precision: str = "fp32"
 
     kind: ClassVar[str] = "conv2d_chain"
+    family: ClassVar[str] = "conv2d"
+    protocol: ClassVar[str] = "chain-sketch"
 
     def __post_init__(self) -> None:
         _int_field("batch", self.batch, 1, MAX_BATCH)

@@ -89,6 +89,8 @@ class MatmulSpec:
     precision: str = "fp32"
 
     kind: ClassVar[str] = "matmul"
+    family: ClassVar[str] = "matmul"  # the kernel, whatever the protocol around it
+    protocol: ClassVar[str] = "merkle"
 
     def __post_init__(self) -> None:
         _int_field("n", self.n, 1, MAX_N)
@@ -109,6 +111,11 @@ class MatmulSpec:
     @property
     def output_shape(self) -> tuple[int, int]:
         return (self.n, self.n)
+
+    @property
+    def transfer_bytes(self) -> int:
+        """What the agent hashes inside the timed span: every output cell as 8 bytes."""
+        return 8 * self.n * self.n
 
     @property
     def terms_per_output(self) -> int:
@@ -133,6 +140,8 @@ class Conv2dSpec:
     precision: str = "fp32"
 
     kind: ClassVar[str] = "conv2d"
+    family: ClassVar[str] = "conv2d"
+    protocol: ClassVar[str] = "merkle"
 
     def __post_init__(self) -> None:
         _int_field("batch", self.batch, 1, MAX_BATCH)
@@ -183,6 +192,10 @@ class Conv2dSpec:
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.out_channels, self.out_height, self.out_width)
+
+    @property
+    def transfer_bytes(self) -> int:
+        return 8 * self.batch * self.out_channels * self.out_height * self.out_width
 
     @property
     def terms_per_output(self) -> int:

@@ -39,13 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from workers.kernels.chain import ChainSpec
+from workers.kernels.chain import SKETCH_BUDGET_BYTES, ChainSpec
 from workers.kernels.chain_run import chain_compute
 from workers.kernels.generator import seed_bytes
 
 from . import precision, safe_json
 
 PROTOCOL = "chain-sketch/v1"
+# The spec types' `protocol` (workers/kernels/chain.py), without the version.
+PROTOCOL_FAMILY = "chain-sketch"
 DEFAULT_SAMPLE_COUNT = 48
 _BINDING_DOMAIN = b"gpu-marketplace/chain-sketch/job\x00"
 _PAYLOAD_KEYS = {"protocol", "job", "shape", "y"}
@@ -75,21 +77,32 @@ def job_binding(spec: ChainSpec, seed: str) -> str:
 # --- agent side -------------------------------------------------------------------------------
 
 
-def sketch_payload(spec: ChainSpec, seed: str, y: np.ndarray) -> bytes:
-    """The JSON body the agent sends: y as little-endian float32, base64."""
+def sketch_document(spec: ChainSpec, seed: str, y: np.ndarray) -> dict[str, Any]:
+    """The payload as an object: y as little-endian float32, base64."""
     y = np.ascontiguousarray(y, dtype="<f4")
-    document = {
+    return {
         "protocol": PROTOCOL,
         "job": job_binding(spec, seed),
         "shape": [spec.units, spec.sketch_width],
         "y": base64.b64encode(y.tobytes()).decode("ascii"),
     }
-    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def sketch_payload(spec: ChainSpec, seed: str, y: np.ndarray) -> bytes:
+    """The payload as JSON bytes."""
+    return json.dumps(sketch_document(spec, seed, y), separators=(",", ":")).encode()
 
 
 def sketch_commitment(spec: ChainSpec, seed: str, backend: str = "numpy") -> bytes:
     """What the agent calls for a job: generate, run the L layers, sketch, serialise."""
     return sketch_payload(spec, seed, chain_compute(spec, seed, backend))
+
+
+def payload_digest(payload: Any) -> str:
+    """SHA-256 of a payload as received (bytes/str) or of its canonical JSON (parsed): the
+    digest the report cites and the job records as its commitment."""
+    raw = payload if isinstance(payload, bytes | bytearray | str) else _canonical_json(payload)
+    return hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()
 
 
 def payload_size_limit(spec: ChainSpec) -> int:
@@ -244,7 +257,7 @@ def sketch_verify(
         raise ValueError("sample_count must be a positive integer")
     rng = np.random.default_rng(secrets.randbits(128) if verifier_seed is None else verifier_seed)
     raw = payload if isinstance(payload, bytes | bytearray | str) else _canonical_json(payload)
-    payload_digest = hashlib.sha256(raw.encode() if isinstance(raw, str) else raw).hexdigest()
+    digest_of_payload = payload_digest(raw)
     figures: dict[str, Any] = {"payload_bytes": len(raw)}
     units: list[int] = []
     try:
@@ -256,7 +269,7 @@ def sketch_verify(
     except _Rejected as rejection:
         passed, reason, detail = False, rejection.reason, rejection.detail
     outcome = {"passed": passed, "reason": reason, "figures": figures}
-    digest = report_hash(spec, seed, payload_digest, units, outcome)
+    digest = report_hash(spec, seed, digest_of_payload, units, outcome)
     return SketchReport(passed, reason, detail, figures, digest)
 
 
@@ -306,14 +319,18 @@ def cheating_expected_value(
 __all__ = [
     "DEFAULT_SAMPLE_COUNT",
     "PROTOCOL",
+    "PROTOCOL_FAMILY",
+    "SKETCH_BUDGET_BYTES",
     "REASONS",
     "SketchReport",
     "cheating_expected_value",
     "detection_probability",
     "job_binding",
+    "payload_digest",
     "payload_size_limit",
     "samples_needed",
     "sketch_commitment",
+    "sketch_document",
     "sketch_payload",
     "sketch_verify",
 ]

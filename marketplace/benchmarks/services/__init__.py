@@ -21,6 +21,7 @@ from marketplace.benchmarks.services.incidents import (
 from marketplace.benchmarks.services.jobs import (
     MAX_AGENT_SECONDS,
     MAX_COMMITMENT_BYTES,
+    MAX_SKETCH_BODY_BYTES,
     _Malformed,
     _parse_json,
     benchmark_commit,
@@ -29,6 +30,7 @@ from marketplace.benchmarks.services.jobs import (
     benchmark_issue_challenge,
     benchmark_job_create,
     benchmark_submit_answer,
+    benchmark_submit_sketch,
     benchmark_verify,
     benchmarks_expire_overdue,
     machine_onboarding_start,
@@ -52,6 +54,7 @@ from workers.kernels import SpecError
 __all__ = [
     "MAX_AGENT_SECONDS",
     "MAX_COMMITMENT_BYTES",
+    "MAX_SKETCH_BODY_BYTES",
     "NO_FAULT_REASONS",
     "TRANSITIONS",
     "SpecError",
@@ -64,6 +67,7 @@ __all__ = [
     "benchmark_issue_challenge",
     "benchmark_job_create",
     "benchmark_submit_answer",
+    "benchmark_submit_sketch",
     "benchmark_verify",
     "benchmarks_expire_overdue",
     "benchmarks_requeue_stalled",

@@ -32,17 +32,22 @@ from marketplace.benchmarks.services.verdicts import _fail, _pass
 from marketplace.benchmarks.suites import job_bounds, suite_specs
 from marketplace.core.errors import ConflictError, InvalidTransition, NotFoundError
 from marketplace.providers.models import Machine
-from workers.kernels import spec_from_dict
+from workers.kernels import job_spec_from_dict, spec_from_dict
 from workers.verification import (
     answer_size_limit,
     answer_verify,
     challenge_create,
     throughput_flops_per_second,
 )
+from workers.verification import sketch as chain_sketch
 
 # A commitment is {"root": 64 hex chars, "agent_seconds": number, "device": the identity of the
 # device that ran the job}: far below a kilobyte.
 MAX_COMMITMENT_BYTES = 1024
+# A chain-sketch job's one message: {"sketch": the payload (at most 160 KiB of float32 values,
+# base64), "agent_seconds", "device"}. The view reads at most this much; the service holds each
+# job to its own spec's size.
+MAX_SKETCH_BODY_BYTES = 4 * -(-chain_sketch.SKETCH_BUDGET_BYTES // 3) + 2048
 MAX_AGENT_SECONDS = 7 * 86400
 MAX_DEVICE_ID_CHARS = 128
 _DEVICE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-")
@@ -80,14 +85,14 @@ def benchmark_job_create(
     order_id: int | None = None,
     device_index: int = 0,
 ) -> BenchmarkJob:
-    parsed = spec_from_dict(spec)
+    parsed = job_spec_from_dict(spec)
     return BenchmarkJob.objects.create(
         machine_id=machine_id,
         purpose=purpose,
         suite_id=suite_id,
         order_id=order_id,
         device_index=device_index,
-        kind=parsed.kind,
+        kind=parsed.family,
         spec=parsed.to_dict(),
         precision=parsed.precision,
         flops=parsed.flops,
@@ -202,11 +207,22 @@ def _commitment_parse(
             "commitment must be an object with 'root', 'agent_seconds' and 'device' (the "
             "device may be left out only by a machine that claims a single device)"
         )
+    root = data["root"]
+    if not (
+        isinstance(root, str) and len(root) == 64 and all(c in "0123456789abcdef" for c in root)
+    ):
+        raise _Malformed("root must be 64 lowercase hex characters")
+    seconds, device = _seconds_and_device(data, device_required=device_required)
+    return root, seconds, device
+
+
+def _seconds_and_device(data: dict[str, Any], *, device_required: bool) -> tuple[float, str]:
+    """The agent's own timing (it can only lower the figure) and the device that ran the job."""
     if device_required and "device" not in data:
         raise _Malformed(
             "a machine that claims several devices must name the one that ran this job"
         )
-    root, seconds = data["root"], data["agent_seconds"]
+    seconds = data["agent_seconds"]
     device = data.get("device", "")
     if "device" in data and not (
         isinstance(device, str)
@@ -217,15 +233,16 @@ def _commitment_parse(
             f"device must be the device's UUID or PCI bus id: 1 to {MAX_DEVICE_ID_CHARS} "
             "characters of [A-Za-z0-9:._-]"
         )
-    if not (
-        isinstance(root, str) and len(root) == 64 and all(c in "0123456789abcdef" for c in root)
-    ):
-        raise _Malformed("root must be 64 lowercase hex characters")
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise _Malformed("agent_seconds must be a number")
     if not math.isfinite(seconds) or not 0 < seconds <= MAX_AGENT_SECONDS:
         raise _Malformed(f"agent_seconds must be a finite number in (0, {MAX_AGENT_SECONDS}]")
-    return root, float(seconds), device
+    return float(seconds), device
+
+
+def _device_required(job: BenchmarkJob) -> bool:
+    single = Machine.objects.filter(pk=job.machine_id, accelerator_count__lte=1).exists()
+    return not single or job.device_index > 0
 
 
 def _device_conflict(job: BenchmarkJob, device: str) -> str:
@@ -279,10 +296,17 @@ def benchmark_commit(
         )
     if received_at > job.deadline:
         return _expire_late(job, "commitment after the deadline", until=received_at)
+    if job_spec_from_dict(job.spec).protocol == chain_sketch.PROTOCOL_FAMILY:
+        return _fail(
+            job,
+            State.REJECTED,
+            "malformed_commitment",
+            "a chain-sketch job is answered in one message at its sketch endpoint, not with a "
+            "Merkle root",
+        )
     try:
-        single = Machine.objects.filter(pk=job.machine_id, accelerator_count__lte=1).exists()
         root, agent_seconds, device = _commitment_parse(
-            payload, device_required=not single or job.device_index > 0
+            payload, device_required=_device_required(job)
         )
     except _Malformed as exc:
         return _fail(job, State.REJECTED, "malformed_commitment", str(exc))
@@ -306,6 +330,93 @@ def benchmark_commit(
         measured_tflops=flops_per_second / 1e12,
     )
     _enqueue("benchmark_issue_challenge", job.pk)
+    return job
+
+
+# --- chain-sketch jobs: one message --------------------------------------------------------
+
+
+def _sketch_parse(payload: bytes | str, spec, *, device_required: bool) -> tuple[dict, float, str]:
+    limit = chain_sketch.payload_size_limit(spec) + 1024
+    data = _parse_json(payload, limit=limit)
+    keys = {"sketch", "agent_seconds", "device"}
+    if not isinstance(data, dict) or not (keys - {"device"} <= set(data) <= keys):
+        raise _Malformed(
+            "a sketch message must be an object with 'sketch', 'agent_seconds' and 'device' "
+            "(the device may be left out only by a machine that claims a single device)"
+        )
+    if not isinstance(data["sketch"], dict):
+        raise _Malformed("sketch must be the payload object {protocol, job, shape, y}")
+    seconds, device = _seconds_and_device(data, device_required=device_required)
+    return data["sketch"], seconds, device
+
+
+@transaction.atomic
+def benchmark_submit_sketch(
+    *,
+    job_id: int,
+    machine_id: int,
+    payload: bytes | str,
+    received_at: datetime | None = None,
+) -> BenchmarkJob:
+    """A chain-sketch job's answer, which is also its commitment: the span from dispatch to now
+    is the job's time (the kernel dominates it: the payload is O(units), at most 175 KB). No
+    challenge goes back to the agent: the verifier draws the units it recomputes only once the
+    payload is stored, from the OS CSPRNG (workers/verification/sketch.py). The job passes
+    through committed (the payload's digest) and challenged (the draw is the verifier's) in one
+    transaction, so the expiry, re-sending and verdict paths are the Merkle job's."""
+    received_at = received_at or timezone.now()
+    job = _lock_for_agent(job_id, machine_id)
+    if job.state != State.DISPATCHED:
+        raise InvalidTransition(
+            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
+        )
+    if received_at > job.deadline:
+        return _expire_late(job, "sketch after the deadline", until=received_at)
+    spec = job_spec_from_dict(job.spec)
+    if spec.protocol != chain_sketch.PROTOCOL_FAMILY:
+        return _fail(
+            job,
+            State.REJECTED,
+            "malformed_answer",
+            "a Merkle job is answered with a commitment and a challenge answer, not a sketch",
+        )
+    try:
+        sketch, agent_seconds, device = _sketch_parse(
+            payload, spec, device_required=_device_required(job)
+        )
+    except _Malformed as exc:
+        return _fail(job, State.REJECTED, "malformed_answer", str(exc))
+    conflict = _device_conflict(job, device) if device else ""
+    if conflict:
+        job.device_uuid = device
+        job.save(update_fields=["device_uuid", "updated_at"])
+        return _fail(job, State.REJECTED, "device_reused", conflict)
+    server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
+    flops_per_second = throughput_flops_per_second(spec, server_seconds, agent_seconds)
+    _transition(
+        job,
+        State.COMMITTED,
+        commitment_root=chain_sketch.payload_digest(sketch),
+        agent_seconds=agent_seconds,
+        device_uuid=device,
+        committed_at=received_at,
+        measured_seconds=spec.flops / flops_per_second,
+        measured_tflops=flops_per_second / 1e12,
+    )
+    _transition(
+        job,
+        State.CHALLENGED,
+        challenge={
+            "protocol": chain_sketch.PROTOCOL,
+            "sample_count": settings.BENCHMARK_SKETCH_SAMPLE_COUNT,
+            "units": "drawn by the verifier after the payload arrived (OS CSPRNG)",
+        },
+        challenged_at=received_at,
+        answer=sketch,
+        answer_received_at=received_at,
+    )
+    _enqueue("benchmark_verify", job.pk)
     return job
 
 
@@ -378,8 +489,15 @@ def benchmark_verify(*, job_id: int) -> BenchmarkJob:
     job = BenchmarkJob.objects.select_related("machine").get(pk=job_id)
     if job.state != State.CHALLENGED or job.answer_received_at is None:
         return job  # already decided, or a stray retry
-    spec = spec_from_dict(job.spec)
-    report = answer_verify(spec, job.seed, job.commitment_root, job.challenge, job.answer)
+    spec = job_spec_from_dict(job.spec)
+    if spec.protocol == chain_sketch.PROTOCOL_FAMILY:
+        report = chain_sketch.sketch_verify(
+            spec, job.seed, job.answer, sample_count=job.challenge["sample_count"]
+        )
+        checks = report.figures
+    else:
+        report = answer_verify(spec, job.seed, job.commitment_root, job.challenge, job.answer)
+        checks = report.checks
     floor, ceiling = job_bounds(
         accelerator_kind=job.machine.accelerator_kind,
         model=job.machine.accelerator_model,
@@ -390,7 +508,7 @@ def benchmark_verify(*, job_id: int) -> BenchmarkJob:
         job = _lock(job_id)
         if job.state != State.CHALLENGED:
             return job
-        fields = {"checks": report.checks, "report_hash": report.report_hash}
+        fields = {"checks": checks, "report_hash": report.report_hash}
         if not report.passed:
             return _fail(job, State.REJECTED, report.reason, report.detail, **fields)
         claimed = f"a '{job.machine.accelerator_model}' ({job.machine.accelerator_kind})"

@@ -14,7 +14,7 @@ from marketplace.benchmarks import signals
 from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Verdict
 from marketplace.benchmarks.services.transitions import State, _lock, _transition
 from marketplace.providers.models import Machine
-from workers.kernels import spec_from_dict
+from workers.kernels import job_spec_from_dict
 from workers.verification import report_hash
 
 # Outcomes that end a job without counting against its machine.
@@ -149,7 +149,7 @@ def _fail(
         # Expired and malformed-commitment jobs have no verification report; hash what is known
         # so a slash on chain still points at a reproducible document.
         job.report_hash = report_hash(
-            spec_from_dict(job.spec),
+            job_spec_from_dict(job.spec),
             job.seed,
             job.commitment_root or None,
             job.challenge or {},
