@@ -231,4 +231,22 @@ def test_a_one_by_one_kernel_is_a_per_pixel_product():
     spec = conv(kernel_size=1, channels=64, height=2, width=3)
     x = np.arange(64 * 6, dtype=np.float32).reshape(1, 64, 2, 3) / 100
     w = np.eye(64, dtype=np.float32)[:, :, None, None] * 2
-    assert np.array_equal(spec.layer_numpy(x, w), 2 * x)
+    out = spec.layer_numpy(x, w)
+    assert out.dtype == np.float32  # the numpy backend's GEMMs write fp32, as P = fp32 says
+    assert np.array_equal(out, 2 * x)
+
+
+def test_images_too_large_to_batch_are_convolved_one_by_one():
+    # 8 channels x 3 x 3 taps x 512 x 512 output pixels = 18.9 million im2col elements, over the
+    # 2^24 budget: one image per GEMM. The second image must be computed like the first. (The
+    # layer reads only the kernel's radius from the spec; a sketched job this large would have
+    # too many units.)
+    spec = conv()
+    x = np.ones((2, 8, 512, 512), dtype=np.float32)
+    x[1] *= 2
+    w = np.ones((8, 8, 3, 3), dtype=np.float32)
+    out = spec.layer_numpy(x, w)
+    # An interior pixel sums 8 channels x 9 taps of 1 (image 0) or 2 (image 1); a corner, 4 taps.
+    assert out[0, :, 100, 100].tolist() == [72.0] * 8
+    assert out[1, :, 100, 100].tolist() == [144.0] * 8
+    assert out[1, :, 0, 0].tolist() == [64.0] * 8
