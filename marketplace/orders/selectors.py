@@ -44,3 +44,31 @@ def order_amount_owed(*, order: Order, at: datetime | None = None) -> int:
 
 def orders_past_duration() -> QuerySet[Order]:
     return Order.objects.filter(state=Order.State.ACTIVE).order_by("pk")
+
+
+def order_served_until(*, order: Order, now: datetime) -> datetime:
+    """How far a lease the provider broke was provably served: the earlier of its machine's
+    last heartbeat (the freshest of Redis and the row) and, when a lease check it owes did not
+    pass, the last check it passed before that one (or the start). A renter never pays for
+    time nobody could show was served."""
+    # Upward read inside the function, as listings reads benchmarks' figures: never a write.
+    from marketplace.benchmarks.selectors import order_lease_checks_proven_until
+    from marketplace.providers.heartbeats import machines_last_seen
+    from marketplace.providers.models import Machine
+
+    until = now
+    row = Machine.objects.filter(pk=order.machine_id).values_list("last_heartbeat_at", flat=True)
+    seen = [
+        at
+        for at in (
+            row.first(),
+            machines_last_seen(machine_ids=[order.machine_id]).get(order.machine_id),
+        )
+        if at is not None
+    ]
+    if seen:
+        until = min(until, max(seen))
+    proven = order_lease_checks_proven_until(order_id=order.pk)
+    if proven is not None:
+        until = min(until, proven)
+    return max(until, order.started_at) if order.started_at else until

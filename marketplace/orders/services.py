@@ -385,7 +385,7 @@ def _close_fields(
 ) -> dict:
     """Fixes what a lease ending now is billed: to the second, except that a reserved term is a
     commitment a renter who stops early still pays; a lease the provider broke pays only the
-    seconds it provably served (`served_until`, see order_served_until)."""
+    seconds it provably served (`served_until`, see selectors.order_served_until)."""
     billable = selectors.order_used_seconds(order=order, at=min(now, served_until or now))
     if order.pricing_mode == Mode.RESERVED and reason == "stopped_by_renter":
         billable = order.duration_seconds
@@ -536,34 +536,6 @@ def orders_expire_unstarted(*, now: datetime | None = None) -> list[int]:
     ]
 
 
-def order_served_until(*, order: Order, now: datetime) -> datetime:
-    """How far a lease the provider broke was provably served: the earlier of its machine's
-    last heartbeat (the freshest of Redis and the row) and, when a lease check it owes did not
-    pass, the last check it passed before that one (or the start). A renter never pays for
-    time nobody could show was served."""
-    # Upward read inside the function, as listings reads benchmarks' figures: never a write.
-    from marketplace.benchmarks.selectors import order_lease_checks_proven_until
-    from marketplace.providers.heartbeats import machines_last_seen
-    from marketplace.providers.models import Machine
-
-    until = now
-    row = Machine.objects.filter(pk=order.machine_id).values_list("last_heartbeat_at", flat=True)
-    seen = [
-        at
-        for at in (
-            row.first(),
-            machines_last_seen(machine_ids=[order.machine_id]).get(order.machine_id),
-        )
-        if at is not None
-    ]
-    if seen:
-        until = min(until, max(seen))
-    proven = order_lease_checks_proven_until(order_id=order.pk)
-    if proven is not None:
-        until = min(until, proven)
-    return max(until, order.started_at) if order.started_at else until
-
-
 @transaction.atomic
 def order_complete(*, order_id: int, reason: str = "duration_elapsed") -> Order:
     order = _lock(order_id)
@@ -602,15 +574,15 @@ def order_cancel(*, order_id: int, user: User | None = None, reason: str = "canc
 @transaction.atomic
 def order_fail(*, order_id: int, reason: str) -> Order:
     """The provider broke the lease (machine offline, failed or dodged re-verification): the
-    renter pays only for the seconds it provably served (order_served_until) and gets the rest
-    back; a slash follows."""
+    renter pays only for the seconds it provably served (selectors.order_served_until) and
+    gets the rest back; a slash follows."""
     order = _lock(order_id)
     if order.state != State.ACTIVE:
         raise InvalidTransition(
             entity="Order", entity_id=order.pk, current=order.state, target=State.FAILED
         )
     now = timezone.now()
-    served_until = order_served_until(order=order, now=now)
+    served_until = selectors.order_served_until(order=order, now=now)
     fields = _close_fields(order, reason=reason, now=now, served_until=served_until)
     return _transition(order, State.FAILED, **fields)
 

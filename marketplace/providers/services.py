@@ -30,7 +30,9 @@ MACHINE_TRANSITIONS: dict[str, set[str]] = {
     State.LISTED: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
     State.SUSPENDED: {State.VERIFIED, State.OFFLINE},
     State.OFFLINE: {State.REGISTERED, State.REVERIFYING, State.SUSPENDED},
-    State.REVERIFYING: {State.VERIFIED, State.LISTED, State.SUSPENDED, State.OFFLINE},
+    # Not to listed directly: only a passed check returns it (machine_mark_reverified, through
+    # verified), so publishing a listing cannot skip the check.
+    State.REVERIFYING: {State.VERIFIED, State.SUSPENDED, State.OFFLINE},
 }
 # A machine that was in good standing when it went offline comes back through re-verification.
 _REVERIFY_ON_RETURN = (State.VERIFIED, State.LISTED)
@@ -257,8 +259,11 @@ def machine_mark_reverified(*, machine_id: int, listed: bool) -> Machine | None:
     machine = Machine.objects.select_for_update().get(pk=machine_id)
     if machine.state != State.REVERIFYING:
         return None
-    target = State.LISTED if listed and machine.resume_state == State.LISTED else State.VERIFIED
-    machine = _machine_transition(machine_id, target, "passed re-verification after offline")
+    back_to_listed = listed and machine.resume_state == State.LISTED
+    reason = "passed re-verification after offline"
+    machine = _machine_transition(machine_id, State.VERIFIED, reason)
+    if back_to_listed:
+        machine = _machine_transition(machine_id, State.LISTED, reason)
     machine.resume_state = ""
     machine.save(update_fields=["resume_state", "updated_at"])
     return machine

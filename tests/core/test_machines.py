@@ -71,7 +71,7 @@ def test_heartbeat_keeps_a_machine_online_and_brings_it_back(agent_of, bob_provi
     assert response.json()["state"] == State.REGISTERED
 
 
-def test_a_listed_machine_going_offline_leaves_search_and_comes_back(bob_provider):
+def test_a_listed_machine_going_offline_leaves_search_and_comes_back_reverifying(bob_provider):
     listing = ListingFactory(machine__provider=bob_provider)
     Machine.objects.filter(pk=listing.machine_id).update(
         last_heartbeat_at=timezone.now() - timedelta(hours=1)
@@ -81,8 +81,10 @@ def test_a_listed_machine_going_offline_leaves_search_and_comes_back(bob_provide
     assert not listing.is_searchable
     services.machine_heartbeat(machine_id=listing.machine_id)
     listing.refresh_from_db()
-    assert listing.is_searchable
-    assert Machine.objects.get(pk=listing.machine_id).state == State.LISTED
+    # Back, but not on the market until its re-verification passes (tests/lease_checks).
+    assert not listing.is_searchable
+    machine = Machine.objects.get(pk=listing.machine_id)
+    assert (machine.state, machine.resume_state) == (State.REVERIFYING, State.LISTED)
 
 
 def test_suspension_survives_coming_back_online(bob_provider):

@@ -54,7 +54,8 @@ def test_one_lease_settled_by_concurrent_workers_pays_once(
     fund_with_instructions(
         live_anvil, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
     )
-    index()  # funded → active; lease_start runs eagerly on commit
+    index()  # funded → starting; lease_start runs eagerly on commit
+    index()  # LeaseStarted final → active
     order.refresh_from_db()
     assert order.state == Order.State.ACTIVE
     Order.objects.filter(pk=order.pk).update(

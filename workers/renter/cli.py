@@ -242,7 +242,7 @@ def _wait_active(api: Api, order_id: int, timeout: float, *, quiet: bool) -> int
             if order["state"] == "active":
                 print(f"order {order_id} is active")
                 return 0
-            if order["state"] not in ("created", "funded"):
+            if order["state"] not in ("created", "funded", "starting"):
                 raise CliError(f"order {order_id} is {order['state']}: {order['end_reason']}")
             time.sleep(2)
     raise CliError(f"order {order_id} did not become active within {timeout:.0f} s")

@@ -91,7 +91,12 @@ def machines_sample_uptime(*, now: datetime | None = None) -> int:
     count = sampled.update(samples=F("samples") + 1)
     sampled.filter(
         machine__last_heartbeat_at__gte=alive_since,
-        machine__state__in=[Machine.State.REGISTERED, Machine.State.VERIFIED, Machine.State.LISTED],
+        machine__state__in=[
+            Machine.State.REGISTERED,
+            Machine.State.VERIFIED,
+            Machine.State.LISTED,
+            Machine.State.REVERIFYING,
+        ],
     ).update(online_samples=F("online_samples") + 1)
     return count
 
