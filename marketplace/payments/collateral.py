@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from web3 import Web3
 
 from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ConflictError
@@ -154,7 +155,9 @@ def staking_chain_id() -> int | None:
 def _stake_of(provider: Provider, cid: int | None) -> Stake | None:
     if cid is None:
         return None
-    return Stake.objects.filter(chain_id=cid, address__iexact=provider.wallet_address).first()
+    # Stakes are keyed by the checksummed address the indexer decoded (the unique index).
+    address = Web3.to_checksum_address(provider.wallet_address)
+    return Stake.objects.filter(chain_id=cid, address=address).first()
 
 
 def provider_rejected_machines(*, provider_id: int, now: datetime | None = None) -> int:

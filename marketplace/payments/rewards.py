@@ -86,7 +86,6 @@ def rewards_for_period(
             passed=False, penalised=True, created_at__gte=start, created_at__lt=end
         ).values_list("machine_id", flat=True)
     )
-    broken = set(Verdict.objects.filter(passed=False).values_list("orders", flat=True))
     orders = (
         Order.objects.filter(started_at__isnull=False, started_at__lt=end)
         .filter(Q(ended_at__isnull=True) | Q(ended_at__gt=start))
@@ -94,6 +93,12 @@ def rewards_for_period(
         .filter(machine__verified_device_count__gt=0)
         .select_related("provider")
         .order_by("pk")
+    )
+    orders = list(orders)
+    broken = set(
+        Verdict.objects.filter(passed=False, orders__in=[o.pk for o in orders]).values_list(
+            "orders", flat=True
+        )
     )
     by_provider: dict[int, ProviderReward] = {}
     for order in orders:
