@@ -141,8 +141,9 @@ def demo_env(ports: dict[str, int]) -> dict[str, str]:
             "BENCHMARK_SMALL_SUITES": "1",
             "FAST_PASSWORD_HASHER": "1",
             "SLASH_AMOUNT": str(100 * USDC),
-            # Rewards are per served accelerator-hour: 0.1 USDC a second shows on a short lease.
-            "REWARD_PER_ACCELERATOR_HOUR": str(360 * USDC),
+            # Rewards are per served accelerator-hour: 0.01 USDC a second shows on a short lease
+            # (and the lock of a 1-hour lease, which counts its rewards, fits the 200 staked).
+            "REWARD_PER_ACCELERATOR_HOUR": str(36 * USDC),
             "REWARD_PERIOD_SECONDS": "60",
             "THROTTLE_AGENT": "100000/minute",
             "THROTTLE_AUTH": "10000/minute",
