@@ -87,6 +87,7 @@ SCOPES = [
         modules=("marketplace/orders/services.py", "marketplace/orders/selectors.py"),
         tests=(
             "tests/core/test_order_lifecycle.py",
+            "tests/core/test_order_exact.py",
             "tests/orders_capacity/",
             "tests/api/test_order_idempotency.py",
             "tests/races/test_order_transition_race.py",
