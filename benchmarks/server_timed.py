@@ -8,8 +8,11 @@ the channel server sees it) beside the same kernel's compute-only throughput mea
 
 It starts the agent channel (the Procfile's `channel` line, uvicorn) and a Celery worker (its
 `worker` line) against its own SQLite file and REDIS_URL, registers this host through POST
-/api/v1/agent/register as a CPU machine, queues each suite job for it and runs the stock
-JobRunner against the channel until the worker's verdict.
+/api/v1/agent/register with the hardware the agent detects, and runs its whole onboarding
+suite with the stock JobRunner; then times each job's kernel alone on the same device.
+
+With --full, the claimed device's own suite (a GPU host claims its GPUs, which is what
+benchmarks/gpu_check.sh runs), one job per device, run side by side.
 
 Target (issue 9): for every CPU suite job, server-timed >= 80% of compute-only. int8 jobs keep
 the Merkle protocol (exact integers, a tree over n^2 cells), which the target is not met by;
@@ -35,26 +38,16 @@ DEFAULT_DB = f"sqlite:///{REPO_ROOT / '.run' / 'bench_server_timed.sqlite3'}"
 
 
 def compute_only_tflops(spec, backend: str, repeats: int) -> float:
-    """The kernel alone on inputs already on the device: the chain's L layers (or the Merkle
-    job's single product), best of `repeats` after one warm-up run."""
+    """The kernel alone on inputs already on the device, best of `repeats` after a warm-up run:
+    a chain job's L layers, a Merkle job's product (`python -m workers.agent bench`)."""
     from workers.kernels import bench
-    from workers.kernels.chain_run import chain_prepare
 
-    if spec.protocol != "chain-sketch":
-        return bench(spec, backend, repeats=repeats)["tflops"]
-    prepared = chain_prepare(spec, "5e" * 32, backend)
-    prepared.layers_only()
-    prepared.sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        prepared.layers_only()
-        prepared.sync()
-        best = min(best, time.perf_counter() - start)
-    return spec.flops / best / 1e12
+    return bench(spec, backend, repeats=repeats, seed="5e" * 32)["tflops"]
 
 
 def register_machine(url: str):
+    """This host, registered through the API with the hardware its agent detects (a GPU host
+    claims its GPUs), and left to onboard on its first poll."""
     from marketplace.accounts.models import User
     from marketplace.providers.models import Machine, Provider
     from marketplace.providers.services import registration_token_create
@@ -64,36 +57,53 @@ def register_machine(url: str):
     owner, _ = User.objects.get_or_create(
         username="bench-server-timed", defaults={"role": "provider_owner"}
     )
-    Machine.objects.filter(provider__owner=owner).delete()
     provider, _ = Provider.objects.get_or_create(
         owner=owner, name="server-timed", defaults={"wallet_address": "0x" + "5e" * 20}
     )
     _, token = registration_token_create(provider=provider, user=owner)
-    detected = hardware.detect()
     registered = AgentApi(RequestsTransport(url, "")).register(
-        token, "server-timed", detected, "bench"
+        token, "server-timed", hardware.detect()["hardware"], "bench"
     )
-    credential = registered["credential"]
     machine = Machine.objects.get(pk=registered["machine_id"])
-    # Verified already: these are periodic jobs, not an onboarding suite.
-    Machine.objects.filter(pk=machine.pk).update(state=Machine.State.VERIFIED)
-    return machine, AgentApi(RequestsTransport(url, credential))
+    return machine, AgentApi(RequestsTransport(url, registered["credential"]))
+
+
+def onboard(runner, machine, *, timeout: float) -> list:
+    """The machine's whole onboarding suite through the stock agent: every device's job of a
+    kernel at once (run_batch), until the server has nothing more for it."""
+    from marketplace.providers.models import Machine
+
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if not runner.run_batch(wait=2):
+            state = Machine.objects.values_list("state", flat=True).get(pk=machine.pk)
+            if state != Machine.State.REGISTERED:
+                return
+    raise SystemExit(f"onboarding did not finish in {timeout:.0f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="compute-only timing repeats")
-    parser.add_argument("--rounds", type=int, default=1, help="server-timed runs per job")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the claimed device's full suite (default: BENCHMARK_SMALL_SUITES, CPU sizes)",
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="onboarding time limit, s")
     args = parser.parse_args()
-    os.environ.setdefault("BENCHMARK_SMALL_SUITES", "1")
+    if not args.full:
+        os.environ.setdefault("BENCHMARK_SMALL_SUITES", "1")
+    if not os.environ.get("BENCH_DATABASE_URL"):
+        # Its own file, fresh each run: one machine and its jobs.
+        (REPO_ROOT / ".run" / "bench_server_timed.sqlite3").unlink(missing_ok=True)
     _configure(os.environ.get("BENCH_DATABASE_URL") or DEFAULT_DB)
+    from django.conf import settings
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from django.conf import settings
-
-    from marketplace.benchmarks.services import benchmark_job_create
-    from marketplace.benchmarks.suites import suite_specs
+    from marketplace.benchmarks.models import BenchmarkJob
+    from workers.agent import hardware
     from workers.agent.runner import JobRunner
     from workers.kernels import job_spec_from_dict
 
@@ -108,38 +118,46 @@ def main() -> None:
     worker = _start_worker(env)
     try:
         machine, api = register_machine(channel.url)
-        runner = JobRunner(api, verdict_timeout=300)
+        print(
+            f"machine {machine.pk}: {machine.accelerator_kind} '{machine.accelerator_model}' "
+            f"x{max(1, machine.accelerator_count)}, backends {machine.backends}",
+            flush=True,
+        )
+        runner = JobRunner(api, challenge_wait=5, verdict_timeout=600)
         runner.warm_up()
-        specs = suite_specs(
-            accelerator_kind="cpu", backends=machine.backends, model=machine.accelerator_model
+        started = time.monotonic()
+        onboard(runner, machine, timeout=args.timeout)
+        machine.refresh_from_db()
+        print(
+            f"onboarding: {machine.state} in {time.monotonic() - started:.0f} s "
+            f"{machine.state_reason or ''}; verified devices {machine.verified_device_count}, "
+            f"precisions {machine.verified_precisions}\n"
         )
         print(
-            f"{'job':<30} {'backend':<10} {'server TFLOP/s':>15} {'compute-only':>13} "
-            f"{'ratio':>7} {'target':>7}  verdict"
+            f"{'dev':>3} {'job':<30} {'backend':<10} {'server TFLOP/s':>15} "
+            f"{'compute-only':>13} {'ratio':>7} {'target':>7}  verdict"
         )
         worst = float("inf")
-        for raw in specs:
-            spec = job_spec_from_dict(raw)
+        compute_only: dict[tuple, float] = {}
+        jobs = BenchmarkJob.objects.filter(machine=machine).order_by("pk")
+        for job in jobs:
+            spec = job_spec_from_dict(job.spec)
             backend = runner.backend_for(spec)
-            compute_only = compute_only_tflops(spec, backend, args.repeats)
-            figures, verdicts = [], []
-            for _ in range(args.rounds):
-                job = benchmark_job_create(machine_id=machine.pk, purpose="periodic", spec=raw)
-                result = runner.run_once(wait=0)
-                job.refresh_from_db()
-                if job.measured_tflops is None:
-                    raise SystemExit(f"job {job.pk} not measured: {job.state} {result}")
-                figures.append(job.measured_tflops)
-                verdicts.append(result.reason or result.state)
-            server = max(figures)
-            ratio = server / compute_only
-            label = f"{spec.kind}/{spec.precision} ({spec.protocol})"
-            if spec.protocol == "chain-sketch":
+            key = (job.device_index, job.kind, job.precision, job.spec.get("kind"))
+            if key not in compute_only:
+                with hardware.device_pin(job.device_index, backend):
+                    compute_only[key] = compute_only_tflops(spec, backend, args.repeats)
+            figure = job.measured_tflops or 0.0
+            ratio = figure / compute_only[key]
+            chain = spec.protocol == "chain-sketch"
+            if chain and job.state == BenchmarkJob.State.VERIFIED:
                 worst = min(worst, ratio)
+            label = f"{spec.kind}/{spec.precision} ({spec.protocol})"
             print(
-                f"{label:<30} {backend:<10} {server:>15.4f} {compute_only:>13.4f} "
-                f"{ratio:>7.2f} {TARGET_RATIO if spec.protocol == 'chain-sketch' else '-':>7}  "
-                f"{','.join(sorted(set(verdicts)))}"
+                f"{job.device_index:>3} {label:<30} {backend:<10} {figure:>15.4f} "
+                f"{compute_only[key]:>13.4f} {ratio:>7.2f} {TARGET_RATIO if chain else '-':>7}"
+                f"  {job.state} {job.outcome_reason}",
+                flush=True,
             )
         print(
             f"\nchain-sketch jobs: worst server-timed / compute-only = {worst:.2f} "

@@ -39,8 +39,8 @@ AGENT_TIMEOUT = int(os.environ.get("AGENT_E2E_TIMEOUT", "240"))
 
 CHEATING_AGENT = textwrap.dedent(
     """
-    # A provider agent whose kernel returns zeros of the right shape: it commits and answers
-    # consistently with that fake output, so only the server's recomputation can catch it.
+    # A provider agent whose kernels return zeros of the right shape: it answers consistently
+    # with that fake output, so only the server's recomputation can catch it.
     import sys
 
     import numpy as np
@@ -48,14 +48,18 @@ CHEATING_AGENT = textwrap.dedent(
     from workers.agent import cli
     from workers.agent.runner import JobRunner
 
-    _honest = JobRunner.compute
+    _honest, _honest_sketch = JobRunner.compute, JobRunner.sketch
 
 
     def compute(self, spec, seed):
         return np.zeros_like(_honest(self, spec, seed))
 
 
-    JobRunner.compute = compute
+    def sketch(self, spec, seed):
+        return np.zeros_like(_honest_sketch(self, spec, seed))
+
+
+    JobRunner.compute, JobRunner.sketch = compute, sketch
     sys.exit(cli.main())
     """
 )
@@ -260,7 +264,7 @@ def test_honest_agent_is_verified_and_its_listing_is_searchable(market, processe
     config, machine = register_agent(processes, base_url, http, provider_id, "honest-cpu")
     suite = suite_specs(accelerator_kind=machine.accelerator_kind, backends=machine.backends)
     assert machine.accelerator_kind == "cpu"
-    assert {"kind": "matmul", "precision": "fp32"}.items() <= suite[0].items()
+    assert {"kind": "matmul_chain", "precision": "fp32"}.items() <= suite[0].items()
 
     started = time.monotonic()
     done = processes.run(
@@ -276,7 +280,9 @@ def test_honest_agent_is_verified_and_its_listing_is_searchable(market, processe
     (onboarding,) = BenchmarkSuite.objects.filter(machine=machine)
     assert onboarding.state == BenchmarkSuite.State.PASSED
     jobs = list(BenchmarkJob.objects.filter(machine=machine).order_by("pk"))
-    assert [(j.kind, j.precision) for j in jobs] == [(s["kind"], s["precision"]) for s in suite]
+    assert [(j.spec["kind"], j.precision) for j in jobs] == [
+        (s["kind"], s["precision"]) for s in suite
+    ]
     for job in jobs:
         assert job.state == BenchmarkJob.State.VERIFIED, (job.pk, job.outcome_reason)
         assert job.measured_tflops > 0 and job.report_hash and job.commitment_root
@@ -291,8 +297,9 @@ def test_honest_agent_is_verified_and_its_listing_is_searchable(market, processe
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["state"] == "verified"
+    # Scores are per kernel family (matmul, conv2d) and precision, whatever the protocol.
     assert {(s["kind"], s["precision"]) for s in body["scores"]} == {
-        (s["kind"], s["precision"]) for s in suite
+        (j.kind, j.precision) for j in jobs
     }
     assert all(s["best_tflops"] > 0 and s["verified_jobs"] == 1 for s in body["scores"])
     assert body["reputation"]["passed_jobs"] == len(suite)
@@ -345,9 +352,10 @@ def test_cheating_agent_is_caught_and_its_machine_suspended(market, processes):
     machine.refresh_from_db()
     assert machine.state == Machine.State.SUSPENDED
     first, *rest = BenchmarkJob.objects.filter(machine=machine).order_by("pk")
-    assert (first.kind, first.precision) == ("matmul", "fp32")
+    assert (first.spec["kind"], first.precision) == ("matmul_chain", "fp32")
     assert first.state == BenchmarkJob.State.REJECTED
-    assert first.outcome_reason  # which check failed, e.g. a sampled row is not A[i]·B
+    # Zeros: every sampled unit is off by its whole scale, i.e. not computed.
+    assert first.outcome_reason == "row_mismatch"
     assert first.report_hash and first.checks
     assert machine.state_reason == f"benchmark job {first.pk} rejected: {first.outcome_reason}"
     # The rest of its onboarding suite ended without further blame; nothing is left to run.

@@ -186,9 +186,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from workers.kernels import BackendError, SpecError, bench, best_backend, spec_from_dict
+    from workers.kernels import BackendError, SpecError, bench, job_spec_from_dict
+    from workers.kernels.chain_run import chain_backends
 
-    if args.kind == "matmul":
+    if args.kind == "matmul_chain":
+        raw = {
+            "kind": "matmul_chain",
+            "n": args.n,
+            "rows": args.rows,
+            "layers": args.layers,
+            "precision": args.precision,
+        }
+    elif args.kind == "conv2d_chain":
+        raw = {
+            "kind": "conv2d_chain",
+            "batch": args.batch,
+            "channels": args.channels,
+            "height": args.n,
+            "width": args.n,
+            "kernel_size": args.kernel_size,
+            "layers": args.layers,
+            "precision": args.precision,
+        }
+    elif args.kind == "matmul":
         raw = {"kind": "matmul", "n": args.n, "precision": args.precision}
     else:
         raw = {
@@ -204,8 +224,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "precision": args.precision,
         }
     try:
-        spec = spec_from_dict(raw)
-        result = bench(spec, args.backend or best_backend(spec), repeats=args.repeats)
+        spec = job_spec_from_dict(raw)
+        if args.backend:
+            backend = args.backend
+        elif spec.protocol == "chain-sketch":
+            backend = (chain_backends(spec.precision) or ["numpy"])[0]
+        else:
+            from workers.kernels import best_backend
+
+            backend = best_backend(spec)
+        result = bench(spec, backend, repeats=args.repeats)
     except (SpecError, BackendError) as exc:
         return _err(str(exc))
     print(
@@ -241,9 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("bench", help="time a kernel locally (no server)")
-    p.add_argument("--kind", choices=["matmul", "conv2d"], default="matmul")
-    p.add_argument("--n", type=int, default=1024, help="matrix size, or image size for conv2d")
+    p = sub.add_parser(
+        "bench",
+        help="time a kernel locally (no server); the defaults are the CPU suite's fp32 matmul",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["matmul_chain", "conv2d_chain", "matmul", "conv2d"],
+        default="matmul_chain",
+        help="chain kernels are the platform's floating-point jobs; matmul/conv2d its int8 ones",
+    )
+    p.add_argument("--n", type=int, default=512, help="matrix size, or image size for conv2d")
+    p.add_argument("--rows", type=int, default=1024, help="rows of a matmul chain's input")
+    p.add_argument("--layers", type=int, default=32, help="layers of a chain")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--backend")
     p.add_argument("--repeats", type=int, default=3)
