@@ -32,8 +32,9 @@ import {Governed} from "./Governed.sol";
 ///         Settlement pushes tokens straight to the payees (no pull-payment ledger), so the
 ///         database only ever has to follow ERC-20 Transfer events plus this contract's events.
 ///         `settleBatch` keeps this push model but aggregates transfers: one treasury transfer
-///         per batch, and consecutive leases with the same provider (or renter) share one
-///         transfer. Callers get the most out of it by sorting lease ids by provider. The
+///         per batch, and a payout to a payee among the last six queued joins that transfer
+///         (a short window keeps the scan linear). Callers get the most out of it by sorting
+///         lease ids by provider. The
 ///         per-lease split is still in each lease's LeaseSettled event; only the Transfer events
 ///         are aggregated. The trade-off: a batch is all-or-nothing, so one bad lease id reverts
 ///         the whole batch, and a payee that cannot receive blocks the batch it is in.

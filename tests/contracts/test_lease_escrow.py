@@ -77,6 +77,35 @@ def test_fund_refuses_an_amount_below_rate_times_max_duration(chain, escrow, act
     assert args == (AMOUNT - 1, AMOUNT)
 
 
+@pytest.mark.parametrize(
+    "amount, rate, duration",
+    [
+        (2**64, 1, 1),  # amount beyond the stored 64 bits
+        (2**64 - 1, 2**40, 1),  # rate beyond 40 bits
+        (2**64 - 1, 1, 2**32),  # max duration beyond 32 bits
+    ],
+)
+def test_fund_refuses_terms_beyond_the_packed_fields(chain, escrow, actors, amount, rate, duration):
+    chain.expect_revert(
+        escrow.functions.fund(lease_id(1), actors.bob, amount, rate, duration),
+        actors.alice,
+        "ValueTooLarge",
+        escrow,
+    )
+
+
+def test_fund_at_the_field_limits_round_trips(chain, token, escrow, actors):
+    rate, duration = 2**40 - 1, 2**23  # rate * duration just below 2**64
+    amount = rate * duration
+    chain.transact(token.functions.mint(actors.carol, amount), actors.owner)
+    fund(chain, escrow, actors.carol, actors.bob, amount=amount, rate=rate, duration=duration)
+    lease = escrow.functions.getLease(lease_id(1)).call()
+    assert (lease[2], lease[3], lease[4]) == (amount, rate, duration)
+    receipt = chain.transact(escrow.functions.settle(lease_id(1), duration), actors.operator)
+    (settled,) = events(escrow, "LeaseSettled", receipt)
+    assert settled["providerAmount"] + settled["feeAmount"] == amount
+
+
 def test_fund_refuses_a_used_lease_id(chain, escrow, actors):
     fund(chain, escrow, actors.alice, actors.bob)
     chain.expect_revert(
