@@ -5,7 +5,7 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,6 +18,8 @@ from marketplace.benchmarks.serializers import (
     CommitmentInputSerializer,
     JobStatusOutputSerializer,
     MachineBenchmarksOutputSerializer,
+    ReportHashSerializer,
+    ReportOutputSerializer,
     SketchInputSerializer,
     WaitQuerySerializer,
 )
@@ -199,6 +201,19 @@ class MachineBenchmarksApi(APIView):
     def get(self, request, machine_id: int):
         data = selectors.machine_benchmarks_for(user=request.user, machine_id=machine_id)
         return Response(MachineBenchmarksOutputSerializer(data).data)
+
+
+class ReportDetailApi(APIView):
+    """Public: a verdict's report is evidence anyone may audit (benchmarks/audit.py)."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=ReportOutputSerializer)
+    def get(self, request, report_hash: str):
+        data = ReportHashSerializer(data={"report_hash": report_hash})
+        data.is_valid(raise_exception=True)
+        digest = data.validated_data["report_hash"].lower().removeprefix("0x")
+        return Response(ReportOutputSerializer(selectors.report_get(report_hash=digest)).data)
 
 
 # --- the ASGI agent channel ---------------------------------------------------------------------

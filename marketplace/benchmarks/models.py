@@ -97,6 +97,9 @@ class BenchmarkJob(TimestampedModel):
     outcome_detail = models.TextField(blank=True)
     checks = models.JSONField(default=dict, blank=True)
     report_hash = models.CharField(max_length=64, blank=True)
+    # The document report_hash is the SHA-256 of (canonical JSON), published once the job is
+    # decided (GET /api/v1/reports/{hash}): spec, seed, commitment, challenge, outcome.
+    report_document = models.JSONField(null=True, blank=True)
     # Dispatch to commitment on the server's clock (or the agent's, when that is longer).
     measured_seconds = models.FloatField(null=True, blank=True)
     measured_tflops = models.FloatField(null=True, blank=True)
@@ -151,7 +154,10 @@ class Verdict(TimestampedModel):
     # The leases this decision ended (failed if active, cancelled if not yet started); their
     # settlements cite `report_hash`.
     orders = models.ManyToManyField("orders.Order", blank=True, related_name="verdicts")
-    report_hash = models.CharField(max_length=66)  # 0x + 64 hex
+    report_hash = models.CharField(max_length=66, db_index=True)  # 0x + 64 hex
+    # What report_hash is the SHA-256 of: a job's verification report, or a lapse's liveness
+    # report. Public (GET /api/v1/reports/{hash}); null only on rows from before it was kept.
+    report_document = models.JSONField(null=True, blank=True)
     reason = models.CharField(max_length=100, blank=True)
     effects_enqueued_at = models.DateTimeField(null=True, blank=True, db_index=True)
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db.models import Count, Max
 
 from marketplace.accounts.models import User
-from marketplace.benchmarks.models import BenchmarkJob, MachineUptime
+from marketplace.benchmarks.models import BenchmarkJob, MachineUptime, Verdict
 from marketplace.benchmarks.services import NO_FAULT_REASONS
 from marketplace.core.errors import NotFoundError
 from marketplace.providers.models import Machine
@@ -18,6 +18,37 @@ def benchmark_job_get_for_agent(*, job_id: int, machine_id: int) -> BenchmarkJob
     if job is None:
         raise NotFoundError("No such benchmark job.", code="benchmarks_job_not_found")
     return job
+
+
+def report_get(*, report_hash: str) -> dict[str, Any]:
+    """A decided verification's public report: the document its hash on chain is the SHA-256 of,
+    and, for a failure, the agent's answer it judged (the evidence), so that anyone can check
+    the hash and run the verification again. Passes keep only the answer's digest (in the
+    document); undecided jobs have no report (their seed is still secret)."""
+    verdict = (
+        Verdict.objects.select_related("job")
+        .filter(report_hash="0x" + report_hash, report_document__isnull=False)
+        .order_by("pk")
+        .first()
+    )
+    if verdict is None:
+        raise NotFoundError(
+            "No published report has this hash.", code="benchmarks_report_not_found"
+        )
+    job = verdict.job
+    return {
+        "report_hash": verdict.report_hash,
+        "kind": verdict.kind,
+        "passed": verdict.passed,
+        "penalised": verdict.penalised,
+        "reason": verdict.reason,
+        "machine_id": verdict.machine_id,
+        "job_id": verdict.job_id,
+        "order_ids": sorted(verdict.orders.values_list("pk", flat=True)),
+        "decided_at": verdict.created_at,
+        "document": verdict.report_document,
+        "evidence": job.answer if job is not None and not verdict.passed else None,
+    }
 
 
 def machine_benchmark_scores(*, machine_id: int) -> list[dict[str, Any]]:

@@ -123,3 +123,28 @@ class MachineBenchmarksOutputSerializer(serializers.Serializer):
     scores = ScoreSerializer(many=True)
     reputation = ReputationSerializer()
     recent_jobs = JobStatusOutputSerializer(many=True)
+
+
+class ReportHashSerializer(serializers.Serializer):
+    report_hash = serializers.RegexField(
+        r"^(0x)?[0-9a-fA-F]{64}$",
+        help_text="The report's SHA-256, as cited on chain: 64 hex characters, 0x optional",
+    )
+
+
+class ReportOutputSerializer(serializers.Serializer):
+    report_hash = serializers.CharField(help_text="0x + the SHA-256 of the document")
+    kind = serializers.CharField(help_text="pass, fail or liveness")
+    passed = serializers.BooleanField()
+    penalised = serializers.BooleanField(help_text="Counted against the machine (slashed)")
+    reason = serializers.CharField(help_text="The rejection's reason code; empty for a pass")
+    machine_id = serializers.IntegerField()
+    job_id = serializers.IntegerField(allow_null=True)
+    order_ids = serializers.ListField(child=serializers.IntegerField())
+    decided_at = serializers.DateTimeField(help_text="UTC")
+    document = serializers.JSONField(
+        help_text="The report: its canonical JSON (sorted keys, no spaces) hashes to report_hash"
+    )
+    evidence = serializers.JSONField(
+        allow_null=True, help_text="The agent's answer that was judged (failures only)"
+    )

@@ -21,6 +21,7 @@ urlpatterns = [
     path(
         "agent/jobs/<int:job_id>/answer", apis.AgentJobAnswerApi.as_view(), name="agent-job-answer"
     ),
+    path("reports/<str:report_hash>", apis.ReportDetailApi.as_view(), name="report-detail"),
     path(
         "machines/<int:machine_id>/benchmarks",
         apis.MachineBenchmarksApi.as_view(),

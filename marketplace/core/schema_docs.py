@@ -215,6 +215,15 @@ OPERATIONS: dict[str, tuple[str, str]] = {
         "The challenged rows with their Merkle proofs and the projection; the server checks "
         "them and records a verdict.",
     ),
+    "v1_reports_retrieve": (
+        "Get a verification report (public)",
+        "The report a verdict's hash on chain (a slash, a failed lease, a reward) is the SHA-256 "
+        "of: `document` (spec, seed, commitment, challenge or sampled units, outcome), whose "
+        "canonical JSON (sorted keys, no spaces, ASCII) hashes to `report_hash`, and for a "
+        "failure the agent's answer that was judged (`evidence`). Anyone can check the hash and "
+        "run the verification again: `python benchmarks/audit.py`. 404 for a hash no decided "
+        "verification has.",
+    ),
     "v1_machines_benchmarks_retrieve": (
         "Get a machine's benchmark scores",
         "Verified throughput per kernel and precision (TFLOPS), recent jobs and reputation, "

@@ -95,6 +95,8 @@ class VerificationReport:
     detail: str
     checks: dict[str, int] = field(default_factory=dict)
     report_hash: str = ""
+    # What report_hash is the SHA-256 of (canonical JSON): published, so anyone can check it.
+    document: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -490,11 +492,12 @@ def _canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def report_hash(
+def report_document(
     spec: Spec, seed: str, root_hex: Any, challenge: dict[str, Any], outcome: dict[str, Any]
-) -> str:
-    """SHA-256 (hex) of the canonical JSON of what was verified and how it came out."""
-    document = {
+) -> dict[str, Any]:
+    """What was verified and how it came out: everything a third party needs, with the answer
+    (the evidence), to run the verification again."""
+    return {
         "version": PROTOCOL_VERSION,
         "spec": spec.to_dict(),
         "seed": seed,
@@ -502,7 +505,18 @@ def report_hash(
         "challenge": challenge,
         "outcome": outcome,
     }
+
+
+def document_hash(document: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a report document's canonical JSON: the hash cited on chain."""
     return hashlib.sha256(_canonical_json(document)).hexdigest()
+
+
+def report_hash(
+    spec: Spec, seed: str, root_hex: Any, challenge: dict[str, Any], outcome: dict[str, Any]
+) -> str:
+    """SHA-256 (hex) of the canonical JSON of what was verified and how it came out."""
+    return document_hash(report_document(spec, seed, root_hex, challenge, outcome))
 
 
 def answer_verify(
@@ -556,8 +570,8 @@ def answer_verify(
     except _Failed as failure:
         passed, reason, detail = False, failure.reason, failure.detail
     outcome = {"passed": passed, "reason": reason, "checks": checks}
-    digest = report_hash(spec, seed, root_hex, challenge, outcome)
-    return VerificationReport(passed, reason, detail, checks, digest)
+    document = report_document(spec, seed, root_hex, challenge, outcome)
+    return VerificationReport(passed, reason, detail, checks, document_hash(document), document)
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -612,5 +626,7 @@ __all__ = [
     "detection_probability",
     "leaf_count",
     "report_hash",
+    "report_document",
+    "document_hash",
     "throughput_flops_per_second",
 ]

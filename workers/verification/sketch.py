@@ -120,6 +120,9 @@ class SketchReport:
     detail: str
     figures: dict[str, Any] = field(default_factory=dict)
     report_hash: str = ""
+    # What report_hash is the SHA-256 of (canonical JSON): published with the payload, so
+    # anyone can check the hash and judge the same units again.
+    document: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,10 +228,10 @@ def _compare(
         )
 
 
-def report_hash(
+def report_document(
     spec: ChainSpec, seed: str, payload_digest: str, units: list[int], outcome: dict[str, Any]
-) -> str:
-    document = {
+) -> dict[str, Any]:
+    return {
         "protocol": PROTOCOL,
         "spec": spec.to_dict(),
         "seed": seed,
@@ -236,6 +239,12 @@ def report_hash(
         "units": units,
         "outcome": outcome,
     }
+
+
+def report_hash(
+    spec: ChainSpec, seed: str, payload_digest: str, units: list[int], outcome: dict[str, Any]
+) -> str:
+    document = report_document(spec, seed, payload_digest, units, outcome)
     return hashlib.sha256(_canonical_json(document)).hexdigest()
 
 
@@ -246,11 +255,13 @@ def sketch_verify(
     *,
     sample_count: int = DEFAULT_SAMPLE_COUNT,
     verifier_seed: int | None = None,
+    units: list[int] | None = None,
 ) -> SketchReport:
     """Judge an agent's payload (raw bytes/str as received, or already-parsed JSON).
 
     The k units are drawn here, after the payload exists, from `verifier_seed` (tests) or 128
-    fresh bits of the OS CSPRNG: the agent never learns them before its answer is fixed.
+    fresh bits of the OS CSPRNG: the agent never learns them before its answer is fixed. An
+    auditor passes the published report's `units` to judge the same ones again.
     """
     seed_bytes(seed)
     if isinstance(sample_count, bool) or not isinstance(sample_count, int) or sample_count < 1:
@@ -259,18 +270,22 @@ def sketch_verify(
     raw = payload if isinstance(payload, bytes | bytearray | str) else _canonical_json(payload)
     digest_of_payload = payload_digest(raw)
     figures: dict[str, Any] = {"payload_bytes": len(raw)}
-    units: list[int] = []
+    given, units = units, []
     try:
         y = _parse(spec, seed, payload)
-        drawn = rng.choice(spec.units, size=min(sample_count, spec.units), replace=False)
-        units = sorted(int(u) for u in drawn)
+        if given is not None:
+            units = sorted({int(u) for u in given if 0 <= int(u) < spec.units})
+        else:
+            drawn = rng.choice(spec.units, size=min(sample_count, spec.units), replace=False)
+            units = sorted(int(u) for u in drawn)
         _compare(spec, seed, y, np.array(units), figures)
         passed, reason, detail = True, None, "all sampled units within tolerance"
     except _Rejected as rejection:
         passed, reason, detail = False, rejection.reason, rejection.detail
     outcome = {"passed": passed, "reason": reason, "figures": figures}
-    digest = report_hash(spec, seed, digest_of_payload, units, outcome)
-    return SketchReport(passed, reason, detail, figures, digest)
+    document = report_document(spec, seed, digest_of_payload, units, outcome)
+    digest = hashlib.sha256(_canonical_json(document)).hexdigest()
+    return SketchReport(passed, reason, detail, figures, digest, document)
 
 
 # --- detection and the economics of cheating --------------------------------------------------
@@ -328,6 +343,7 @@ __all__ = [
     "job_binding",
     "payload_digest",
     "payload_size_limit",
+    "report_document",
     "samples_needed",
     "sketch_commitment",
     "sketch_document",

@@ -508,7 +508,11 @@ def benchmark_verify(*, job_id: int) -> BenchmarkJob:
         job = _lock(job_id)
         if job.state != State.CHALLENGED:
             return job
-        fields = {"checks": checks, "report_hash": report.report_hash}
+        fields = {
+            "checks": checks,
+            "report_hash": report.report_hash,
+            "report_document": report.document,
+        }
         if not report.passed:
             return _fail(job, State.REJECTED, report.reason, report.detail, **fields)
         claimed = f"a '{job.machine.accelerator_model}' ({job.machine.accelerator_kind})"

@@ -95,6 +95,7 @@ def machine_heartbeat_lapsed(*, machine_id: int) -> list[int] | None:
         machine_id=machine_id,
         job=None,
         report_hash=_liveness_report_hash(report),
+        report=report,
         reason="machine_offline_platform_incident" if excused else "machine_offline",
         penalised=not excused,
         order_ids=ended,

@@ -15,7 +15,7 @@ from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Verdict
 from marketplace.benchmarks.services.transitions import State, _lock, _transition
 from marketplace.providers.models import Machine
 from workers.kernels import job_spec_from_dict
-from workers.verification import report_hash
+from workers.verification.protocol import document_hash, report_document
 
 # Outcomes that end a job without counting against its machine.
 NO_FAULT_REASONS = ("suite_failed", "not_dispatched", "platform_unavailable", "device_dropped")
@@ -146,16 +146,17 @@ def _fail(
         **fields,
     )
     if not job.report_hash:
-        # Expired and malformed-commitment jobs have no verification report; hash what is known
-        # so a slash on chain still points at a reproducible document.
-        job.report_hash = report_hash(
+        # Expired and malformed jobs have no verification report; the document records what is
+        # known, so a slash on chain still points at a published, reproducible document.
+        job.report_document = report_document(
             job_spec_from_dict(job.spec),
             job.seed,
             job.commitment_root or None,
             job.challenge or {},
             {"passed": False, "reason": reason, "state": target},
         )
-        job.save(update_fields=["report_hash", "updated_at"])
+        job.report_hash = document_hash(job.report_document)
+        job.save(update_fields=["report_hash", "report_document", "updated_at"])
     if job.suite_id is not None:
         if reason == "device_dropped":
             return job
@@ -241,9 +242,15 @@ def _verdict_record(
     reason: str,
     penalised: bool,
     order_ids: list[int],
+    report: dict[str, Any] | None = None,
 ) -> Verdict:
     """Call inside the transaction of the decision. A pass has no effects to enqueue (rewards
-    are paid per period from these rows), so it is born claimed."""
+    are paid per period from these rows), so it is born claimed. The report document (the
+    job's, unless given) is stored with it: report_hash is its SHA-256, published at
+    GET /api/v1/reports/{hash} for anyone to audit."""
+    document = report if report is not None else (job.report_document if job else None)
+    if document is not None and "0x" + document_hash(document) != report_hash.lower():
+        raise ValueError(f"report document does not hash to {report_hash}")
     verdict = Verdict.objects.create(
         key=key,
         kind=kind,
@@ -252,6 +259,7 @@ def _verdict_record(
         machine_id=machine_id,
         job=job,
         report_hash=report_hash.lower(),
+        report_document=document,
         reason=reason[:100],
         effects_enqueued_at=timezone.now() if kind == Verdict.Kind.PASS else None,
     )
