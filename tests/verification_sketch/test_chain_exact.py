@@ -17,6 +17,9 @@ from workers.kernels.chain import (
     _floor_log2,
     _mean_taps,
     _second_moment,
+    chain_spec_from_dict,
+    inputs_numpy,
+    inputs_torch,
     layer_shifts,
 )
 from workers.kernels.floatgen import generate_floats
@@ -250,3 +253,40 @@ def test_images_too_large_to_batch_are_convolved_one_by_one():
     assert out[0, :, 100, 100].tolist() == [72.0] * 8
     assert out[1, :, 100, 100].tolist() == [144.0] * 8
     assert out[1, :, 0, 0].tolist() == [64.0] * 8
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "spec must be a JSON object, got list"),
+        (
+            {"kind": "conv"},
+            "unknown chain kind 'conv'; expected one of ['conv2d_chain', 'matmul_chain']",
+        ),
+        (
+            {"kind": ["matmul_chain"]},
+            "unknown chain kind ['matmul_chain']; expected one of ['conv2d_chain', 'matmul_chain']",
+        ),
+        (
+            {"kind": "matmul_chain", "n": 64, "layers": 1, "rows": 0},
+            "spec fields must be exactly ['layers', 'n', 'precision', 'rows']",
+        ),
+    ],
+)
+def test_spec_documents_that_are_not_specs_are_refused_with_their_words(data, message):
+    with pytest.raises(SpecError) as refused:
+        chain_spec_from_dict(data)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp32", torch.float32), ("bf16", torch.bfloat16)]
+)
+def test_torch_inputs_on_the_cpu_are_the_numpy_inputs_in_the_jobs_dtype(precision, dtype):
+    spec = MatmulChainSpec(n=64, layers=1, rows=8, precision=precision)
+    first, second = inputs_torch(spec, SEED, device="cpu", dtype=dtype)
+    expected_first, expected_second = inputs_numpy(spec, SEED)
+    assert (first.dtype, second.dtype) == (dtype, dtype)
+    assert (tuple(first.shape), tuple(second.shape)) == ((8, 64), (64, 64))
+    assert np.array_equal(first.float().numpy(), expected_first)
+    assert np.array_equal(second.float().numpy(), expected_second)
