@@ -105,6 +105,37 @@ def bob_dispatched_chain_job(bob_agent):
 
 
 @pytest.fixture
+def published_report(bob_agent):
+    """A decided job's verdict with its report document (a job that expired undispatched)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.benchmarks.models import BenchmarkJob, Verdict
+    from marketplace.benchmarks.services import benchmark_expire
+
+    job = _job_in_state(bob_agent[0], "queued")
+    BenchmarkJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - timedelta(days=2))
+    benchmark_expire(job_id=job.pk)
+    job.refresh_from_db()
+    verdict = Verdict.objects.filter(job=job).first()
+    if verdict is None:  # a no-fault expiry has no verdict: publish a pass's instead
+        from marketplace.benchmarks.services.verdicts import _verdict_record
+
+        verdict = _verdict_record(
+            key=f"test-{job.pk}",
+            kind=Verdict.Kind.PASS,
+            machine_id=job.machine_id,
+            job=job,
+            report_hash="0x" + job.report_hash,
+            reason="",
+            penalised=False,
+            order_ids=[],
+        )
+    return verdict
+
+
+@pytest.fixture
 def bob_challenged_job(bob_agent):
     return _job_in_state(bob_agent[0], "challenged")
 

@@ -228,6 +228,9 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
     ("POST", "/api/v1/agent/jobs/{id}/answer"): lambda f: Call(
         "POST", f"/api/v1/agent/jobs/{f('bob_challenged_job').pk}/answer", {"y": []}
     ),
+    ("GET", "/api/v1/reports/{id}"): lambda f: Call(
+        "GET", f"/api/v1/reports/{f('published_report').report_hash}"
+    ),
     ("GET", "/api/v1/machines/{id}/benchmarks"): lambda f: Call(
         "GET", f"/api/v1/machines/{f('bob_verified_machine').pk}/benchmarks"
     ),

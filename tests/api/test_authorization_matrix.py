@@ -93,6 +93,8 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/agent/jobs/{id}/challenge"): (401, 401, 401, 401, 401, 200, 401),
     ("POST", "/api/v1/agent/jobs/{id}/answer"): (401, 401, 401, 401, 401, 202, 401),
     ("GET", "/api/v1/machines/{id}/benchmarks"): (401, 404, 404, 200, 404, 401, 200),
+    # A verdict's report is public evidence: anyone, signed in or not.
+    ("GET", "/api/v1/reports/{id}"): (200, 200, 200, 200, 200, 200, 200),
     # payments. Funding instructions are for the renter who signs them: anyone else, the
     # provider owner and staff included, gets 404 (see also the undeployed-contracts test).
     ("GET", "/api/v1/orders/{id}/funding"): (401, 200, 404, 404, 404, 401, 404),
@@ -170,7 +172,7 @@ def _api_routes() -> set[tuple[str, str]]:
             if isinstance(p, URLResolver):
                 walk(p.url_patterns, prefix + str(p.pattern))
             elif isinstance(p, URLPattern):
-                path = re.sub(r"<int:\w+>", "{id}", "/" + prefix + str(p.pattern))
+                path = re.sub(r"<(int|str):\w+>", "{id}", "/" + prefix + str(p.pattern))
                 if not path.startswith(MATRIX_PREFIXES):
                     continue
                 view = getattr(p.callback, "cls", None) or getattr(p.callback, "view_class", None)
