@@ -502,6 +502,33 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     say("The worker settles both leases and slashes mallory; the indexer records it")
     wait_for("both leases settled and the slash indexed", settled, 120, 1)
 
+    say("Anyone audits the slash: the report behind its hash, without our database")
+    from marketplace.payments.models import ContractDeployment
+
+    staking_address = ContractDeployment.objects.get(name="staking").address
+    audit = subprocess.run(
+        [
+            PY,
+            "-m",
+            "workers.audit",
+            "--url",
+            url,
+            "--rpc",
+            env["CHAIN_RPC_URL"],
+            "--staking",
+            staking_address,
+            "--all-slashes",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for line in audit.stdout.strip().splitlines():
+        note(line)
+    if audit.returncode != 0:
+        raise DemoError(f"the audit of the slashes failed:\n{audit.stdout}{audit.stderr}")
+
     say("Reward period closes: rewards per verified, staked, leased accelerator-hour")
     from marketplace.orders.models import Order as _Order
     from marketplace.payments.models import Reward
