@@ -287,6 +287,10 @@ def provider_collateral_require(
     """Raises the 409 `collateral_insufficient` that says how much more to stake."""
     if not settings.COLLATERAL_ENFORCED:
         return
+    # Serialises the decisions that add to one provider's commitments (two orders on two of
+    # its listings at once, a listing beside an order): each sees the other's lease once it
+    # commits. Always taken last, after the listing, machine or order the caller holds.
+    Provider.objects.select_for_update().filter(pk=provider_id).first()
     state = provider_collateral(
         provider_id=provider_id,
         adding_machine_id=adding_machine_id,
