@@ -185,6 +185,8 @@ def test_mean_taps_and_floor_log2_at_hand_computed_values():
     assert _mean_taps(5, 2) == Fraction(3 + 4 + 5 + 4 + 3, 5)
     assert _mean_taps(4, 0) == 1
     cases = {(8, 1): 3, (7, 1): 2, (1, 8): -3, (1, 7): -3, (1, 9): -4, (3, 2): 0, (2, 3): -1}
+    # Same leading bit position after the shift, but smaller: 4/3 = 1.33, 9/5 = 1.8, 6/3 = 2.
+    cases |= {(4, 3): 0, (9, 5): 0, (6, 3): 1, (3, 6): -1, (5, 9): -1}
     for (numerator, denominator), expected in cases.items():
         assert _floor_log2(numerator, denominator) == expected, (numerator, denominator)
     assert _floor_log2(5, 5) == 0
