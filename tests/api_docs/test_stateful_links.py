@@ -59,16 +59,15 @@ def test_a_renter_following_the_links_meets_no_server_error(alice, bob_provider)
                     "Authorization": f"Token {raw}",
                     "Idempotency-Key": f"stateful-{secrets.token_hex(8)}",
                 }
-                # As the whole-API fuzz does: a body that names a listing names a real one, and
-                # an order is for 1 accelerator (on demand: for 1 hour), so orders get made and
-                # the links from them are followed (random ids stop nearly every request; a draw
-                # of only interruptible or reserved orders asking for more accelerators than the
-                # listing has made none).
+                # A body that names a listing names a real one, and an order is on demand for 1
+                # accelerator for 1 hour, so orders get made and the links from them are
+                # followed: this run is about links, and a derandomized draw of mostly reserved
+                # or interruptible bodies (refused: the listing has no such prices) made one
+                # order or none. Order bodies themselves are fuzzed by tests/fuzz.
                 if case.operation.label == "POST /api/v1/orders" and isinstance(case.body, dict):
-                    case.body["listing_id"] = listings[0]
-                    case.body["accelerators"] = 1
-                    if case.body.get("pricing_mode") == "on_demand":
-                        case.body["hours"] = 1
+                    case.body.update(
+                        listing_id=listings[0], pricing_mode="on_demand", accelerators=1, hours=1
+                    )
                 if case.operation.label == "POST /api/v1/webhooks" and isinstance(case.body, dict):
                     case.body["url"] = "https://1.1.1.1/hook"
 
