@@ -295,6 +295,19 @@ def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
     return results
 
 
+def survivors_to_rerun(dest: Path) -> tuple[str, ...]:
+    """Last run's survivors, less those listed as equivalent (no test can kill them)."""
+    equivalents = load_equivalents()
+    names = []
+    for name, status in statuses(dest).items():
+        if status not in ("survived", "no tests"):
+            continue
+        module, func = module_and_function(name)
+        if not equivalence_reason(equivalents, module, func, *mutant_diff(dest, name)):
+            names.append(name)
+    return tuple(names)
+
+
 def print_table(all_results: dict[str, ModuleResult]) -> bool:
     header = (
         f"{'module':45} {'mutants':>7} {'killed':>7} {'(timeout)':>9} {'survived':>8} "
@@ -387,11 +400,7 @@ def main() -> int:
             if args.resume and dest.exists():
                 sync_tests(dest, scope)
                 if args.rerun_survivors:
-                    names += tuple(
-                        name
-                        for name, status in statuses(dest).items()
-                        if status in ("survived", "no tests")
-                    )
+                    names += survivors_to_rerun(dest)
             else:
                 copy_tree(dest)
                 configure(dest, scope)
