@@ -19,7 +19,16 @@ DEMO_OWNER = "demo-provider"
 class Command(BaseCommand):
     help = __doc__
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--headroom",
+            type=int,
+            default=10 * 10**6,
+            help="token units staked beyond the machines' requirement, for the locks of the "
+            "leases the demo renter takes (a 1-hour demo lease locks about 0.06 USD)",
+        )
+
+    def handle(self, *args, headroom: int, **options):
         machine = (
             Machine.objects.filter(provider__owner__username=DEMO_OWNER).order_by("-pk").first()
         )
@@ -35,7 +44,7 @@ class Command(BaseCommand):
         if state.covered:
             self.stdout.write(f"provider {machine.provider_id} already covers {state.required}")
             return
-        amount = state.shortfall
+        amount = state.shortfall + headroom
         demo_renter_fund(address=account.address, amount=amount)
         token, staking = chain.contract("token", w3), chain.contract("staking", w3)
         for to, data in (
