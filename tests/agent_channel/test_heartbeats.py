@@ -62,9 +62,11 @@ def test_an_offline_machine_is_back_on_its_first_heartbeat(channel, make_agent):
 
     response = bob.post(f"{channel.url}/api/v1/agent/heartbeat", timeout=30)
 
-    assert response.status_code == 200 and response.json()["state"] == State.VERIFIED
+    # Back, and re-verified before it is verified again (tests/lease_checks).
+    assert response.status_code == 200 and response.json()["state"] == State.REVERIFYING
     machine.refresh_from_db()  # a state change is written at once, not buffered
-    assert machine.state == State.VERIFIED and machine.state_reason == "heartbeats resumed"
+    assert machine.state == State.REVERIFYING and machine.state_reason == "heartbeats resumed"
+    assert machine.resume_state == State.VERIFIED
 
 
 def test_the_machine_api_shows_the_buffered_heartbeat(channel, make_agent):

@@ -116,7 +116,7 @@ def test_a_reorg_that_moves_a_deposit_to_another_block_applies_it_once(
     _mine(live_chain, 3)
     index()
     order.refresh_from_db()
-    assert order.state == Order.State.ACTIVE
+    assert order.state == Order.State.STARTING  # the deposit, once; active when `start` is final
     assert ChainEvent.objects.filter(name="LeaseFunded", is_final=True).count() == 1
     assert reconcile().differences == []
 

@@ -46,7 +46,8 @@ def fund_and_activate(live_chain, alice, listing, capture) -> Order:
     assert funding.status_code == 200
     fund_with_instructions(live_chain, ALICE_KEY, funding.json())
     with capture(execute=True):
-        index()  # funded → active, and the start transaction goes out
+        index()  # funded → starting, and the start transaction goes out
+    index()  # LeaseStarted final → active
     order.refresh_from_db()
     assert order.state == Order.State.ACTIVE
     # The lease ran for USED_SECONDS (moving the clock, not the chain).
@@ -117,7 +118,7 @@ def test_indexer_resumes_after_a_node_restart(
 ):
     before = balances(market["token"])
     order = fund_and_activate(live_chain, alice, listing, django_capture_on_commit_callbacks)
-    index()  # also picks up LeaseStarted, sent when the order activated
+    index()  # nothing new: LeaseStarted was indexed when the order activated
     events_before = ChainEvent.objects.count()
     assert events_before >= 2
     head_before = live_chain.eth.block_number

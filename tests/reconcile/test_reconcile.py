@@ -42,7 +42,8 @@ def _run_lease(chain_w3, alice, listing, key: str, seconds: int, capture) -> Ord
     funding = order_funding_instructions(user=alice, order_id=order.pk)
     fund_with_instructions(chain_w3, ALICE_KEY, funding)
     with capture(execute=True):
-        index()  # funded → active; the start transaction goes out
+        index()  # funded → starting; the start transaction goes out
+    index()  # LeaseStarted final → active
     Order.objects.filter(pk=order.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
     order.refresh_from_db()
     return order
