@@ -78,7 +78,8 @@ class BenchmarkJob(TimestampedModel):
     # device may answer only one index of a suite: that is what makes eight claimed devices
     # eight measured ones.
     device_index = models.PositiveSmallIntegerField(default=0)
-    device_uuid = models.CharField(max_length=128, blank=True)
+    # Indexed: one device (by the identity it reports) may answer for one machine only.
+    device_uuid = models.CharField(max_length=128, blank=True, db_index=True)
 
     dispatched_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True, db_index=True)

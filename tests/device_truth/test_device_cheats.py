@@ -282,3 +282,24 @@ def test_a_claimed_card_the_host_does_not_have_is_abandoned_then_dropped(
     machine.refresh_from_db()
     assert machine.state == Machine.State.VERIFIED and machine.verified_device_count == 1
     assert [k for k, _ in verdicts if k == "failed"] == []
+
+
+# --- one device cannot be two machines ------------------------------------------------------------
+
+
+def test_one_card_registered_as_two_machines_is_rejected_on_the_second(
+    mallory_provider, make_agent, runner_for, verdicts
+):
+    """A relay: the second machine's agent forwards its jobs to the card that already answers
+    for the first (or a machine rejected for cheating comes back under a new name): the same
+    device identity on another machine is refused, whatever the second machine claims."""
+    first, first_api, _ = make_agent(mallory_provider, hardware=h100s(1))
+    assert {r.state for r in _drain(runner_for(first_api, FakeDeviceIds))} == {"verified"}
+    second, second_api, _ = make_agent(mallory_provider, hardware=h100s(1))
+    result = runner_for(second_api, FakeDeviceIds).run_once(wait=0)
+    assert (result.state, result.reason) == ("rejected", "device_reused")
+    detail = BenchmarkJob.objects.get(pk=result.job_id).outcome_detail
+    assert f"answered for machine {first.pk}" in detail
+    _punished(second, result.job_id, "device_reused", verdicts)
+    first.refresh_from_db()
+    assert first.state == Machine.State.VERIFIED

@@ -245,10 +245,32 @@ def _device_required(job: BenchmarkJob) -> bool:
     return not single or job.device_index > 0
 
 
+# How long a device identity stays bound to the machine it answered for. A card that changes
+# hands (a sale) can serve another machine after this; a relay cannot serve two at once.
+DEVICE_BINDING_DAYS = 30
+
+
 def _device_conflict(job: BenchmarkJob, device: str) -> str:
-    """Why `device` may not answer this job, or "". Within a suite, one physical device answers
-    one device index (the suite row is locked, so two sibling commitments are decided one after
-    the other); outside one, index i must be answered by the device verified at index i."""
+    """Why `device` may not answer this job, or "". An accelerator answers for one machine: a
+    device identity seen on another machine's jobs (a relay, or a machine rejected for cheating
+    back under a new name) is refused. Within a suite, one physical device answers one device
+    index (the suite row is locked, so two sibling commitments are decided one after the other);
+    outside one, index i must be answered by the device verified at index i."""
+    # CPU identities are the host's machine-id, which every agent on one host shares (the demo
+    # and the tests run several); a CPU relay is caught by its split throughput instead.
+    if not device.startswith("cpu-"):
+        since = timezone.now() - timedelta(days=DEVICE_BINDING_DAYS)
+        other = (
+            BenchmarkJob.objects.filter(device_uuid=device, updated_at__gte=since)
+            .exclude(machine_id=job.machine_id)
+            .values_list("machine_id", flat=True)
+            .first()
+        )
+        if other is not None:
+            return (
+                f"device {device} answered for machine {other} in the last "
+                f"{DEVICE_BINDING_DAYS} days; one device cannot serve two machines"
+            )
     if job.suite_id is not None:
         BenchmarkSuite.objects.select_for_update().filter(pk=job.suite_id).first()
         other = (
