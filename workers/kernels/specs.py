@@ -117,6 +117,26 @@ class MatmulSpec:
         """What the agent hashes inside the timed span: every output cell as 8 bytes."""
         return 8 * self.n * self.n
 
+    # The Merkle protocol's sizes (workers/verification/protocol.py): leaves are C's rows, the
+    # challenge vector r has one entry per column, y = C.r one per row.
+    leaf_key: ClassVar[str] = "rows"
+
+    @property
+    def leaf_count(self) -> int:
+        return self.n
+
+    @property
+    def leaf_length(self) -> int:
+        return self.n
+
+    @property
+    def r_length(self) -> int:
+        return self.n
+
+    @property
+    def y_length(self) -> int:
+        return self.n
+
     @property
     def terms_per_output(self) -> int:
         return self.n
@@ -196,6 +216,26 @@ class Conv2dSpec:
     @property
     def transfer_bytes(self) -> int:
         return 8 * self.batch * self.out_channels * self.out_height * self.out_width
+
+    # The Merkle protocol's sizes: leaves are output planes (image, channel), r has one entry
+    # per output channel, y = sum_o r_o Y[:, o] one per output pixel.
+    leaf_key: ClassVar[str] = "planes"
+
+    @property
+    def leaf_count(self) -> int:
+        return self.batch * self.out_channels
+
+    @property
+    def leaf_length(self) -> int:
+        return self.out_height * self.out_width
+
+    @property
+    def r_length(self) -> int:
+        return self.out_channels
+
+    @property
+    def y_length(self) -> int:
+        return self.batch * self.out_height * self.out_width
 
     @property
     def terms_per_output(self) -> int:

@@ -112,24 +112,20 @@ class VerificationReport:
 
 
 def leaf_count(spec: Spec) -> int:
-    """Rows of C (matmul) or output planes batch * out_channels (conv2d)."""
-    if isinstance(spec, MatmulSpec):
-        return spec.n
-    return spec.batch * spec.out_channels
+    """Rows of C (matmul) or output planes batch * out_channels (conv2d): the spec's own size."""
+    return spec.leaf_count
 
 
 def leaf_length(spec: Spec) -> int:
-    return spec.n if isinstance(spec, MatmulSpec) else spec.out_height * spec.out_width
+    return spec.leaf_length
 
 
 def r_length(spec: Spec) -> int:
-    return spec.n if isinstance(spec, MatmulSpec) else spec.out_channels
+    return spec.r_length
 
 
 def y_length(spec: Spec) -> int:
-    if isinstance(spec, MatmulSpec):
-        return spec.n
-    return spec.batch * spec.out_height * spec.out_width
+    return spec.y_length
 
 
 def output_bound(spec: Spec) -> int:
@@ -223,7 +219,7 @@ def challenge_answer(
 
 
 def _leaf_key(spec: Spec) -> str:
-    return "rows" if isinstance(spec, MatmulSpec) else "planes"
+    return spec.leaf_key
 
 
 # --- server side: parsing ---------------------------------------------------------------------
