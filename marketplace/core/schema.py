@@ -32,10 +32,7 @@ ERROR_STATUSES = {
 
 # Operations that also answer 503 (error shape) when a service they call does not answer.
 UNAVAILABLE = "The chain node does not answer; nothing was changed. Retry shortly."
-EXTRA_STATUSES = {
-    "v1_orders_funding_retrieve": {"503": UNAVAILABLE},
-    "v1_providers_staking_retrieve": {"503": UNAVAILABLE},
-}
+EXTRA_STATUSES = {"v1_orders_funding_retrieve": {"503": UNAVAILABLE}}
 
 
 def document_error_responses(result, generator, request, public):

@@ -85,9 +85,9 @@ class ProviderStakingApi(APIView):
         "stake counts once the indexer sees it (a few blocks). To leave: "
         "`request_unstake_calldata`, then after `unlock_time` `withdraw_calldata`, both to "
         "`staking_address`. All amounts are token units (6 decimals: 1,000,000 units = 1 USD); "
-        "times are UTC, `unlock_time` Unix seconds. 400 `payments_bad_amount` for a bad amount, "
-        "409 `payments_not_deployed` before the contracts are deployed, 503 when the chain node "
-        "does not answer.",
+        "times are UTC, `unlock_time` Unix seconds. Read from the indexed chain events and "
+        "the recorded deployments, never from a node. 400 `payments_bad_amount` for a bad "
+        "amount, 409 `payments_not_deployed` before the contracts are deployed.",
         parameters=[
             OpenApiParameter(
                 "amount",
@@ -105,15 +105,10 @@ class ProviderStakingApi(APIView):
         responses={200: StakingOutputSerializer},
     )
     def get(self, request, provider_id: int):
-        try:
-            data = staking.provider_staking_state(
-                user=request.user,
-                provider_id=provider_id,
-                amount=request.query_params.get("amount"),
-                unstake_amount=request.query_params.get("unstake_amount"),
-            )
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise ApplicationError(
-                UNAVAILABLE, code="payments_chain_unavailable", status_code=503
-            ) from exc
+        data = staking.provider_staking_state(
+            user=request.user,
+            provider_id=provider_id,
+            amount=request.query_params.get("amount"),
+            unstake_amount=request.query_params.get("unstake_amount"),
+        )
         return Response(StakingOutputSerializer(data).data)

@@ -9,10 +9,11 @@ from typing import Any
 from web3 import Web3
 
 from contracts import chain
+from contracts.deploy import load_artifact
 from marketplace.accounts.models import User
-from marketplace.core.errors import ApplicationError, NotFoundError
+from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
 from marketplace.payments import collateral
-from marketplace.payments.selectors import _deployed
+from marketplace.payments.models import ContractDeployment
 from marketplace.providers.models import Provider
 
 MAX_AMOUNT = 2**128 - 1  # the contract keeps stakes in uint128
@@ -34,6 +35,28 @@ def _amount(value: Any, *, field: str) -> int | None:
     return amount
 
 
+def _contracts_offline(cid: int | None) -> dict:
+    """Token and staking contracts from our deployment rows, for encoding calldata only: the
+    answer never waits on a chain node (the stake itself is what the indexer recorded)."""
+    rows = {
+        d.name: d
+        for d in ContractDeployment.objects.filter(chain_id=cid, name__in=("token", "staking"))
+    }
+    if cid is None or len(rows) < 2:
+        raise ConflictError(
+            "The payment contracts are not deployed on this chain yet.",
+            code="payments_not_deployed",
+        )
+    w3 = Web3()  # no provider: ABI encoding needs none
+    return {
+        name: w3.eth.contract(
+            address=Web3.to_checksum_address(rows[name].address),
+            abi=load_artifact(chain.CONTRACT_ARTIFACTS[name])["abi"],
+        )
+        for name in ("token", "staking")
+    }
+
+
 def provider_staking_state(
     *, user: User, provider_id: int, amount: Any = None, unstake_amount: Any = None
 ) -> dict:
@@ -46,13 +69,14 @@ def provider_staking_state(
     stake_amount = _amount(amount, field="amount")
     unstake = _amount(unstake_amount, field="unstake_amount")
     state = collateral.provider_collateral(provider_id=provider.pk)
-    token, staking = _deployed("token"), _deployed("staking")
+    contracts = _contracts_offline(state.chain_id)
+    token, staking = contracts["token"], contracts["staking"]
     stake_amount = stake_amount if stake_amount is not None else state.shortfall
     unstake = unstake if unstake is not None else state.unstakable
     return {
         "provider_id": provider.pk,
         "wallet_address": Web3.to_checksum_address(provider.wallet_address),
-        "chain_id": chain.chain_id(),
+        "chain_id": state.chain_id,
         "token_address": token.address,
         "staking_address": staking.address,
         "staked": state.staked,

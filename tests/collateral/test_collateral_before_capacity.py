@@ -287,3 +287,10 @@ def test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts(
     )
     index()
     assert listing_id not in _searchable_ids(renter)
+
+
+def test_the_staking_endpoint_needs_no_chain_node_only_recorded_contracts(bob_client, bob_machine):
+    # No contracts recorded (and no node at all in this test): a 409 that says so, not a 5xx.
+    response = bob_client.get(f"/api/v1/providers/{bob_machine.provider_id}/staking")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "payments_not_deployed"
