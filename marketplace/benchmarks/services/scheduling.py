@@ -44,7 +44,8 @@ def _jobs_per_device(machine: Machine, **fields: Any) -> list[int]:
 
 def benchmarks_schedule_reverification(*, now: datetime | None = None) -> list[int]:
     """Queues a lease job per active lease and a periodic job per verified/listed machine whose
-    last check is older than its interval; never two open jobs on one machine from here."""
+    last check is older than its interval, together with every machine sharing its owner or
+    wallet; never two open jobs on one machine from here."""
     from marketplace.orders.models import Order
 
     now = now or timezone.now()
@@ -65,14 +66,33 @@ def benchmarks_schedule_reverification(*, now: datetime | None = None) -> list[i
         created += _jobs_per_device(order.machine, purpose=Purpose.LEASE, order_id=order.pk)
         busy.add(order.machine_id)
     periodic_since = now - timedelta(seconds=settings.BENCHMARK_PERIODIC_INTERVAL_SECONDS)
-    for machine in Machine.objects.filter(
-        state__in=(Machine.State.VERIFIED, Machine.State.LISTED)
-    ).order_by("pk"):
+    eligible = list(
+        Machine.objects.filter(state__in=(Machine.State.VERIFIED, Machine.State.LISTED))
+        .select_related("provider")
+        .order_by("pk")
+    )
+    recent = set(
+        BenchmarkJob.objects.filter(
+            machine__in=eligible, created_at__gte=periodic_since
+        ).values_list("machine_id", flat=True)
+    )
+    due = [m for m in eligible if m.pk not in busy and m.pk not in recent]
+    # Sybil and relay resistance: machines that share an owner or a wallet address with a due
+    # machine are checked at the same moment, due or not. A relay (one device behind several
+    # registrations) then serves all of them at once, its throughput splits, and each job
+    # falls below its claimed device's floor.
+    owners = {m.provider.owner_id for m in due}
+    wallets = {m.provider.wallet_address.lower() for m in due if m.provider.wallet_address}
+    for machine in eligible:
         if machine.pk in busy:
             continue
-        if BenchmarkJob.objects.filter(machine=machine, created_at__gte=periodic_since).exists():
+        cohort = machine.provider.owner_id in owners or (
+            (machine.provider.wallet_address or "").lower() in wallets
+        )
+        if machine.pk in recent and not cohort:
             continue
         created += _jobs_per_device(machine, purpose=Purpose.PERIODIC)
+        busy.add(machine.pk)
     return created
 
 
