@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from workers.kernels import SpecError
-from workers.kernels.chain import MatmulChainSpec
+from workers.kernels.chain import ConvChainSpec, MatmulChainSpec
 from workers.kernels.chain_run import chain_compute
 from workers.verification.sketch import (
     DEFAULT_SAMPLE_COUNT,
@@ -289,3 +289,30 @@ def test_sample_count_must_be_a_positive_integer(honest, count):
 def test_a_bad_seed_is_the_servers_error_not_a_verdict(honest):
     with pytest.raises(SpecError):
         sketch_verify(SPEC, "not-hex", sketch_payload(SPEC, SEED, honest))
+
+
+def test_a_unit_with_tiny_activations_is_judged_on_half_the_rms_scale():
+    # An 11 x 11 kernel on an 11 x 11 image: a corner pixel sees 6 x 6 of the 121 taps per
+    # layer, so its activations are small (a third of the rms over units here). The verifier
+    # floors such a unit's scale at half the rms over the sampled units:
+    #     error / (max(|x_L[u]|, 0.5 * rms_u |x_L[u]|) / sqrt(C) * |v_j|)
+    # A value off by 0.1 of that floored scale must read as an error of 0.1 (not 0.1 times
+    # the floor over the unit's own norm), and its 0.1 is a precision mismatch, not a skip.
+    spec = ConvChainSpec(batch=1, channels=8, height=11, width=11, kernel_size=11, layers=2)
+    units = np.arange(spec.units)
+    reference = spec.reference_units(SEED, units).astype(np.float64)
+    norms = np.linalg.norm(reference, axis=1)
+    typical = np.sqrt(np.mean(norms**2))
+    unit = int(np.argmin(norms))
+    assert norms[unit] < 0.4 * typical  # the floor applies to this unit
+    column = np.linalg.norm(spec.sketch_matrix(SEED).astype(np.float64)[:, 0])
+    floored_scale = 0.5 * typical / np.sqrt(8) * column
+    assert floored_scale < 1  # below 1: a scale is used as it is, whatever its size
+    y = chain_compute(spec, SEED).astype(np.float64)
+    y[unit, 0] += 0.1 * floored_scale
+    report = sketch_verify(
+        spec, SEED, sketch_payload(spec, SEED, y.astype(np.float32)), sample_count=spec.units
+    )
+    assert report.reason == "precision_mismatch"
+    assert report.figures["max_error"] == pytest.approx(0.1, abs=1e-4)
+    assert report.figures["units_over_tolerance"] == 1
