@@ -17,8 +17,10 @@ from tests.api.conftest import (  # noqa: F401 - fixtures re-exported for tests/
     alice_order,
     bob_agent,
     bob_challenged_job,
+    bob_dispatched_chain_job,
     bob_dispatched_job,
     bob_verified_machine,
+    published_report,
 )
 from tests.api.helpers import COMMITMENT
 from tests.faults.conftest import database_url
