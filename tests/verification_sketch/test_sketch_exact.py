@@ -74,6 +74,9 @@ def test_job_binding_and_payload_follow_their_layout(honest):
         "y": base64.b64encode(honest.astype("<f4").tobytes()).decode("ascii"),
     }
     assert sketch_commitment(SPEC, SEED) == payload
+    # The wire format is little-endian float32 whatever the array handed in.
+    assert sketch_payload(SPEC, SEED, honest.astype(np.float64)) == payload
+    assert sketch_payload(SPEC, SEED, honest.astype(">f4")) == payload
     # 4 * ceil(1024 / 3) + 512 = 4 * 342 + 512.
     assert payload_size_limit(SPEC) == 1880
     assert len(payload) <= 1880
