@@ -319,3 +319,16 @@ def test_a_unit_with_tiny_activations_is_judged_on_half_the_rms_scale():
     assert report.reason == "precision_mismatch"
     assert report.figures["max_error"] == pytest.approx(0.1, abs=1e-4)
     assert report.figures["units_over_tolerance"] == 1
+
+
+def test_an_already_parsed_payload_with_y_exactly_at_the_size_limit_is_decoded(honest):
+    # Parsed JSON skips the byte-size check; y's own bound is the same 1,880: 1,880 base64
+    # characters (1,410 bytes) are decoded and refused for their size, 1,884 are not decoded.
+    document = json.loads(sketch_payload(SPEC, SEED, honest))
+    at_limit = sketch_verify(SPEC, SEED, {**document, "y": "A" * 1880})
+    assert (at_limit.reason, at_limit.detail) == ("wrong_shape", "y has 1410 bytes, expected 1024")
+    over = sketch_verify(SPEC, SEED, {**document, "y": "A" * 1884})
+    assert (over.reason, over.detail) == (
+        "malformed_payload",
+        "y must be a base64 string of the job's size",
+    )
