@@ -40,7 +40,7 @@ test: lint
 	bash scripts/ensure_redis.sh
 	bash scripts/ensure_chromium.sh
 	bash scripts/ensure_bwrap.sh
-	REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" $(BIN)/pytest -q -m "$(TEST_MARKS)"
+	REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}" $(BIN)/pytest -q -m "$(TEST_MARKS)" --durations=15
 
 test-ganache: install
 	$(BIN)/pytest -q -m ganache
