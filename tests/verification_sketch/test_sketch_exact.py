@@ -285,8 +285,9 @@ def _value_scale(honest, unit):
 
 @pytest.mark.parametrize("count", [0, -1, True, 2.0, "48"])
 def test_sample_count_must_be_a_positive_integer(honest, count):
-    with pytest.raises(ValueError, match="sample_count must be a positive integer"):
+    with pytest.raises(ValueError) as refused:
         sketch_verify(SPEC, SEED, sketch_payload(SPEC, SEED, honest), sample_count=count)
+    assert str(refused.value) == "sample_count must be a positive integer"
 
 
 def test_a_bad_seed_is_the_servers_error_not_a_verdict(honest):
@@ -332,3 +333,12 @@ def test_an_already_parsed_payload_with_y_exactly_at_the_size_limit_is_decoded(h
         "malformed_payload",
         "y must be a base64 string of the job's size",
     )
+
+
+def test_a_stray_character_in_y_is_malformed_not_skipped(honest):
+    # A lenient decoder would drop the '!' and decode the honest values around it.
+    document = json.loads(sketch_payload(SPEC, SEED, honest))
+    stray = document["y"][:100] + "!" + document["y"][100:]
+    report = sketch_verify(SPEC, SEED, {**document, "y": stray})
+    assert report.reason == "malformed_payload"
+    assert report.detail.startswith("y is not base64: ")
