@@ -162,6 +162,13 @@ def test_a_refusal_report_and_its_hash():
     parsed = sketch_verify(SPEC, SEED, {"protocol": 1})
     assert parsed.figures == {"payload_bytes": len(b'{"protocol":1}')}
     assert sketch_verify(SPEC, SEED, "[]").figures == {"payload_bytes": 2}
+    # Canonical JSON is ASCII: a non-ASCII character is hashed as its \u escape (6 bytes).
+    accented = sketch_verify(SPEC, SEED, {"protocol": "\u00e9"})
+    assert (
+        accented.figures
+        == {"payload_bytes": len(b'{"protocol":"\\u00e9"}')}
+        == {"payload_bytes": 21}
+    )
 
 
 def _document(honest, **changes):
