@@ -140,8 +140,10 @@ def redis_client():
 
 
 @pytest.fixture
-def make_agent(redis_client):
-    """A registered machine and an HTTP session holding its agent credential."""
+def make_agent(redis_client, settings):
+    """A registered machine and an HTTP session holding its agent credential. One owner
+    registers the whole simulated fleet here: not an abuse to refuse."""
+    settings.REGISTRATION_TOKENS_PER_DAY = 10**6
     owner = UserFactory(role="provider_owner")
     provider = Provider.objects.create(owner=owner, name="bob", wallet_address="0x" + "ab" * 20)
     count = 0
