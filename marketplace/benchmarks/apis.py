@@ -46,7 +46,12 @@ def _job_to_deliver(machine_id: int) -> dict | None:
     job = selectors.benchmark_job_dispatched_for(machine_id=machine_id)
     if job is None:
         job = services.benchmark_dispatch_next(machine_id=machine_id)
-    return None if job is None else AgentJobOutputSerializer(job).data
+    if job is None:
+        return None
+    # Tells a one-device agent not to poll again before it starts: that round trip would sit
+    # inside the job's server-timed span.
+    more = services.queued_for_free_devices(machine_id).exists()
+    return AgentJobOutputSerializer(job, context={"more_jobs": more}).data
 
 
 def _challenge_or_end(job_id: int, machine_id: int) -> BenchmarkJob | None:

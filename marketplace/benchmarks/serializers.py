@@ -11,6 +11,11 @@ class AgentJobOutputSerializer(serializers.ModelSerializer):
     """What the agent receives on dispatch: the seed is in it, so only ever for a dispatched job
     of the asking machine."""
 
+    more_jobs = serializers.SerializerMethodField(
+        help_text="Whether another device of this machine has a job waiting: poll again at "
+        "once for it (one job per device; the agent runs them side by side)"
+    )
+
     class Meta:
         model = BenchmarkJob
         fields = [
@@ -22,7 +27,11 @@ class AgentJobOutputSerializer(serializers.ModelSerializer):
             "device_index",
             "dispatched_at",
             "deadline",
+            "more_jobs",
         ]
+
+    def get_more_jobs(self, job: BenchmarkJob) -> bool:
+        return bool(self.context.get("more_jobs", False))
 
 
 class CommitmentInputSerializer(serializers.Serializer):

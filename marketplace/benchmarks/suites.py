@@ -48,10 +48,12 @@ from workers.kernels import (
 # kernel, answered by an O(units) sketch, so the server-timed span is the kernel's. int8 stays an
 # exact-integer Merkle job (workers/kernels/specs.py) until an integer chain exists.
 #
-# CPU sizes: each job about 0.2-0.5 s of kernel on a 2-core box (fp16 on a CPU runs at a tenth of
-# fp32, hence fewer layers), enough for the kernel to dominate dispatch, input generation and HTTP.
+# CPU sizes: the fp32 matmul (the listing's figure) 51 GFLOP, ~0.27 s on an idle 2-core AVX-512
+# box, so that the kernel dominates the ~40 ms of dispatch, input generation and HTTP in its
+# span; half precisions have fewer layers (fp16 on a CPU runs at a hundredth of fp32, bf16 at
+# anything from a tenth to twice, with or without AMX).
 CPU_MATMUL_CHAIN = {"n": 512, "rows": 1024}
-CPU_MATMUL_LAYERS = {"fp32": 32, "tf32": 32, "bf16": 8, "fp16": 2}
+CPU_MATMUL_LAYERS = {"fp32": 96, "tf32": 96, "bf16": 16, "fp16": 2}
 # Conv: the verifier recomputes each sampled pixel's cone (sum over j < L of (2j+1)^2 pixels), a
 # share 48 * cone / (L * units) of the job: 2.9% at L = 2 and 8,192 pixels; 256 channels make it
 # 19 GFLOP in fp32 (~0.6 s), 64 in half precision (a CPU runs those at a tenth of fp32 or less).

@@ -245,7 +245,9 @@ class JobRunner:
         if first is None:
             return []
         jobs = [first]
-        while len(jobs) < MAX_PARALLEL_JOBS:
+        # The server says whether another device has a job waiting (older servers do not:
+        # then ask). A second poll for nothing would sit inside the first job's timed span.
+        while jobs[-1].get("more_jobs", True) and len(jobs) < MAX_PARALLEL_JOBS:
             try:
                 more = self.api.next_job(0)
             except (ServerUnreachable, ApiError):

@@ -34,6 +34,7 @@ from marketplace.benchmarks.services.jobs import (
     benchmark_verify,
     benchmarks_expire_overdue,
     machine_onboarding_start,
+    queued_for_free_devices,
 )
 from marketplace.benchmarks.services.liveness import (
     machine_heartbeat_lapsed,
@@ -77,6 +78,7 @@ __all__ = [
     "machine_heartbeat_lapsed",
     "machine_onboarding_start",
     "machines_expire_heartbeats",
+    "queued_for_free_devices",
     "machines_reverify_returned",
     "machines_sample_uptime",
     "platform_failing_during",
