@@ -373,7 +373,10 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
             raise DemoError(f"onboarding failed: {states}")
         return all(s == Machine.State.VERIFIED for s in states.values())
 
-    say("Onboarding: each machine proves its speed with committed, challenged benchmarks")
+    say(
+        "Onboarding: each machine proves its speed; the server recomputes parts it draws only "
+        "after each answer"
+    )
     wait_for("both machines pass onboarding (small CPU suites)", both_verified, 240, 1)
 
     say("Both list their verified machine; mallory undercuts bob")
