@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=512, help="matrix size, or image size for conv2d")
     p.add_argument("--rows", type=int, default=1024, help="rows of a matmul chain's input")
-    p.add_argument("--layers", type=int, default=32, help="layers of a chain")
+    p.add_argument("--layers", type=int, default=96, help="layers of a chain")
     p.add_argument("--precision", default="fp32")
     p.add_argument("--backend")
     p.add_argument("--repeats", type=int, default=3)
