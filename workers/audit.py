@@ -19,8 +19,6 @@ report passes, 1 otherwise. Needs NumPy and the repository's workers package, no
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +35,6 @@ class AuditResult:
         self.ok = self.ok and condition
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
 def audit_report(report: dict[str, Any], *, expected_hash: str | None = None) -> AuditResult:
     """Steps 1-3 on a report as the API serves it."""
     claimed = str(report.get("report_hash", "")).lower()
@@ -49,7 +43,9 @@ def audit_report(report: dict[str, Any], *, expected_hash: str | None = None) ->
     if not isinstance(document, dict):
         result.check(False, "", "the report has no document")
         return result
-    digest = "0x" + hashlib.sha256(canonical_json(document)).hexdigest()
+    from workers.verification.protocol import document_hash
+
+    digest = "0x" + document_hash(document)
     result.check(
         digest == result.report_hash.lower() and digest == claimed,
         f"document hashes to {digest}",

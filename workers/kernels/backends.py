@@ -410,6 +410,25 @@ def bench(spec: Spec, backend: str, repeats: int = 3, seed: str | None = None) -
     start = time.perf_counter()
     prepared.result(prepared.run())
     output_seconds = time.perf_counter() - start - min(times)
+    return _bench_figures(spec, backend, times, generate_seconds, output_seconds)
+
+
+def _bench_chain(spec: Any, backend: str, repeats: int, seed: str) -> dict[str, Any]:
+    """A chain job's kernel alone: its L layers on inputs already on the device (what the
+    server-timed figure of the same job is compared with)."""
+    from .chain_run import chain_prepare
+
+    start = time.perf_counter()
+    prepared = chain_prepare(spec, seed, backend)
+    prepared.sync()
+    generate_seconds = time.perf_counter() - start
+    times = _best_of(prepared.layers_only, prepared.sync, repeats)
+    return _bench_figures(spec, backend, times, generate_seconds, 0.0)
+
+
+def _bench_figures(
+    spec: Any, backend: str, times: list[float], generate_seconds: float, output_seconds: float
+) -> dict[str, Any]:
     best = min(times)
     return {
         "kind": spec.kind,
@@ -423,32 +442,6 @@ def bench(spec: Spec, backend: str, repeats: int = 3, seed: str | None = None) -
         "tflops": spec.flops / best / 1e12,
         "generate_seconds": generate_seconds,
         "output_seconds": max(0.0, output_seconds),
-    }
-
-
-def _bench_chain(spec: Any, backend: str, repeats: int, seed: str) -> dict[str, Any]:
-    """A chain job's kernel alone: its L layers on inputs already on the device (what the
-    server-timed figure of the same job is compared with)."""
-    from .chain_run import chain_prepare
-
-    start = time.perf_counter()
-    prepared = chain_prepare(spec, seed, backend)
-    prepared.sync()
-    generate_seconds = time.perf_counter() - start
-    times = _best_of(prepared.layers_only, prepared.sync, repeats)
-    best = min(times)
-    return {
-        "kind": spec.kind,
-        "precision": spec.precision,
-        "backend": backend,
-        "device": backend_device_name(backend),
-        "flops": spec.flops,
-        "repeats": len(times),
-        "seconds": best,
-        "median_seconds": float(np.median(times)),
-        "tflops": spec.flops / best / 1e12,
-        "generate_seconds": generate_seconds,
-        "output_seconds": 0.0,
     }
 
 

@@ -44,6 +44,7 @@ from workers.kernels.chain_run import chain_compute
 from workers.kernels.generator import seed_bytes
 
 from . import precision, safe_json
+from .protocol import document_hash
 
 PROTOCOL = "chain-sketch/v1"
 # The spec types' `protocol` (workers/kernels/chain.py), without the version.
@@ -244,8 +245,7 @@ def report_document(
 def report_hash(
     spec: ChainSpec, seed: str, payload_digest: str, units: list[int], outcome: dict[str, Any]
 ) -> str:
-    document = report_document(spec, seed, payload_digest, units, outcome)
-    return hashlib.sha256(_canonical_json(document)).hexdigest()
+    return document_hash(report_document(spec, seed, payload_digest, units, outcome))
 
 
 def sketch_verify(
@@ -284,8 +284,7 @@ def sketch_verify(
         passed, reason, detail = False, rejection.reason, rejection.detail
     outcome = {"passed": passed, "reason": reason, "figures": figures}
     document = report_document(spec, seed, digest_of_payload, units, outcome)
-    digest = hashlib.sha256(_canonical_json(document)).hexdigest()
-    return SketchReport(passed, reason, detail, figures, digest, document)
+    return SketchReport(passed, reason, detail, figures, document_hash(document), document)
 
 
 # --- detection and the economics of cheating --------------------------------------------------

@@ -301,6 +301,52 @@ def _device_conflict(job: BenchmarkJob, device: str) -> str:
     return ""
 
 
+def _lock_dispatched(job_id: int, machine_id: int) -> BenchmarkJob:
+    """The agent's job, locked; only a dispatched job takes a commitment or a sketch."""
+    job = _lock_for_agent(job_id, machine_id)
+    if job.state != State.DISPATCHED:
+        raise InvalidTransition(
+            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
+        )
+    return job
+
+
+def _refuse_reused_device(job: BenchmarkJob, device: str) -> BenchmarkJob | None:
+    """The job rejected as device_reused when `device` may not answer it, else None."""
+    conflict = _device_conflict(job, device) if device else ""
+    if not conflict:
+        return None
+    job.device_uuid = device
+    job.save(update_fields=["device_uuid", "updated_at"])
+    return _fail(job, State.REJECTED, "device_reused", conflict)
+
+
+def _commit(
+    job: BenchmarkJob,
+    spec: Any,
+    *,
+    root: str,
+    agent_seconds: float,
+    device: str,
+    received_at: datetime,
+) -> None:
+    """Committed, with the figure from the server's dispatch-to-now span (never shorter than
+    the agent's own time)."""
+    # A commitment in the same clock tick as dispatch is still a positive span.
+    server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
+    flops_per_second = throughput_flops_per_second(spec, server_seconds, agent_seconds)
+    _transition(
+        job,
+        State.COMMITTED,
+        commitment_root=root,
+        agent_seconds=agent_seconds,
+        device_uuid=device,
+        committed_at=received_at,
+        measured_seconds=spec.flops / flops_per_second,
+        measured_tflops=flops_per_second / 1e12,
+    )
+
+
 @transaction.atomic
 def benchmark_commit(
     *,
@@ -311,14 +357,11 @@ def benchmark_commit(
 ) -> BenchmarkJob:
     """Records the Merkle root; throughput comes from the server's dispatch-to-now span."""
     received_at = received_at or timezone.now()
-    job = _lock_for_agent(job_id, machine_id)
-    if job.state != State.DISPATCHED:
-        raise InvalidTransition(
-            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
-        )
+    job = _lock_dispatched(job_id, machine_id)
     if received_at > job.deadline:
         return _expire_late(job, "commitment after the deadline", until=received_at)
-    if job_spec_from_dict(job.spec).protocol == chain_sketch.PROTOCOL_FAMILY:
+    spec = job_spec_from_dict(job.spec)
+    if spec.protocol == chain_sketch.PROTOCOL_FAMILY:
         return _fail(
             job,
             State.REJECTED,
@@ -332,24 +375,11 @@ def benchmark_commit(
         )
     except _Malformed as exc:
         return _fail(job, State.REJECTED, "malformed_commitment", str(exc))
-    conflict = _device_conflict(job, device) if device else ""
-    if conflict:
-        job.device_uuid = device
-        job.save(update_fields=["device_uuid", "updated_at"])
-        return _fail(job, State.REJECTED, "device_reused", conflict)
-    # A commitment in the same clock tick as dispatch is still a positive span.
-    server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
-    spec = spec_from_dict(job.spec)
-    flops_per_second = throughput_flops_per_second(spec, server_seconds, agent_seconds)
-    _transition(
-        job,
-        State.COMMITTED,
-        commitment_root=root,
-        agent_seconds=agent_seconds,
-        device_uuid=device,
-        committed_at=received_at,
-        measured_seconds=spec.flops / flops_per_second,
-        measured_tflops=flops_per_second / 1e12,
+    refused = _refuse_reused_device(job, device)
+    if refused is not None:
+        return refused
+    _commit(
+        job, spec, root=root, agent_seconds=agent_seconds, device=device, received_at=received_at
     )
     _enqueue("benchmark_issue_challenge", job.pk)
     return job
@@ -388,11 +418,7 @@ def benchmark_submit_sketch(
     through committed (the payload's digest) and challenged (the draw is the verifier's) in one
     transaction, so the expiry, re-sending and verdict paths are the Merkle job's."""
     received_at = received_at or timezone.now()
-    job = _lock_for_agent(job_id, machine_id)
-    if job.state != State.DISPATCHED:
-        raise InvalidTransition(
-            entity="BenchmarkJob", entity_id=job.pk, current=job.state, target=State.COMMITTED
-        )
+    job = _lock_dispatched(job_id, machine_id)
     if received_at > job.deadline:
         return _expire_late(job, "sketch after the deadline", until=received_at)
     spec = job_spec_from_dict(job.spec)
@@ -409,22 +435,16 @@ def benchmark_submit_sketch(
         )
     except _Malformed as exc:
         return _fail(job, State.REJECTED, "malformed_answer", str(exc))
-    conflict = _device_conflict(job, device) if device else ""
-    if conflict:
-        job.device_uuid = device
-        job.save(update_fields=["device_uuid", "updated_at"])
-        return _fail(job, State.REJECTED, "device_reused", conflict)
-    server_seconds = max((received_at - job.dispatched_at).total_seconds(), 1e-6)
-    flops_per_second = throughput_flops_per_second(spec, server_seconds, agent_seconds)
-    _transition(
+    refused = _refuse_reused_device(job, device)
+    if refused is not None:
+        return refused
+    _commit(
         job,
-        State.COMMITTED,
-        commitment_root=chain_sketch.payload_digest(sketch),
+        spec,
+        root=chain_sketch.payload_digest(sketch),
         agent_seconds=agent_seconds,
-        device_uuid=device,
-        committed_at=received_at,
-        measured_seconds=spec.flops / flops_per_second,
-        measured_tflops=flops_per_second / 1e12,
+        device=device,
+        received_at=received_at,
     )
     _transition(
         job,
