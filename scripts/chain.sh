@@ -33,6 +33,8 @@ for binary in node_modules/@foundry-rs/anvil-*/bin/anvil; do
   if [ -x "$binary" ]; then anvil=$binary; fi
 done
 mkdir -p "$(dirname "$STATE_FILE")"
+# The demo agent waits for this file before it onboards (scripts/demo_agent.sh).
+rm -f .run/chain-ready
 if [ -s "$STATE_FILE" ]; then
   echo "chain: restoring the chain from $STATE_FILE"
 fi
@@ -63,5 +65,6 @@ else
   .venv/bin/python manage.py fund_demo_renter --top-up --address "$RENTER" --amount "$RENTER_FUNDS"
   echo "chain: Anvil ready on $RPC_URL (chain id 31337, state in $STATE_FILE); demo renter" \
     "wallet $RENTER funded"
+  touch .run/chain-ready
 fi
 wait $anvil_pid

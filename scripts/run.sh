@@ -83,4 +83,5 @@ $(sed 's/^/    /' .run/demo-credentials.txt)
   ----------------------------------------------------------------------
 
 BANNER
+rm -f .run/chain-ready  # written again by the chain process once the contracts are deployed
 exec .venv/bin/honcho -f Procfile start
