@@ -213,8 +213,8 @@ def section_indexer(rpc_url: str | None, events: int) -> None:
     django.setup()
     from django.core.management import call_command
 
-    from contracts import chain
-    from contracts.indexer import index
+    from marketplace.payments import chain
+    from marketplace.payments.indexer import index
     from marketplace.payments.models import ChainEvent, ContractDeployment
 
     call_command("migrate", verbosity=0)

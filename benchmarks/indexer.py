@@ -237,6 +237,9 @@ def _legacy_index():
         capture_output=True,
         text=True,
     ).stdout
+    # The old module imports the chain client from where it lived then (contracts/); point it at
+    # where the same client lives now. Its effects still come from the current services.
+    source = source.replace("from contracts import chain", "from marketplace.payments import chain")
     path = Path(tempfile.mkdtemp()) / "legacy_indexer.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("legacy_indexer", path)
@@ -258,8 +261,8 @@ def measure(chain_info: dict, mode: str) -> dict:
     from django.db import connection
     from django.db.models import Sum
 
-    from contracts import chain
-    from contracts.indexer import index
+    from marketplace.payments import chain
+    from marketplace.payments.indexer import index
     from marketplace.payments.models import ChainEvent, ContractDeployment, Reward, Slash, Stake
 
     call_command("migrate", verbosity=0)

@@ -1,8 +1,8 @@
 """Django-free helpers to load the committed build and deploy the marketplace contracts.
 
 Deployment here sends from an unlocked node account (eth-tester, Anvil, Ganache). The Django
-chain client signs and nonce-manages its own transactions and only needs `load_artifact` /
-`contract_at` from this module.
+chain client (marketplace/payments/chain.py) signs and nonce-manages its own transactions and only
+needs `CONTRACT_ARTIFACTS` and `load_artifact` from this module.
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ from web3 import Web3
 from web3.contract import Contract
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
+
+# The platform's contracts by role, each with the build artifact it is deployed from.
+CONTRACT_ARTIFACTS = {
+    "token": "TestStablecoin",
+    "escrow": "LeaseEscrow",
+    "staking": "ProviderStaking",
+}
 
 TOKEN_NAME = "Test USD"
 TOKEN_SYMBOL = "tUSD"

@@ -360,9 +360,9 @@ PLATFORM_HEARTBEAT_GAP_LOOKBACK = max(2, _positive_int("PLATFORM_HEARTBEAT_GAP_L
 # --- Chain --------------------------------------------------------------------------------
 CHAIN_RPC_URL = env.str("CHAIN_RPC_URL", default="http://127.0.0.1:8545")
 CHAIN_CONFIRMATIONS = _positive_int("CHAIN_CONFIRMATIONS", 1)
-# Signing keys. Empty means "Anvil's public dev keys", which contracts/chain.py accepts only on a
-# local chain id (31337 Anvil, 1337 Ganache, eth-tester's); anywhere else it raises
-# ImproperlyConfigured, so a missing key can never sign with a publicly known one.
+# Signing keys. Empty means "Anvil's public dev keys", which marketplace/payments/chain.py
+# accepts only on a local chain id (31337 Anvil, 1337 Ganache, eth-tester's); anywhere else it
+# raises ImproperlyConfigured, so a missing key can never sign with a publicly known one.
 CHAIN_OPERATOR_PRIVATE_KEY = env.str("CHAIN_OPERATOR_PRIVATE_KEY", default="")
 CHAIN_DEPLOYER_PRIVATE_KEY = env.str("CHAIN_DEPLOYER_PRIVATE_KEY", default="")
 CHAIN_TREASURY_ADDRESS = env.str("CHAIN_TREASURY_ADDRESS", default="")

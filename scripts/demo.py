@@ -284,9 +284,9 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     wait_for("the API answers", lambda: _safe(lambda: requests.get(f"{url}/api/v1/health").ok), 60)
     note(f"API      {url}/api/v1/   worker: Celery, 2 processes")
 
-    from contracts import chain
-    from contracts.indexer import index
     from marketplace.accounts.models import User
+    from marketplace.payments import chain
+    from marketplace.payments.indexer import index
     from marketplace.providers.models import Machine
     from marketplace.providers.services import provider_create, registration_token_create
 
@@ -724,8 +724,8 @@ def receipt_matches_chain(receipt: str, w3, order_id: int) -> None:
     """Reads the lease's LeaseFunded and LeaseSettled events from the escrow contract through
     web3 (not the indexer's rows) and checks the CLI's billed and refunded figures and every
     transaction hash it printed against them."""
-    from contracts import chain
     from marketplace.orders.models import Order
+    from marketplace.payments import chain
     from workers.renter.cli import _usd
 
     fields: dict[str, str] = {}

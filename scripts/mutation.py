@@ -96,7 +96,7 @@ SCOPES = [
     ),
     Scope(
         "payments",
-        modules=("marketplace/payments/services.py", "contracts/indexer.py"),
+        modules=("marketplace/payments/services.py", "marketplace/payments/indexer.py"),
         tests=("tests/payments/",),
         redis_db=5,
     ),

@@ -13,7 +13,7 @@ from celery import shared_task
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout
 
-from contracts.chain import TransientChainError
+from marketplace.payments.chain import TransientChainError
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def provider_slash(key: str) -> str | None:
 @shared_task(**_PERIODIC)
 @unless_chain_reset
 def chain_index() -> int:
-    from contracts.indexer import index
+    from marketplace.payments.indexer import index
 
     # Well inside the soft time limit: a long catch-up stops between batches, not inside one.
     return index(seconds=INDEX_SECONDS).stored

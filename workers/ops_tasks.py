@@ -4,7 +4,7 @@ from celery import shared_task
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout
 
-from contracts.chain import TransientChainError
+from marketplace.payments.chain import TransientChainError
 
 
 @shared_task(

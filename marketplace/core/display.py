@@ -79,8 +79,7 @@ AMOUNT_ARGS = frozenset(
 def _event_arg_order() -> dict[str, dict[str, int]]:
     """Each platform contract event's arguments in the order the contract declares them. The
     stored arguments are a JSON object, whose key order PostgreSQL's jsonb does not keep."""
-    from contracts.chain import CONTRACT_ARTIFACTS
-    from contracts.deploy import load_artifact
+    from contracts.deploy import CONTRACT_ARTIFACTS, load_artifact
 
     order: dict[str, dict[str, int]] = {}
     for artifact in CONTRACT_ARTIFACTS.values():

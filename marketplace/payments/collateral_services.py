@@ -14,11 +14,10 @@ from django.db.models import Q
 from django.utils import timezone
 from web3 import Web3
 
-from contracts import chain
 from marketplace.listings.models import Listing
 from marketplace.listings.services import listing_sync_searchable
 from marketplace.orders.models import Order
-from marketplace.payments import collateral
+from marketplace.payments import chain, collateral
 from marketplace.payments.models import ChainTransaction
 from marketplace.providers.models import Machine, Provider
 

@@ -27,8 +27,8 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import BlockNotFound
 
-from contracts import chain
 from marketplace.core.models import Alert
+from marketplace.payments import chain
 from marketplace.payments.models import (
     ChainEvent,
     ChainGenesis,

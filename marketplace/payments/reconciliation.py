@@ -37,11 +37,11 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
-from contracts import chain
-from contracts.indexer import INDEXED_CONTRACTS
 from marketplace.core.models import Alert
 from marketplace.orders.models import Order
+from marketplace.payments import chain
 from marketplace.payments.genesis import ChainReset, chain_reset_check
+from marketplace.payments.indexer import INDEXED_CONTRACTS
 from marketplace.payments.models import (
     ChainEvent,
     ContractDeployment,

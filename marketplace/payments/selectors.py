@@ -6,11 +6,11 @@ from django.db.models import QuerySet
 from hexbytes import HexBytes
 from web3 import Web3
 
-from contracts import chain
 from marketplace.accounts.models import User
 from marketplace.core.errors import ConflictError, NotFoundError
 from marketplace.orders.models import Order
 from marketplace.orders.selectors import order_get_for
+from marketplace.payments import chain
 from marketplace.payments.models import ChainEvent, ChainTransaction, Reward, Slash, Stake
 from marketplace.providers.models import Provider
 

@@ -1,5 +1,5 @@
 """Writes of the payments app: deployments, settlement, slashing, rewards and the effects of final
-chain events. Chain calls happen outside database transactions (see contracts/chain.py)."""
+chain events. Chain calls happen outside database transactions (see chain.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from django.utils import timezone
 from hexbytes import HexBytes
 from web3 import Web3
 
-from contracts import chain
 from contracts.deploy import TOKEN_NAME, TOKEN_SYMBOL, StakingLimits, load_artifact
 from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ApplicationError
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import collateral, genesis, receivers, rewards
+from marketplace.payments import chain, collateral, genesis, receivers, rewards
 from marketplace.payments.collateral_services import providers_sync_searchable
 from marketplace.payments.models import (
     ChainEvent,

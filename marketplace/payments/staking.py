@@ -8,11 +8,10 @@ from typing import Any
 
 from web3 import Web3
 
-from contracts import chain
 from contracts.deploy import load_artifact
 from marketplace.accounts.models import User
 from marketplace.core.errors import ApplicationError, ConflictError, NotFoundError
-from marketplace.payments import collateral
+from marketplace.payments import chain, collateral
 from marketplace.payments.models import ContractDeployment
 from marketplace.providers.models import Provider
 

@@ -10,9 +10,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from contracts.indexer import index
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.selectors import order_funding_instructions
 from tests.factories import ListingFactory

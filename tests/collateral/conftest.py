@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.indexer import index
+from marketplace.payments.indexer import index
 from marketplace.payments.services import demo_renter_fund
 from marketplace.providers.models import Machine
 from tests.admin.conftest import operator, operator_client  # noqa: F401

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from contracts.indexer import index
 from marketplace.accounts.services import api_token_create
+from marketplace.payments.indexer import index
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.factories import ListingFactory
 from tests.payments.helpers import BOB, BOB_KEY, USDC
@@ -65,12 +65,12 @@ def test_stake_subcommand_shows_the_requirement_and_stakes_the_shortfall(
 
 
 def deployed_staking() -> str:
-    from contracts import chain
+    from marketplace.payments import chain
 
     return chain.contract("staking").address
 
 
 def staking_abi() -> list:
-    from contracts import chain
+    from marketplace.payments import chain
 
     return chain.contract("staking").abi

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.indexer import index
 from marketplace.listings.models import Listing
 from marketplace.orders.models import Order
+from marketplace.payments.indexer import index
 from tests.api.helpers import publish_body
 from tests.collateral.conftest import bob_signs, bob_stakes
 from tests.conftest import client_for

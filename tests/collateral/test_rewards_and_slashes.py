@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 from eth_utils import keccak
 
-from contracts.indexer import index
 from marketplace.orders.models import Order
 from marketplace.payments import collateral, rewards, services
+from marketplace.payments.indexer import index
 from marketplace.payments.models import Reward, Slash
 from tests.collateral.conftest import bob_stakes
 from tests.factories import ListingFactory, ProviderFactory

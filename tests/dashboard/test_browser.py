@@ -261,9 +261,9 @@ def _settled_lease(w3, monkeypatch):
 
     from django.utils import timezone
 
-    from contracts.indexer import index
     from marketplace.orders.models import Order
     from marketplace.orders.services import order_complete, order_create
+    from marketplace.payments.indexer import index
     from marketplace.payments.selectors import order_funding_instructions
     from tests.factories import ListingFactory, ProviderFactory
     from tests.payments.helpers import ALICE_KEY, fund_with_instructions

@@ -26,10 +26,10 @@ from django.utils import timezone
 from hexbytes import HexBytes
 from web3.exceptions import TransactionNotFound
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments import chain
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.services import (
     contracts_deploy,

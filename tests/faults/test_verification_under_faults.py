@@ -16,8 +16,6 @@ from django.db import transaction
 from django.utils import timezone
 from hexbytes import HexBytes
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.benchmarks.models import BenchmarkJob, Verdict
 from marketplace.benchmarks.services import (
     benchmark_commit,
@@ -28,6 +26,8 @@ from marketplace.benchmarks.services import (
 )
 from marketplace.celery import app as celery_app
 from marketplace.orders.models import Order
+from marketplace.payments import chain
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.services import (
     ZERO_HASH,

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from contracts import chain
+from marketplace.payments import chain
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.indexer.helpers import DAVE
 from tests.integration.conftest import Node, chain_point_at

@@ -5,8 +5,8 @@ from __future__ import annotations
 from eth_account import Account
 from eth_utils import keccak
 
-from contracts import chain
 from marketplace.orders.models import Order
+from marketplace.payments import chain
 from marketplace.payments.models import (
     ChainEvent,
     ChainTransaction,

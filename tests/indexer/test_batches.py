@@ -7,10 +7,9 @@ import pytest
 from django.db import transaction
 from eth_utils import event_abi_to_log_topic
 
-from contracts import chain, indexer
-from contracts.indexer import index
 from marketplace.orders.models import Order
-from marketplace.payments import services
+from marketplace.payments import chain, indexer, services
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ContractDeployment, IndexerCursor, Reward, Stake
 from tests.indexer.helpers import DAVE, outcome, workload
 from tests.payments.helpers import BOB

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from web3.exceptions import Web3RPCError
 
-from contracts.chain import ChainError
-from contracts.indexer import RangeRefused, index
+from marketplace.payments.chain import ChainError
+from marketplace.payments.indexer import RangeRefused, index
 from marketplace.payments.models import ChainEvent, ContractDeployment, IndexerCursor
 from tests.indexer.helpers import outcome, workload
 

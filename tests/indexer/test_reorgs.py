@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.indexer import DeepReorg, index
 from marketplace.orders.models import Order
+from marketplace.payments.indexer import DeepReorg, index
 from marketplace.payments.models import ChainEvent, IndexedBlock, Stake
 from marketplace.payments.reconciliation import reconcile
 from marketplace.payments.selectors import order_funding_instructions

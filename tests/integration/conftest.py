@@ -124,7 +124,7 @@ def node(request, tmp_path_factory):
 
 def chain_point_at(settings, node):
     """Points the chain client at a test node and returns its Web3."""
-    from contracts import chain
+    from marketplace.payments import chain
 
     settings.CHAIN_RPC_URL = node.url
     settings.CHAIN_CONFIRMATIONS = 1  # automine: every transaction gets its own block

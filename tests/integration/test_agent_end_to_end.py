@@ -22,10 +22,10 @@ import kombu.pools
 import pytest
 import requests
 
-from contracts import chain
 from marketplace.benchmarks.models import BenchmarkJob, BenchmarkSuite, Verdict
 from marketplace.benchmarks.suites import suite_specs
 from marketplace.celery import app as celery_app
+from marketplace.payments import chain
 from marketplace.providers.models import Machine
 from tests.factories import UserFactory
 from tests.integration.conftest import REPO_ROOT, free_port

@@ -10,10 +10,10 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments import chain
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.conftest import client_for

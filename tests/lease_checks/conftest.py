@@ -15,10 +15,10 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from contracts.indexer import index
 from marketplace.listings.models import Listing
 from marketplace.orders.models import Order
 from marketplace.payments import services as payment_services
+from marketplace.payments.indexer import index
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.providers.models import Machine
 from marketplace.providers.services import machine_mark_listed

@@ -4,9 +4,9 @@ and when the accelerators went to someone else first, the deposit goes back in f
 import pytest
 from eth_account import Account
 
-from contracts.indexer import index
 from marketplace.orders import services
 from marketplace.orders.models import Order
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.reconciliation import reconcile
 from marketplace.payments.selectors import order_funding_instructions

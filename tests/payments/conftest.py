@@ -1,5 +1,5 @@
-"""An in-process chain (eth-tester on py-evm) wired into contracts.chain. One chain per session;
-each test runs between a snapshot and a revert, as the database runs inside a rollback."""
+"""An in-process chain (eth-tester on py-evm) wired into marketplace.payments.chain. One chain per
+session; each test runs between a snapshot and a revert, as the database runs inside a rollback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
-from contracts import chain
+from marketplace.payments import chain
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.payments.helpers import ALICE, BOB, USDC
 

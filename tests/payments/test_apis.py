@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hexbytes import HexBytes
 
-from contracts.indexer import index
+from marketplace.payments.indexer import index
 from tests.conftest import client_for
 from tests.payments.helpers import ALICE_KEY, fund_with_instructions, make_order
 

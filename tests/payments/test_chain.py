@@ -1,4 +1,4 @@
-"""contracts/chain.py against the in-process chain: keys, nonces, recording, receipts, errors."""
+"""marketplace/payments/chain.py against the in-process chain: keys, nonces, recording, receipts, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from eth_account import Account
 from eth_utils import keccak
 from hexbytes import HexBytes
 
-from contracts import chain
+from marketplace.payments import chain
 from marketplace.payments.models import ChainTransaction, ContractDeployment, NonceCursor
 from tests.payments.helpers import ALICE, USDC, token_balance
 

@@ -8,11 +8,10 @@ import pytest
 from django.utils import timezone
 from eth_utils import keccak
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import services
+from marketplace.payments import chain, services
+from marketplace.payments.indexer import index
 from marketplace.payments.models import (
     ChainEvent,
     ChainTransaction,

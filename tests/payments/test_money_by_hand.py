@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.listings.models import ReservedPrice
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments import chain
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import lease_start

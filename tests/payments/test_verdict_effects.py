@@ -14,7 +14,6 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from contracts.indexer import index
 from marketplace.benchmarks.models import BenchmarkJob, Verdict
 from marketplace.benchmarks.services import (
     benchmark_commit,
@@ -27,6 +26,7 @@ from marketplace.benchmarks.services import (
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import services
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction, Slash
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import ZERO_HASH

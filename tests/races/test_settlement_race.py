@@ -9,12 +9,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.orders.signals import order_ended
-from marketplace.payments import receivers
+from marketplace.payments import chain, receivers
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import contracts_deploy, demo_renter_fund

@@ -12,13 +12,12 @@ from django.utils import timezone
 from eth_utils import keccak
 from hexbytes import HexBytes
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.benchmarks.models import Verdict
 from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import services
+from marketplace.payments import chain, services
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, Reward, Slash
 from marketplace.payments.selectors import order_funding_instructions
 from tests.payments.helpers import (

@@ -13,12 +13,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from contracts import chain
-from contracts.indexer import index
 from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
+from marketplace.payments import chain
 from marketplace.payments.genesis import CHAIN_RESET_ALERT, chain_reset_check
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainTransaction, ContractDeployment
 from marketplace.payments.services import contracts_deploy
 from tests.integration.conftest import Node, chain_point_at

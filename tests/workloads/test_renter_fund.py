@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from contracts.indexer import index
 from marketplace.orders.models import Order
+from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.services import contracts_deploy, demo_renter_fund
 from tests.factories import ListingFactory

@@ -5,9 +5,9 @@ wallet is Anvil's public dev account 1, whose key is published, and the tokens a
 from django.core.management.base import BaseCommand, CommandError
 from eth_account import Account
 
-from contracts import chain
-from contracts.indexer import index
+from marketplace.payments import chain
 from marketplace.payments.collateral import provider_collateral
+from marketplace.payments.indexer import index
 from marketplace.payments.services import demo_renter_fund
 from marketplace.providers.models import Machine
 

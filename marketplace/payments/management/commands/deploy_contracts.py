@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from contracts import chain
+from marketplace.payments import chain
 from marketplace.payments.genesis import ChainResetError
 from marketplace.payments.services import contracts_deploy
 

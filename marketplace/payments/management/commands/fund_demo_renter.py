@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from web3 import Web3
 
-from contracts import chain
 from marketplace.core.errors import ApplicationError
+from marketplace.payments import chain
 from marketplace.payments.services import demo_renter_fund
 
 

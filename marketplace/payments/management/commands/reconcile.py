@@ -6,7 +6,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from contracts import chain
+from marketplace.payments import chain
 from marketplace.payments.reconciliation import reconcile
 
 

@@ -39,7 +39,8 @@ from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.providers.base import JSONBaseProvider
 from web3.types import RPCEndpoint
 
-from contracts import chain
+from marketplace.payments import chain
+from marketplace.payments.models import ChainEvent, ContractDeployment, IndexedBlock, IndexerCursor
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +113,6 @@ class _Watched:
 
 
 def _watched(w3: Web3, cid: int) -> list[_Watched]:
-    from marketplace.payments.models import ContractDeployment, IndexerCursor
-
     watched = []
     for deployment in ContractDeployment.objects.filter(
         chain_id=cid, name__in=INDEXED_CONTRACTS
@@ -266,8 +265,6 @@ def _rows(
 ) -> tuple[list, dict[int, str]]:
     """ChainEvent rows for the logs each contract's cursor has not passed yet, and the hash of
     every block they come from."""
-    from marketplace.payments.models import ChainEvent
-
     by_address = {w.address.lower(): w for w in watched}
     rows, blocks = [], {}
     for log in logs:
@@ -302,8 +299,6 @@ def _store(
 ) -> int | None:
     """Stores one range's new rows and moves the cursors, all or nothing; returns how many rows
     were new. None when a concurrent run (or a rewind) moved a cursor first: its view wins."""
-    from marketplace.payments.models import ChainEvent, IndexedBlock, IndexerCursor
-
     from_block, to_block = span
     with transaction.atomic():
         for w in watched:
@@ -372,8 +367,6 @@ def _scan(w3: Web3, cid: int, head: int, until: float) -> int:
 
 def _check_reorg(w3: Web3, cid: int) -> int | None:
     """Returns the fork point (last block known to agree) after rewinding, or None."""
-    from marketplace.payments.models import ChainEvent, IndexedBlock, IndexerCursor
-
     stored = list(IndexedBlock.objects.filter(chain_id=cid, is_final=False).order_by("number"))
     if not stored:
         return None
@@ -421,7 +414,6 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
 
 
 def _finalize(cid: int, head: int, until: float) -> int:
-    from marketplace.payments.models import ChainEvent, IndexedBlock
     from marketplace.payments.services import chain_events_finalize
 
     # A block in the head has one confirmation.

@@ -30,7 +30,8 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
-from contracts.deploy import load_artifact
+from contracts.deploy import CONTRACT_ARTIFACTS, load_artifact
+from marketplace.payments.models import ChainTransaction, ContractDeployment, NonceCursor
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +48,6 @@ DEV_KEYS = {
 }
 DEV_TREASURY = "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f"  # account 8
 
-CONTRACT_ARTIFACTS = {
-    "token": "TestStablecoin",
-    "escrow": "LeaseEscrow",
-    "staking": "ProviderStaking",
-}
 GAS_HEADROOM_PERCENT = 20
 # How long confirm() waits for the receipt of a transaction the node already holds.
 RECEIPT_GRACE_SECONDS = 2.0
@@ -204,8 +200,6 @@ def treasury_address(w3: Web3 | None = None) -> str:
 
 def contract(name: str, w3: Web3 | None = None) -> Contract:
     """Our deployed contract `name` (token, escrow, staking) on the connected chain."""
-    from marketplace.payments.models import ContractDeployment
-
     w3 = w3 or get_web3()
     cid = chain_id(w3)
     row = ContractDeployment.objects.filter(chain_id=cid, name=name).first()
@@ -219,8 +213,6 @@ def contract(name: str, w3: Web3 | None = None) -> Contract:
 
 def _reserve_nonce(cid: int, address: str, node_pending: int) -> int:
     """Call inside transaction.atomic(): locks the sender's row until the caller commits."""
-    from marketplace.payments.models import NonceCursor
-
     cursor = NonceCursor.objects.select_for_update().get(chain_id=cid, address=address)
     # The node's pending count is ahead when something else sent from this key (or our
     # row was lost); ours is ahead when our own transactions are not in its pool yet.
@@ -231,8 +223,6 @@ def _reserve_nonce(cid: int, address: str, node_pending: int) -> int:
 
 
 def _ensure_cursor(cid: int, address: str) -> None:
-    from marketplace.payments.models import NonceCursor
-
     # IntegrityError: created concurrently; the row is there either way.
     with contextlib.suppress(IntegrityError):
         NonceCursor.objects.get_or_create(chain_id=cid, address=address)
@@ -240,8 +230,6 @@ def _ensure_cursor(cid: int, address: str) -> None:
 
 def nonce_cursor_reset(*, w3: Web3, address: str) -> None:
     """Forget our nonce for `address` after the chain itself was reset (local chains)."""
-    from marketplace.payments.models import NonceCursor
-
     NonceCursor.objects.filter(chain_id=chain_id(w3), address=address).update(
         next_nonce=w3.eth.get_transaction_count(address, "pending")
     )
@@ -272,8 +260,6 @@ def send(
     w3: Web3 | None = None,
 ):
     """Sends (at most once per idempotency key) and returns the recorded ChainTransaction."""
-    from marketplace.payments.models import ChainTransaction
-
     w3 = w3 or get_web3()
     existing = _live_tx(idempotency_key)
     if existing is not None:
@@ -339,8 +325,6 @@ def send(
 
 
 def _live_tx(idempotency_key: str):
-    from marketplace.payments.models import ChainTransaction
-
     return (
         ChainTransaction.objects.filter(idempotency_key=idempotency_key)
         .exclude(status=ChainTransaction.Status.FAILED)
@@ -358,8 +342,6 @@ def _node_has(w3: Web3, tx_hash: str) -> bool:
 
 def broadcast(row, *, w3: Web3 | None = None):
     """(Re)broadcasts the recorded bytes of a pending transaction; the hash never changes."""
-    from marketplace.payments.models import ChainTransaction
-
     w3 = w3 or get_web3()
     if row.status != ChainTransaction.Status.PENDING:
         return row
@@ -382,8 +364,6 @@ def broadcast(row, *, w3: Web3 | None = None):
 
 
 def _retire(row, error: str) -> None:
-    from marketplace.payments.models import ChainTransaction
-
     ChainTransaction.objects.filter(pk=row.pk, status=ChainTransaction.Status.PENDING).update(
         status=ChainTransaction.Status.FAILED, error=error[:2000]
     )
@@ -391,8 +371,6 @@ def _retire(row, error: str) -> None:
 
 
 def _resync_cursor(w3: Web3, row) -> None:
-    from marketplace.payments.models import NonceCursor
-
     node_pending = w3.eth.get_transaction_count(row.sender, "pending")
     with transaction.atomic():
         cursor = NonceCursor.objects.select_for_update().get(
@@ -416,8 +394,6 @@ def _receipt(w3: Web3, tx_hash: str):
 def confirm(row, *, w3: Web3 | None = None):
     """Moves a transaction to confirmed, or raises: NotConfirmed (retry later),
     TransactionReverted (status 0: permanent). Rebroadcasts one the node has lost."""
-    from marketplace.payments.models import ChainTransaction
-
     w3 = w3 or get_web3()
     if row.status in (ChainTransaction.Status.CONFIRMED, ChainTransaction.Status.FAILED):
         if row.status == ChainTransaction.Status.FAILED:
