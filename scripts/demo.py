@@ -2,15 +2,25 @@
 
 It starts what it needs (its own Anvil, Redis, gunicorn and a Celery worker, each on a free port,
 with a separate SQLite database under .run/demo/) and stops everything it started on the way
-out. Two providers run real agents (`python -m workers.agent`): bob is honest; mallory behaves
-through onboarding and then returns wrong results (the `cheat-agent` entry below: a JobRunner
-with one overridden step). Alice rents both machines, paying into escrow on Anvil; mallory is
-caught by re-verification, her lease fails (alice is refunded the unused time) and her stake is
-slashed with the report hash on chain; bob's lease completes and settles. Then a table of what
-moved. Then alice rents bob's machine again with the renter CLI (`python -m workers.renter`, a
-subprocess, as a renter would): search, order, fund (the CLI signs approve + fund), run the
-training example in bob's sandbox with its log streamed live, download the checkpoint, stop, and
-the receipt checked against the chain. Last, `manage.py reconcile`.
+out. Three providers run real agents (`python -m workers.agent`): bob is honest; mallory behaves
+through onboarding and then returns wrong results; chuck behaves through onboarding and then
+stops fetching jobs while his agent keeps heartbeating (the `cheat-agent` and `dodge-agent`
+entries below: the real agent loop around a JobRunner with one overridden step).
+
+Collateral first: bob's listing is refused until he stakes (409 collateral_insufficient, with
+the shortfall); all three stake through the staking API's calldata, then list. Alice rents the
+three machines, paying into escrow on Anvil. Every lease's check is queued: bob's passes;
+mallory's answer is rejected; chuck's is never fetched and fails his lease when the fetch
+deadline (LEASE_CHECK_DEADLINE_SECONDS, shortened here) passes. Both failed leases refund alice
+what was not served and slash the provider with the report hash on chain; bob's lease completes
+and settles. Mallory then registers a fresh machine whose agent relays to the card behind her
+first one: refused as device_reused, suspended, slashed again. `python -m workers.audit
+--all-slashes` audits every slash from the public reports and the chain; a reward period
+closes; a table of what moved. Then alice rents bob's machine again with the renter CLI
+(`python -m workers.renter`, a subprocess, as a renter would): search, order, fund (the CLI
+signs approve + fund), run the training example in bob's sandbox with its log streamed live,
+download the checkpoint, stop, and the receipt checked against the chain. Last, `manage.py
+reconcile`.
 """
 
 from __future__ import annotations
@@ -29,19 +39,31 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = ROOT / ".run" / "demo"
+# DEMO_RUN_DIR: where a test runs it (logs, configs, the SQLite file), beside a `make demo`.
+RUN = Path(os.environ.get("DEMO_RUN_DIR") or ROOT / ".run" / "demo")
 PY = str(ROOT / ".venv" / "bin" / "python")
 CHEAT_FLAG = RUN / "mallory-cheats"
+DODGE_FLAG = RUN / "chuck-dodges"
+DODGE_ACK = RUN / "chuck-stopped-polling"
 
 # Anvil's public dev accounts (the "test test ... junk" mnemonic): local chains only.
 KEYS = {
     "bob": "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",  # account 1
     "mallory": "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",  # 2
+    "chuck": "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",  # 3
     "alice": "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",  # 4
 }
 USDC = 10**6
 STAKE = 200 * USDC
 LEASE_SECONDS_BEFORE_CHECK = 20
+# How long a leased machine has to fetch its lease check (LEASE_CHECK_DEADLINE_SECONDS, 180 s
+# by default): shorter here so that chuck's dodge is decided while the others' checks run.
+LEASE_CHECK_DEADLINE = 30
+PROVIDERS = ("bob", "mallory", "chuck")
+# Which of the demo's dishonest agents (cheat_agent below) each cheater runs.
+CHEAT_MODES = {"mallory": "cheat-agent", "chuck": "dodge-agent"}
+# The card behind both of mallory's registrations (a made-up GPU UUID: see cheat_agent).
+MALLORY_CARD = "GPU-6d616c6c-6f72-7900-0000-000000000001"
 
 
 def free_port() -> int:
@@ -141,6 +163,10 @@ def demo_env(ports: dict[str, int]) -> dict[str, str]:
             "BENCHMARK_SMALL_SUITES": "1",
             "FAST_PASSWORD_HASHER": "1",
             "SLASH_AMOUNT": str(100 * USDC),
+            "LEASE_CHECK_DEADLINE_SECONDS": str(LEASE_CHECK_DEADLINE),
+            # The story shows collateral before capacity, whatever the caller's environment says
+            # (the test suite turns it off for tests that have no chain to stake on).
+            "COLLATERAL_ENFORCED": "true",
             # Rewards are per served accelerator-hour: 0.01 USDC a second shows on a short lease
             # (and the lock of a 1-hour lease, which counts its rewards, fits the 200 staked).
             "REWARD_PER_ACCELERATOR_HOUR": str(36 * USDC),
@@ -170,13 +196,16 @@ def main() -> int:
         "demo.sqlite3-journal",
         "bob.json",
         "mallory.json",
+        "mallory-2.json",
+        "chuck.json",
         "alice-renter.json",
         "pending-orders.json",
         "alice.key",
     ):
         (RUN / stale).unlink(missing_ok=True)
     shutil.rmtree(RUN / "results", ignore_errors=True)
-    CHEAT_FLAG.unlink(missing_ok=True)
+    for flag in (CHEAT_FLAG, DODGE_FLAG, DODGE_ACK):
+        flag.unlink(missing_ok=True)
     for log in RUN.glob("*.log"):
         log.unlink()
     ports = {name: free_port() for name in ("anvil", "redis", "web")}
@@ -288,7 +317,7 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     from marketplace.payments import chain
     from marketplace.payments.indexer import index
     from marketplace.providers.models import Machine
-    from marketplace.providers.services import provider_create, registration_token_create
+    from marketplace.providers.services import provider_create
 
     def run_indexer():
         procs.check_alive()
@@ -297,56 +326,26 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     wallets = {name: Web3.to_checksum_address(_address(key)) for name, key in KEYS.items()}
 
     # ---------------------------------------------------------------- providers
-    say("Two providers sign up; each gets a one-time registration token")
-    providers = {}
-    for name in ("bob", "mallory"):
+    say("Three providers sign up; each gets a one-time registration token")
+    from marketplace.accounts.services import api_token_create
+
+    providers, provider_api = {}, {}
+    for name in PROVIDERS:
         user = User.objects.create_user(
             username=name, password=os.urandom(8).hex(), role=User.Role.PROVIDER_OWNER
         )
         providers[name] = provider_create(
             owner=user, name=f"{name}'s GPUs", wallet_address=wallets[name]
         )
+        # Each provider's own API token: listing and staking go through the API, as theirs would.
+        provider_api[name] = requests.Session()
+        provider_api[name].headers["Authorization"] = f"Token {api_token_create(user=user)[1]}"
         note(f"{name:<8} provider {providers[name].pk}, wallet {wallets[name]}")
-
-    say("Both stake 200 USDC in ProviderStaking (approve + stake, signed with their own keys)")
-    from marketplace.payments.services import demo_renter_fund
-
-    staking, token, escrow = (chain.contract(n) for n in ("staking", "token", "escrow"))
-    for name in ("bob", "mallory"):
-        demo_renter_fund(address=wallets[name], amount=STAKE)
-        _sign(w3, KEYS[name], token.address, token.encode_abi("approve", [staking.address, STAKE]))
-        tx = _sign(w3, KEYS[name], staking.address, staking.encode_abi("stake", [STAKE]))
-        note(f"{name:<8} staked {STAKE / USDC:.0f} USDC in {tx}")
-    run_indexer()
+    note("bob is honest; mallory will cheat on her results; chuck will dodge his lease's checks")
 
     say("Each provider registers a real agent: python -m workers.agent register, then run")
-    for name in ("bob", "mallory"):
-        _, raw = registration_token_create(provider=providers[name], user=providers[name].owner)
-        config = RUN / f"{name}.json"
-        out = subprocess.run(
-            [
-                PY,
-                "-m",
-                "workers.agent",
-                "register",
-                "--url",
-                url,
-                "--token",
-                raw,
-                "--name",
-                f"{name}-box",
-                "--config",
-                str(config),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if out.returncode != 0:
-            raise DemoError(f"{name}'s agent did not register: {out.stderr.strip()}")
-        note(f"{name:<8} {out.stdout.strip()}")
+    for name in PROVIDERS:
+        config = register_agent(env, url, providers[name], f"{name}-box", name)
         if name == "bob":
             cmd = [
                 PY,
@@ -360,13 +359,14 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
                 "2",
             ]
         else:
-            cmd = [PY, str(Path(__file__).resolve()), "cheat-agent", str(config)]
+            cmd = [PY, str(Path(__file__).resolve()), CHEAT_MODES[name], str(config)]
         procs.start(f"agent-{name}", cmd, env, RUN / f"agent-{name}.log")
-    note("mallory's agent is a wrapper whose compute step turns dishonest later on")
+    note("mallory's and chuck's agents are the real agent loop with one step overridden:")
+    note("  mallory's compute step turns dishonest later on; chuck's stops fetching jobs later on")
 
-    machines = {n: Machine.objects.get(provider=providers[n]) for n in ("bob", "mallory")}
+    machines = {n: Machine.objects.get(provider=providers[n]) for n in PROVIDERS}
 
-    def both_verified():
+    def all_verified():
         procs.check_alive()
         states = {n: Machine.objects.get(pk=m.pk).state for n, m in machines.items()}
         if "suspended" in states.values():
@@ -377,23 +377,66 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         "Onboarding: each machine proves its speed; the server recomputes parts it draws only "
         "after each answer"
     )
-    wait_for("both machines pass onboarding (small CPU suites)", both_verified, 240, 1)
+    wait_for("all three machines pass onboarding (small CPU suites)", all_verified, 240, 1)
 
-    say("Both list their verified machine; mallory undercuts bob")
-    from marketplace.listings.services import listing_publish
+    # ---------------------------------------------------------------- collateral
+    prices = {"bob": 72_000, "mallory": 36_000, "chuck": 54_000}
 
-    for name, price in (("bob", 72_000), ("mallory", 36_000)):
-        m = machines[name]
+    def publish(name: str):
         # Prices and region only: kind, model, devices and precisions are what was verified.
-        listing_publish(
-            user=providers[name].owner,
-            machine_id=m.pk,
-            storage_gb=50,
-            network_gbps=1,
-            region="local",
-            price_per_hour=price,
+        return provider_api[name].post(
+            f"{url}/api/v1/listings",
+            json={
+                "machine_id": machines[name].pk,
+                "storage_gb": 50,
+                "network_gbps": 1,
+                "region": "local",
+                "price_per_hour": prices[name],
+            },
+            timeout=30,
         )
-        note(f"{name:<8} {price / USDC:.3f} USDC per hour")
+
+    say("Collateral before capacity: bob tries to list his verified machine before staking")
+    refused = publish("bob")
+    error = refused.json().get("error", {}) if refused.status_code == 409 else {}
+    if error.get("code") != "collateral_insufficient":
+        raise DemoError(f"listing without stake was not refused: {refused.status_code}")
+    detail = error["detail"]
+    note(f"POST /api/v1/listings -> {refused.status_code} {error['code']}")
+    note(
+        f"required {detail['required'] / USDC:.2f} USDC of free stake, staked "
+        f"{detail['staked'] / USDC:.2f}, shortfall {detail['shortfall'] / USDC:.2f} USDC"
+    )
+
+    say(
+        f"All three stake {STAKE / USDC:.0f} USDC: GET /providers/{{id}}/staking gives the "
+        "calldata, each wallet signs approve + stake"
+    )
+    from marketplace.payments.services import demo_renter_fund
+
+    def staking_of(name: str, **params) -> dict:
+        path = f"{url}/api/v1/providers/{providers[name].pk}/staking"
+        return provider_api[name].get(path, params=params, timeout=30).json()
+
+    for name in PROVIDERS:
+        demo_renter_fund(address=wallets[name], amount=STAKE)
+        calls = staking_of(name, amount=str(STAKE))
+        _sign(w3, KEYS[name], calls["token_address"], calls["approve_calldata"])
+        tx = _sign(w3, KEYS[name], calls["staking_address"], calls["stake_calldata"])
+        note(f"{name:<8} staked {STAKE / USDC:.0f} USDC in {tx}")
+
+    def all_staked():
+        run_indexer()
+        return all(staking_of(n)["staked"] == STAKE for n in PROVIDERS)
+
+    wait_for("the stakes indexed", all_staked, 60, 1)
+
+    say("Now they list; mallory undercuts everyone")
+    for name in PROVIDERS:
+        listed = publish(name)
+        if listed.status_code != 201:
+            raise DemoError(f"{name}'s listing refused: {listed.status_code} {listed.text}")
+        note(f"{name:<8} listed at {prices[name] / USDC:.3f} USDC per hour ({listed.status_code})")
 
     # ---------------------------------------------------------------- renter
     say("Alice signs up as a renter and searches, cheapest first")
@@ -421,13 +464,13 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
             f"USDC/h, verified {float(row.get('verified_tflops') or 0):.2g} TFLOP/s, "
             f"provider {row['provider_id']}"
         )
-    cheapest, other = rows[0], rows[1]
 
     demo_renter_fund(address=wallets["alice"], amount=10 * USDC)
     note(f"alice's wallet {wallets['alice']} holds 10 test USDC")
+    owner_of = {providers[n].pk: n for n in PROVIDERS}
     orders = {}
-    for who, listing in (("cheapest", cheapest), ("second", other)):
-        key = f"alice-{who}-{int(time.time())}"
+    for rank, listing in zip(("cheapest", "second", "third"), rows, strict=False):
+        key = f"alice-{rank}-{int(time.time())}"
         body = {
             "listing_id": listing["id"],
             "pricing_mode": "on_demand",
@@ -439,9 +482,9 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         if first.status_code != 201 or again.json()["id"] != first.json()["id"]:
             raise DemoError(f"ordering failed: {first.status_code} {first.text}")
         order = first.json()
-        provider = "mallory" if listing["provider_id"] == providers["mallory"].pk else "bob"
+        provider = owner_of[listing["provider_id"]]
         orders[provider] = order["id"]
-        say(f"Alice orders the {who} machine ({provider}'s), Idempotency-Key {key}")
+        say(f"Alice orders the {rank} machine ({provider}'s), Idempotency-Key {key}")
         note(
             f"order {order['id']} created ({first.status_code}); the same request again "
             f"returned the same order ({again.status_code})"
@@ -455,6 +498,8 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         fund = _sign(w3, KEYS["alice"], funding["escrow_address"], funding["fund_calldata"])
         note(f"alice signed approve {approve}")
         note(f"alice signed fund    {fund}")
+    if set(orders) != set(PROVIDERS):
+        raise DemoError(f"alice found {sorted(orders)} in the search, not all three")
 
     from marketplace.orders.models import Order
 
@@ -462,33 +507,55 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         run_indexer()
         return all(Order.objects.get(pk=o).state == "active" for o in orders.values())
 
-    say("The indexer sees both deposits on chain: the leases start")
-    wait_for("both orders active", all_active, 60, 1)
+    say("The indexer sees the three deposits on chain: the leases start")
+    wait_for("all three orders active", all_active, 60, 1)
 
     say(f"The leases run for {LEASE_SECONDS_BEFORE_CHECK} s")
     end = time.monotonic() + LEASE_SECONDS_BEFORE_CHECK
     wait_for("lease time passes", lambda: time.monotonic() >= end, LEASE_SECONDS_BEFORE_CHECK + 5)
 
-    say("Mallory's agent starts returning wrong results; re-verification is triggered now")
+    say(
+        "Mallory's agent starts returning wrong results; chuck's agent stops fetching jobs "
+        "but keeps heartbeating"
+    )
     CHEAT_FLAG.touch()
-    from marketplace.benchmarks.services import benchmarks_schedule_reverification
+    DODGE_FLAG.touch()
+    # Only once chuck's agent is out of its long poll is it certain not to fetch his check.
+    wait_for("chuck's agent has stopped polling for jobs", DODGE_ACK.exists, 30, 0.5)
+
+    say("Re-verification of every running lease is queued now")
+    from marketplace.benchmarks.services import (
+        benchmarks_schedule_reverification,
+        lease_checks_expire_unfetched,
+    )
 
     jobs = benchmarks_schedule_reverification()
     note(
         f"queued lease re-verification jobs {jobs} (beat would do this every "
         f"{int(os.environ.get('BENCHMARK_LEASE_INTERVAL_SECONDS', 3600))} s)"
     )
+    note(
+        f"each machine must fetch its check within {LEASE_CHECK_DEADLINE} s "
+        "(LEASE_CHECK_DEADLINE_SECONDS, 180 s by default) while it heartbeats"
+    )
     from marketplace.benchmarks.models import BenchmarkJob
 
     def jobs_done():
         procs.check_alive()
+        # What beat's lease-checks-expire-unfetched does every 15 s.
+        lease_checks_expire_unfetched()
         return not BenchmarkJob.objects.filter(
             pk__in=jobs, state__in=BenchmarkJob.OPEN_STATES
         ).exists()
 
-    wait_for("both lease checks reach a verdict", jobs_done, 180, 1)
-    for job in BenchmarkJob.objects.filter(pk__in=jobs).select_related("machine__provider"):
-        note(f"job {job.pk} on {job.machine.name}: {job.state} {job.outcome_reason}")
+    wait_for("the three lease checks reach a verdict", jobs_done, 180, 1)
+    for job in BenchmarkJob.objects.filter(pk__in=jobs).select_related("machine").order_by("pk"):
+        fetched = "never fetched" if job.dispatched_at is None else "fetched"
+        waited = (job.finished_at or job.updated_at) - job.created_at
+        note(
+            f"job {job.pk} on {job.machine.name}: {job.state} {job.outcome_reason or ''} "
+            f"({fetched}; decided {waited.total_seconds():.0f} s after it was queued)"
+        )
 
     say("Bob's lease completes: alice stops it through the API")
     stop = api.post(f"{url}/api/v1/orders/{orders['bob']}/stop", timeout=30)
@@ -500,12 +567,21 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     def settled():
         run_indexer()
         states = [Order.objects.get(pk=o).state for o in orders.values()]
-        return all(s == "settled" for s in states) and Slash.objects.exists()
+        return all(s == "settled" for s in states) and Slash.objects.count() >= 2
 
-    say("The worker settles both leases and slashes mallory; the indexer records it")
-    wait_for("both leases settled and the slash indexed", settled, 120, 1)
+    say(
+        "The worker settles bob's lease, fails mallory's and chuck's (alice refunded, each "
+        "provider slashed); the indexer records it"
+    )
+    wait_for("three leases settled and two slashes indexed", settled, 120, 1)
+    for name in ("mallory", "chuck"):
+        broken_lease(name, orders[name], wallets[name])
 
-    say("Anyone audits the slash: the report behind its hash, without our database")
+    relay_scene(env=env, url=url, procs=procs, provider=providers["mallory"],
+                api=provider_api["mallory"], wallet=wallets["mallory"],
+                run_indexer=run_indexer)  # fmt: skip
+
+    say("Anyone audits every slash: the report behind its hash, without our database")
     from marketplace.payments.models import ContractDeployment
 
     staking_address = ContractDeployment.objects.get(name="staking").address
@@ -531,6 +607,10 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         note(line)
     if audit.returncode != 0:
         raise DemoError(f"the audit of the slashes failed:\n{audit.stdout}{audit.stderr}")
+    passed = sum(line.endswith(": PASSED") for line in audit.stdout.splitlines())
+    if passed != Slash.objects.count():
+        raise DemoError(f"{passed} reports passed the audit, of {Slash.objects.count()} slashes")
+    note(f"all {passed} slashes audited: every report PASSED")
 
     say("Reward period closes: rewards per verified, staked, leased accelerator-hour")
     from marketplace.orders.models import Order as _Order
@@ -538,7 +618,7 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     from marketplace.payments.services import providers_reward
 
     # The demo closes the 60-s reward period in which bob's lease ended rather than wait for it;
-    # mallory, slashed and her lease failed, earns nothing.
+    # mallory and chuck, slashed and their leases failed, earn nothing.
     bob_ended = _Order.objects.get(pk=orders["bob"]).ended_at
     for tx in providers_reward(now=bob_ended + timedelta(seconds=59)):
         _confirm(chain, tx)
@@ -569,6 +649,103 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         note(line)
     if rec.returncode != 0:
         raise DemoError(f"reconcile found differences (exit {rec.returncode}) {rec.stderr}")
+
+
+# ------------------------------------------------------------------------------ the providers
+
+
+def register_agent(env: dict, url: str, provider, machine_name: str, config_name: str) -> Path:
+    """`python -m workers.agent register` with a fresh one-time token, as the provider would;
+    returns the agent's config file."""
+    from marketplace.providers.services import registration_token_create
+
+    _, raw = registration_token_create(provider=provider, user=provider.owner)
+    config = RUN / f"{config_name}.json"
+    command = ["register", "--url", url, "--token", raw, "--name", machine_name]
+    out = subprocess.run(
+        [PY, "-m", "workers.agent", *command, "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if out.returncode != 0:
+        raise DemoError(f"{machine_name}'s agent did not register: {out.stderr.strip()}")
+    note(f"{provider.owner.username:<8} {out.stdout.strip()}")
+    return config
+
+
+def broken_lease(name: str, order_id: int, wallet: str) -> None:
+    """What the platform decided about a failed lease, from the indexed chain events."""
+    from marketplace.orders.models import Order
+    from marketplace.payments.models import ChainEvent, Slash
+
+    order = Order.objects.get(pk=order_id)
+    failed = ChainEvent.objects.filter(lease_id=order.lease_id, name="LeaseFailed").first()
+    if failed is None:
+        raise DemoError(f"{name}'s lease #{order_id} did not fail on chain")
+    a = failed.args
+    slash = Slash.objects.filter(address__iexact=wallet, report_hash__iexact=a["reportHash"])
+    if not slash.exists():
+        raise DemoError(f"no slash of {name} cites the report {a['reportHash']}")
+    billed = int(a["providerAmount"]) + int(a["feeAmount"])
+    note(f"{name}'s lease #{order.pk} failed: {order.end_reason}")
+    note(
+        f"  billed {int(a['secondsUsed'])} s ({billed / USDC:.6f} USDC); alice refunded "
+        f"{int(a['refundAmount']) / USDC:.6f} of {order.escrow_amount / USDC:.6f} USDC"
+    )
+    note(
+        f"  {name} slashed {sum(int(s.amount) for s in slash) / USDC:.6f} USDC, citing report "
+        f"{a['reportHash']}"
+    )
+
+
+def relay_scene(*, env: dict, url: str, procs: Processes, provider, api, wallet: str,
+                run_indexer) -> None:  # fmt: skip
+    """Sybil and relay resistance: mallory registers a fresh machine whose agent relays its jobs
+    to the card that answered for her suspended one; the server refuses the card on a second
+    machine (device_reused), suspends the newcomer and slashes her again."""
+    from marketplace.benchmarks.models import BenchmarkJob
+    from marketplace.payments.models import Slash
+    from marketplace.providers.models import Machine
+
+    say(
+        "Mallory comes back under a new name: mallory-box-2, an agent that relays its jobs to "
+        "the card behind mallory-box"
+    )
+    note(f"both her agents report that card's identity, {MALLORY_CARD}, as an agent reads it")
+    note("from a GPU (on this CPU-only demo every agent shares the host's id, which the server")
+    note("does not bind; so her agents say which card they use)")
+    before = list(Slash.objects.values_list("pk", flat=True))
+    config = register_agent(env, url, provider, "mallory-box-2", "mallory-2")
+    procs.start(
+        "agent-mallory-relay",
+        [PY, str(Path(__file__).resolve()), "relay-agent", str(config)],
+        env,
+        RUN / "agent-mallory-relay.log",
+    )
+    relay = Machine.objects.get(provider=provider, name="mallory-box-2")
+
+    def caught():
+        procs.check_alive()
+        run_indexer()
+        job = BenchmarkJob.objects.filter(machine=relay).exclude(outcome_reason="").first()
+        slash = Slash.objects.exclude(pk__in=before).filter(address__iexact=wallet).first()
+        return (job, slash) if job and slash else None
+
+    job, slash = wait_for("the server's verdict on mallory-box-2, its slash indexed", caught, 120)
+    relay.refresh_from_db()
+    note(f"job {job.pk} on mallory-box-2: {job.state} {job.outcome_reason}")
+    note(f"  {job.outcome_detail}")
+    note(f"mallory-box-2 is {relay.state}; it was never listed")
+    note(f"mallory slashed {int(slash.amount) / USDC:.6f} USDC more, citing {slash.report_hash}")
+    state = api.get(f"{url}/api/v1/providers/{provider.pk}/staking", timeout=30).json()
+    note(
+        f"her stake now: {state['staked'] / USDC:.6f} USDC; {state['rejected_machines']} of her "
+        f"machines rejected for cheating, so any machine she lists needs {state['multiplier']} x "
+        "the usual collateral"
+    )
 
 
 # ------------------------------------------------------------------------------ the renter CLI
@@ -667,7 +844,7 @@ def renter_scene(*, env: dict, url: str, w3, alice_password: str, bob_provider_i
     if not bob_rows:
         raise DemoError(f"bob's machine is not in the search: {[r['id'] for r in rows]}")
     listing = bob_rows[0]["id"]
-    note(f"alice picks listing {listing}: bob's (mallory's machine was suspended)")
+    note(f"alice picks listing {listing}: bob's (mallory's and chuck's machines were suspended)")
 
     say("Order and fund from the CLI: it signs approve + fund with alice's key file")
     out = renter_cli(cli_env, ["order", str(listing), "--accelerators", "1", "--hours", "1"])
@@ -704,7 +881,8 @@ def renter_scene(*, env: dict, url: str, w3, alice_password: str, bob_provider_i
 
     with np.load(checkpoint) as model:
         shapes = ", ".join(f"{k} {tuple(model[k].shape)}" for k in model.files)
-    note(f"checkpoint {checkpoint.relative_to(ROOT)}: {checkpoint.stat().st_size} bytes ({shapes})")
+    shown = checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint
+    note(f"checkpoint {shown}: {checkpoint.stat().st_size} bytes ({shapes})")
 
     say("Alice stops the lease; the worker settles it on chain")
     renter_cli(cli_env, ["stop", str(order_id)])
@@ -789,15 +967,19 @@ def print_table(orders: dict, providers: dict, wallets: dict) -> None:
     print("    " + head)
     print("    " + "-" * len(head))
     hashes = []
-    for name in ("mallory", "bob"):
+    shown: set[int] = set()
+    for name in ("mallory", "chuck", "bob"):
         order = Order.objects.get(pk=orders[name])
         close = ChainEvent.objects.get(
             lease_id=order.lease_id, name__in=("LeaseSettled", "LeaseFailed")
         )
         funded = ChainEvent.objects.get(lease_id=order.lease_id, name="LeaseFunded")
-        slashes = Slash.objects.filter(address=wallets[name])
-        rewards = Reward.objects.filter(address=wallets[name])
         a = close.args
+        # The slash that cites this lease's failure report (mallory's relay slash is not one).
+        slashes = Slash.objects.filter(
+            address=wallets[name], report_hash__iexact=a.get("reportHash") or "-"
+        )
+        rewards = Reward.objects.filter(address=wallets[name])
         outcome = "failed" if close.name == "LeaseFailed" else "settled"
         print(
             f"    #{order.pk:<7}{name:<9}{outcome:<8}"
@@ -815,11 +997,18 @@ def print_table(orders: dict, providers: dict, wallets: dict) -> None:
         if close.name == "LeaseFailed":
             hashes.append((f"#{order.pk} report", a["reportHash"]))
         for s in slashes:
+            shown.add(s.pk)
             hashes.append((f"{name} slash", s.tx_hash))
             hashes.append((f"{name} slash report", s.report_hash))
         for r in rewards:
             hashes.append((f"{name} reward", r.tx_hash))
     print("    paid: to the provider; fee: to the treasury; refund: back to alice; secs: billed")
+    names = {address.lower(): name for name, address in wallets.items()}
+    for s in Slash.objects.exclude(pk__in=shown).order_by("pk"):
+        name = names.get(s.address.lower(), s.address)
+        print(f"    and no lease: {name} slashed {int(s.amount) / USDC:.6f} USDC (the relay)")
+        hashes.append((f"{name} relay slash", s.tx_hash))
+        hashes.append((f"{name} relay report", s.report_hash))
     print()
     for label, value in hashes:
         print(f"    {label:<22}{value}")
@@ -890,19 +1079,30 @@ def _find_token(data) -> str:
 # ------------------------------------------------------------------------------ the cheater
 
 
-def cheat_agent(config_file: str) -> int:
-    """mallory's agent: the real CLI loop with its compute steps overridden. Honest until the
-    flag file appears (after onboarding, partway through her lease), then it skips work: a
-    chain job's sketch has every third unit left uncomputed (zeros), an int8 job's result has
-    every seventh entry wrong."""
-    import threading
+def cheat_agent(mode: str, config_file: str) -> int:
+    """The demo's dishonest agents: the real CLI loop (workers.agent.cli.run_loop, with its
+    heartbeat) around a JobRunner with one step overridden. Demo only: nothing else runs these.
 
+    - cheat-agent (mallory): honest until CHEAT_FLAG appears (after onboarding, partway
+      through her lease), then it skips work: a chain job's sketch has every third unit left
+      uncomputed (zeros), an int8 job's result has every seventh entry wrong.
+    - relay-agent (mallory's second registration): honest compute, on the card that already
+      answered for her first machine: it reports that card's identity.
+    - dodge-agent (chuck): honest until DODGE_FLAG appears, then it never polls for a job again
+      (so never fetches its lease's check) while its heartbeat goes on; it writes DODGE_ACK once
+      it has stopped polling."""
     from workers.agent.cli import _Heartbeat, run_loop
     from workers.agent.client import AgentApi, RequestsTransport
     from workers.agent.config import config_load
     from workers.agent.runner import JobRunner
 
-    class LateCheater(JobRunner):
+    class OnMalloryCard(JobRunner):
+        def device_id(self, index, spec):
+            # A real agent reports the GPU's UUID here; this CPU's id is shared by every agent
+            # on the host (and so not bound by the server), so mallory's agents name her card.
+            return MALLORY_CARD
+
+    class LateCheater(OnMalloryCard):
         def compute(self, spec, seed):
             output = super().compute(spec, seed)
             if CHEAT_FLAG.exists():
@@ -917,16 +1117,25 @@ def cheat_agent(config_file: str) -> int:
                 y[::3] = 0  # a third of the units never computed
             return y
 
+    class Dodger(JobRunner):
+        def run_batch(self, wait=25):
+            if not DODGE_FLAG.exists():
+                return super().run_batch(wait)
+            DODGE_ACK.touch()
+            self.sleep(wait)  # heartbeats go on in their own thread; no job is ever fetched
+            return []
+
+    runners = {"cheat-agent": LateCheater, "relay-agent": OnMalloryCard, "dodge-agent": Dodger}
     config = config_load(Path(config_file))
     api = AgentApi(RequestsTransport(config["url"], config["credential"]))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    _Heartbeat(api, stop, 30).start()
-    return run_loop(LateCheater(api), stop, max_jobs=None, poll_wait=2)
+    _Heartbeat(api, stop, 10).start()
+    return run_loop(runners[mode](api), stop, max_jobs=None, poll_wait=2)
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
-    if len(sys.argv) == 3 and sys.argv[1] == "cheat-agent":
-        sys.exit(cheat_agent(sys.argv[2]))
+    if len(sys.argv) == 3 and sys.argv[1] in ("cheat-agent", "relay-agent", "dodge-agent"):
+        sys.exit(cheat_agent(sys.argv[1], sys.argv[2]))
     sys.exit(main())
