@@ -22,7 +22,9 @@ Exit status: 0 when every module reaches the target, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -91,12 +93,24 @@ SCOPES = [
             "tests/orders_capacity/",
             "tests/api/test_order_idempotency.py",
             "tests/races/test_order_transition_race.py",
+            "tests/orders/",
         ),
         redis_db=6,
     ),
     Scope(
         "payments",
-        modules=("marketplace/payments/services.py", "marketplace/payments/indexer.py"),
+        modules=(
+            "marketplace/payments/services/chain_events.py",
+            "marketplace/payments/services/stakes.py",
+            "marketplace/payments/services/leases.py",
+            "marketplace/payments/services/slashing.py",
+            "marketplace/payments/services/rewarding.py",
+            "marketplace/payments/services/deployment.py",
+            "marketplace/payments/services/faucet.py",
+            "marketplace/payments/services/transactions.py",
+            "marketplace/payments/selectors.py",
+            "marketplace/payments/indexer.py",
+        ),
         tests=("tests/payments/",),
         redis_db=5,
     ),
@@ -111,11 +125,29 @@ class ModuleResult:
     survived: list[str] = field(default_factory=list)
     equivalent: list[tuple[str, str]] = field(default_factory=list)
     not_run: int = 0
+    # With --sample: the module's mutants left out of the sample (mutmut's "not checked").
+    unsampled: int = 0
+
+    @property
+    def judged(self) -> int:
+        return self.mutants - len(self.equivalent) - self.not_run
 
     @property
     def rate(self) -> float:
-        judged = self.mutants - len(self.equivalent) - self.not_run
-        return 1.0 if judged <= 0 else self.killed / judged
+        return 1.0 if self.judged <= 0 else self.killed / self.judged
+
+    def interval(self) -> tuple[float, float]:
+        """Wilson 95% interval of the kill rate, for a sampled module (the mutants drawn are a
+        simple random sample of the module's, so the rate over all of them lies in here 19
+        times in 20)."""
+        n = self.judged
+        if n <= 0:
+            return 0.0, 1.0
+        z = 1.959964
+        p = self.killed / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def copy_tree(dest: Path) -> None:
@@ -144,13 +176,16 @@ def copy_tree(dest: Path) -> None:
 
 
 def configure(dest: Path, scope: Scope) -> None:
+    # The root conftest of the copy only: one migrated test database, copied per pytest session.
+    shutil.copy2(REPO / "scripts" / "mutation_conftest.py", dest / "conftest.py")
     quoted = ", ".join(f'"{m}"' for m in scope.modules)
     tests = ", ".join(f'"{t}"' for t in scope.tests)
     with open(dest / "pyproject.toml", "a") as config:
         config.write(
             "\n[tool.mutmut]\n"
             f"source_paths = [{quoted}]\n"
-            'also_copy = ["marketplace", "workers", "contracts", "tests", "manage.py"]\n'
+            'also_copy = ["marketplace", "workers", "contracts", "tests", "manage.py", '
+            '"conftest.py"]\n'
             f"pytest_add_cli_args_test_selection = [{tests}]\n"
             # torch's thread pools are not fork-safe: a worker forked from a process that ran
             # the tests can deadlock on an inherited lock and be counted as a 'timeout' kill.
@@ -166,6 +201,8 @@ def sync_tests(dest: Path, scope: Scope) -> None:
     """For --resume: the scope's current test files into the existing copy (and mutmut's own
     copy of it, mutants/), so that tests written since the copy was made run against the
     mutants; mutmut collects coverage for new tests only."""
+    for root in (dest, dest / "mutants"):
+        shutil.copy2(REPO / "scripts" / "mutation_conftest.py", root / "conftest.py")
     for selection in scope.tests:
         source = REPO / selection
         files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
@@ -182,8 +219,12 @@ def run_mutmut(dest: Path, scope: Scope, max_children: int, names: tuple[str, ..
         "TEST_SQLITE_PATH": str(dest / ".run" / "test.sqlite3"),
         "REDIS_URL": f"redis://127.0.0.1:6379/{scope.redis_db}",
         "PYTHONDONTWRITEBYTECODE": "1",
+        # Built by the first pytest session of this run (scripts/mutation_conftest.py), from the
+        # migrations as they are now, then copied by every later one.
+        "MUTATION_DB_TEMPLATE": str(dest / ".run" / "template.sqlite3"),
     }
     (dest / ".run").mkdir(exist_ok=True)
+    (dest / ".run" / "template.sqlite3").unlink(missing_ok=True)
     mutmut = REPO / ".venv" / "bin" / "mutmut"
     # mutmut draws its own progress line (mutants done, killed, survived) on the terminal.
     subprocess.run(
@@ -267,10 +308,14 @@ def equivalence_reason(
 
 def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
     equivalents = load_equivalents()
+    sample = read_sample(dest)
     results: dict[str, ModuleResult] = {}
     for name, status in sorted(statuses(dest).items()):
         module, func = module_and_function(name)
         result = results.setdefault(module, ModuleResult())
+        if sample is not None and name not in sample:
+            result.unsampled += 1
+            continue
         result.mutants += 1
         if status == "killed":
             result.killed += 1
@@ -293,6 +338,37 @@ def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
         else:  # not checked, suspicious, skipped, segfault: not judged either way
             result.not_run += 1
     return results
+
+
+SAMPLE_LISTING_ONLY = "*__mutmut_none_sample_listing_only"
+
+
+def draw_sample(dest: Path, scope: Scope, per_module: int, seed: int, max_children: int):
+    """A seeded simple random sample of each module's mutants, for a scope too big to run whole
+    in the time there is. mutmut is run once with a pattern no mutant matches (it generates the
+    mutants and maps tests to functions, and tests none), the sample is drawn from the mutants
+    it lists, per module, with random.Random(f"{seed}:{module}"), and written to
+    .run/sample.txt: the report then counts only those (see ModuleResult.interval)."""
+    run_mutmut(dest, scope, max_children, (SAMPLE_LISTING_ONLY,))
+    by_module: dict[str, list[str]] = {}
+    for name in statuses(dest):
+        by_module.setdefault(module_and_function(name)[0], []).append(name)
+    chosen = []
+    for module, names in sorted(by_module.items()):
+        names.sort()
+        rng = random.Random(f"{seed}:{module}")
+        chosen += rng.sample(names, min(per_module, len(names)))
+    (dest / ".run" / "sample.txt").write_text(
+        f"# seed {seed}, {per_module} per module\n" + "\n".join(sorted(chosen)) + "\n"
+    )
+    return tuple(sorted(chosen))
+
+
+def read_sample(dest: Path) -> set[str] | None:
+    path = dest / ".run" / "sample.txt"
+    if not path.exists():
+        return None
+    return {line for line in path.read_text().splitlines() if line and not line.startswith("#")}
 
 
 def survivors_to_rerun(dest: Path) -> tuple[str, ...]:
@@ -324,6 +400,14 @@ def print_table(all_results: dict[str, ModuleResult]) -> bool:
             f"{len(r.equivalent):6} {r.not_run:7} {r.rate:8.1%}  ≥{TARGET:.0%} "
             f"{'met' if met else 'MISSED'}"
         )
+    for module, r in sorted(all_results.items()):
+        if r.unsampled:
+            low, high = r.interval()
+            print(
+                f"  {module}: SAMPLE, not the full figure: sampled {r.mutants} of "
+                f"{r.mutants + r.unsampled} mutants; kill rate {r.rate:.1%} "
+                f"(95% interval {low:.1%} to {high:.1%}) over {r.judged} non-equivalent"
+            )
     equivalents = [(n, why) for r in all_results.values() for n, why in r.equivalent]
     if equivalents:
         print("\nEquivalent mutants (scripts/mutation_equivalents.toml):")
@@ -369,6 +453,14 @@ def main() -> int:
         metavar="GLOB",
         help="run only the mutants whose names match (fnmatch; repeatable)",
     )
+    parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="test a seeded random sample of N mutants per module instead of all of them "
+        "(reported as a sample, with the kill rate's 95%% interval)",
+    )
+    parser.add_argument("--seed", type=int, default=20261130, help="seed of --sample")
     args = parser.parse_args()
     by_name = {s.name: s for s in SCOPES}
     if args.list:
@@ -404,6 +496,10 @@ def main() -> int:
             else:
                 copy_tree(dest)
                 configure(dest, scope)
+            if args.sample:
+                names += draw_sample(dest, scope, args.sample, args.seed, args.max_children)
+            elif not args.resume:
+                (dest / ".run" / "sample.txt").unlink(missing_ok=True)
             run_mutmut(dest, scope, args.max_children, names)
             minutes = (time.monotonic() - started) / 60
             print(f"== scope '{scope.name}' took {minutes:.1f} min", flush=True)
