@@ -1,6 +1,7 @@
 """What the chain-sketch protocol (workers/verification/sketch.py) costs and catches.
 
     .venv/bin/python benchmarks/verify_cost.py [--quick] [--honest 1000] [--merkle]
+        [--precisions int8] [--skip 4,5,7]
 
 Prints, beside each target of issue 9:
 1. server verify CPU time against a CPU recompute of the whole job, for the largest suites
@@ -14,7 +15,9 @@ Prints, beside each target of issue 9:
 5. precision separation: honest and cheaper-format answers as rms error / tolerance;
 6. false rejections over N honest jobs per backend and precision available here;
 7. the expected value of skipping a fraction s, with the collateral C as a parameter.
-`--merkle` also runs the previous Merkle protocol's cost figures (still in use until wiring).
+`--merkle` also runs the previous Merkle protocol's cost figures (jobs created before the int8
+chain). `--precisions` limits sections 1, 3 and 6 to the listed precisions (int8 is the exact
+integer chain: its verify compares for equality, so section 5 does not apply).
 """
 
 from __future__ import annotations
@@ -81,7 +84,16 @@ def describe(spec):
     )
 
 
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "int8")
+
+
 def guess(spec):
+    if spec.exact:
+        # An exact value is hit by luck with probability ~ 1 / (sqrt(2 pi) sigma_y), sigma_y =
+        # sqrt(features) * rms(x_L) * rms(v) >= sqrt(64) * 30 * 73 for the suites: < 1e-4 per
+        # value, to the power m.
+        sigma_y = np.sqrt(spec.features) * 30 * 73
+        return float((1 / (np.sqrt(2 * np.pi) * sigma_y)) ** spec.sketch_width)
     return precision.guess_probability(
         spec.precision, spec.reduction_length, spec.layers, spec.sketch_width
     )
@@ -90,7 +102,55 @@ def guess(spec):
 # --- 1. verify vs recompute ---------------------------------------------------------------------
 
 
-def largest_suites(quick):
+def largest_suites(quick, precisions=PRECISIONS):
+    suites = []
+    if any(p != "int8" for p in precisions):
+        suites += _largest_float_suites(quick)
+    if "int8" in precisions:
+        suites += _largest_int8_suites(quick)
+    return suites
+
+
+def _largest_int8_suites(quick):
+    """The GPU int8 matmul suite (suites.py: n = 8192, rows = 4n, L = 32) and an int8 conv of
+    the GPU conv shape; the recompute runs the same exact route as the verifier (fp32-exact
+    chunks of 1,024 terms summed in float64)."""
+    if quick:
+        return [
+            (
+                MatmulChainSpec(n=4096, rows=8192, layers=4, precision="int8"),
+                MatmulChainSpec(n=4096, rows=512, layers=1, precision="int8"),
+            )
+        ]
+    return [
+        (
+            MatmulChainSpec(n=8192, rows=32768, layers=32, precision="int8"),
+            MatmulChainSpec(n=8192, rows=1024, layers=1, precision="int8"),
+        ),
+        (
+            ConvChainSpec(
+                batch=8,
+                channels=256,
+                height=64,
+                width=64,
+                kernel_size=3,
+                layers=3,
+                precision="int8",
+            ),
+            ConvChainSpec(
+                batch=1,
+                channels=256,
+                height=64,
+                width=64,
+                kernel_size=3,
+                layers=1,
+                precision="int8",
+            ),
+        ),
+    ]
+
+
+def _largest_float_suites(quick):
     if quick:
         return [
             (
@@ -125,7 +185,10 @@ def verify_vs_recompute(spec, slice_spec):
     rng = np.random.default_rng(0)
     # The verifier's work does not depend on the values: it recomputes all k units before it
     # judges. A random payload of the honest size costs exactly what an honest one does.
-    y = rng.normal(size=(spec.units, spec.sketch_width)).astype(np.float32)
+    if spec.exact:
+        y = rng.integers(-(2**20), 2**20, size=(spec.units, spec.sketch_width), dtype=np.int32)
+    else:
+        y = rng.normal(size=(spec.units, spec.sketch_width)).astype(np.float32)
     payload = sketch_payload(spec, seed, y)
     report, v_wall, v_cpu = timed(lambda: sketch_verify(spec, seed, payload))
     assert report.figures.get("samples") == K, report
@@ -142,9 +205,9 @@ def verify_vs_recompute(spec, slice_spec):
     }
 
 
-def section_verify(quick):
+def section_verify(quick, precisions=PRECISIONS):
     print(f"\n1-2. server verify vs CPU recompute, k = {K}; bytes per job (target <= 256 KB)")
-    for spec, slice_spec in largest_suites(quick):
+    for spec, slice_spec in largest_suites(quick, precisions):
         row = verify_vs_recompute(spec, slice_spec)
         target = 0.5 if spec.kind == "matmul_chain" else 5.0
         ratio = 100 * row["verify_cpu"] / row["recompute_cpu"]
@@ -172,10 +235,11 @@ def section_verify(quick):
 # --- 3. detection -----------------------------------------------------------------------------
 
 
-def section_detection(quick):
+def section_detection(quick, precisions=PRECISIONS):
     print(f"\n3. detection, k = {K}: P(caught) = 1 - (1 - s (1 - g))^k, g = lucky-guess chance")
-    for spec, _ in largest_suites(quick):
-        for p in ("fp32", "bf16", "fp16"):
+    for spec, _ in largest_suites(quick, precisions):
+        options = ("int8",) if spec.exact else ("fp32", "bf16", "fp16")
+        for p in (p for p in options if p in precisions):
             job = chain_spec_from_dict({**spec.to_dict(), "precision": p})
             g = guess(job)
             miss50 = 1 - detection_probability(0.5, K, g)
@@ -309,10 +373,10 @@ def section_precision():
 # --- 6. false rejections ----------------------------------------------------------------------
 
 
-def section_honest(count):
+def section_honest(count, precisions=PRECISIONS):
     print(f"\n6. false rejections over {count} honest jobs per backend and precision (target 0)")
     rng = np.random.default_rng(20261129)
-    for p in ("fp32", "tf32", "bf16", "fp16"):
+    for p in precisions:
         for backend in chain_backends(p):
             rejected, start = 0, time.perf_counter()
             worst = 0.0
@@ -371,8 +435,12 @@ def main():
     parser.add_argument("--honest", type=int, default=1000, help="honest jobs per backend/prec")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip (1..7)")
     parser.add_argument("--merkle", action="store_true", help="also the Merkle protocol's costs")
+    parser.add_argument(
+        "--precisions", default=",".join(PRECISIONS), help="sections 1, 3, 6: these only"
+    )
     args = parser.parse_args()
     skip = set(args.skip.split(","))
+    precisions = tuple(p for p in args.precisions.split(",") if p in PRECISIONS)
     try:
         import torch
 
@@ -381,15 +449,15 @@ def main():
         pass
     print(f"chain-sketch protocol, k = {K}, numpy BLAS / torch CPU, {THREADS} thread(s)")
     if "1" not in skip:
-        section_verify(args.quick)
+        section_verify(args.quick, precisions)
     if "3" not in skip:
-        section_detection(args.quick)
+        section_detection(args.quick, precisions)
     if "4" not in skip:
         section_agent()
     if "5" not in skip:
         section_precision()
     if "6" not in skip and args.honest:
-        section_honest(args.honest)
+        section_honest(args.honest, precisions)
     if "7" not in skip:
         section_ev()
     if args.merkle:

@@ -23,10 +23,18 @@ generation and a sketch of at most 175 KB (BENCHMARK_CHAIN_FLOOR_BASE_SECONDS); 
 orders of magnitude above any CPU. A known model has
 floor_peak = ceiling_peak = its data-sheet figure; a class default (an unknown model) takes the
 slowest plausible member for the floor and the fastest for the ceiling.
+
+CPU jobs are sized for the machine (cpu_job_sized, applied by the server when it dispatches the
+job): the suite's sizes are the least a job may have, and a machine whose verified figures say
+it is faster gets more layers (or, for conv, a larger batch), so that its kernel runs about
+CPU_JOB_SECONDS and the ~40 ms of dispatch and HTTP in the server-timed span stay under 5%.
+The agent has no say: the rate comes from the machine's own verified jobs, the size is written
+into the job's spec before the seed is revealed, and floors and ceilings apply to that spec.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +43,7 @@ from django.conf import settings
 
 from workers.kernels import (
     CHAIN_PRECISIONS,
+    FLOAT_CHAIN_PRECISIONS,
     Conv2dSpec,
     ConvChainSpec,
     JobSpec,
@@ -44,35 +53,54 @@ from workers.kernels import (
     supported_precisions,
 )
 
-# Floating-point precisions are chain-sketch jobs (workers/kernels/chain.py): L layers of the
-# kernel, answered by an O(units) sketch, so the server-timed span is the kernel's. int8 stays an
-# exact-integer Merkle job (workers/kernels/specs.py) until an integer chain exists.
+# Every precision is a chain-sketch job (workers/kernels/chain.py): L layers of the kernel,
+# answered by an O(units) sketch, so the server-timed span is the kernel's; int8 is the exact
+# integer chain (int32 accumulation, compared for equality). The Merkle kernels
+# (workers/kernels/specs.py) still verify jobs created before the int8 chain existed; no suite
+# creates them.
 #
 # CPU sizes: the fp32 matmul (the listing's figure) 51 GFLOP, ~0.27 s on an idle 2-core AVX-512
 # box, so that the kernel dominates the ~40 ms of dispatch, input generation and HTTP in its
 # span; half precisions have fewer layers (fp16 on a CPU runs at a hundredth of fp32, bf16 at
 # anything from a tenth to twice, with or without AMX).
 CPU_MATMUL_CHAIN = {"n": 512, "rows": 1024}
-CPU_MATMUL_LAYERS = {"fp32": 96, "tf32": 96, "bf16": 16, "fp16": 2}
+CPU_MATMUL_LAYERS = {"fp32": 96, "tf32": 96, "bf16": 16, "fp16": 2, "int8": 16}
 # Conv: the verifier recomputes each sampled pixel's cone (sum over j < L of (2j+1)^2 pixels), a
 # share 48 * cone / (L * units) of the job: 2.9% at L = 2 and 8,192 pixels; 256 channels make it
-# 19 GFLOP in fp32 (~0.6 s), 64 in half precision (a CPU runs those at a tenth of fp32 or less).
+# 19 GFLOP (~0.2-0.8 s in fp32); fp16 has 64 (a CPU without fp16 arithmetic runs it at a
+# hundredth of fp32). bf16 has 256 like fp32: with AVX512-BF16 or AMX it runs at 2-4x fp32, and
+# only a wide layer lets the sized job (at most CPU_MAX_CONV_BATCH x CPU_MAX_CONV_LAYERS) last
+# long enough on such a machine.
 CPU_CONV_CHAIN = {"batch": 8, "height": 32, "width": 32, "kernel_size": 3, "layers": 2}
-CPU_CONV_CHANNELS = {"fp32": 256, "tf32": 256, "bf16": 64, "fp16": 64}
+CPU_CONV_CHANNELS = {"fp32": 256, "tf32": 256, "bf16": 256, "fp16": 64, "int8": 64}
+# Sizing a CPU job for the machine (cpu_job_sized). The kernel should run about this long; the
+# rate is the machine's own verified figure for the kernel and precision, else one derived from
+# its other verified figures, else its fp32 figure times CPU_RATE_GUESS (the typical ratio of
+# precision P to fp32 on a CPU; a machine without bf16 arithmetic runs bf16 at ~1/20 of fp32, so
+# a wrong guess costs it ~20 s, never minutes). The caps bound the verifier's cost (a sampled
+# row costs L vector-matrix products; a pixel's cone grows as L^3) and the worst case.
+CPU_JOB_SECONDS = 1.0
+CPU_RATE_GUESS = {"fp32": 1.0, "tf32": 1.0, "bf16": 1.0, "fp16": 1 / 32, "int8": 1.0}
+CPU_CONV_RATE_GUESS = 0.5  # a conv layer's rate against a matmul's, before either is measured
+CPU_MAX_MATMUL_LAYERS = {"fp32": 1024, "tf32": 1024, "bf16": 1024, "fp16": 1024, "int8": 512}
+CPU_MAX_CONV_LAYERS = 16
+CPU_MAX_CONV_BATCH = {"fp32": 40, "tf32": 40, "bf16": 40, "fp16": 40, "int8": 40}
 # A device claim in small-suite mode (demo, tests) gets this probe instead of its GPU sizes: 51
 # GFLOP, about a second on a small CPU, large enough that the claimed device's floor (with the
 # floor's plumbing allowance) sits above what a CPU does; conv keeps the CPU size.
 # Half precisions run at a tenth of fp32 or less on a CPU, so their probes are shorter; the fp32
 # probe is the one that separates a CPU from a device claim.
 PROBE_MATMUL_CHAIN = {"n": 1024, "rows": 1024}
-PROBE_MATMUL_LAYERS = {"fp32": 24, "tf32": 24, "bf16": 8, "fp16": 2}
+PROBE_MATMUL_LAYERS = {"fp32": 24, "tf32": 24, "bf16": 8, "fp16": 2, "int8": 8}
 # Device sizes: rows = 4n, so that the server's k sampled rows are under 0.5% of a recompute;
 # half precisions run ~15x faster than fp32 on tensor cores, hence 4x the layers.
 GPU_MATMUL_CHAIN = {"n": 8192, "rows": 32768}
-GPU_MATMUL_LAYERS = {"fp32": 16, "tf32": 32, "bf16": 64, "fp16": 64}
+# int8 runs at about twice bf16 on tensor cores; its verifier recomputes exactly (float64 sums of
+# fp32-exact chunks), so 32 layers keeps a check to a few CPU-seconds.
+GPU_MATMUL_LAYERS = {"fp32": 16, "tf32": 32, "bf16": 64, "fp16": 64, "int8": 32}
 GPU_CONV_CHAIN = {"batch": 8, "channels": 1024, "height": 64, "width": 64, "kernel_size": 3}
 GPU_CONV_LAYERS = 3
-# int8 (exact integers, Merkle protocol).
+# The Merkle protocol's int8 sizes: no suite creates these jobs any more (see above).
 CPU_MATMUL = {"n": 512}
 CPU_CONV = {
     "batch": 2,
@@ -359,9 +387,10 @@ def _cpu_precisions(backends: list[str], kind: str) -> set[str]:
 
 
 def _kernel_precisions(kind: str) -> set[str]:
-    """What the platform can verify for this kernel: every chain precision, and the integer
-    precisions the exact Merkle kernels check on some backend."""
-    names = set(CHAIN_PRECISIONS)
+    """What a suite asks for this kernel: every floating-point chain precision, and int8 where
+    an agent's backends have an int8 kernel (matmul; the int8 chain runs conv too, on any
+    backend, but no suite asks for it yet)."""
+    names = set(FLOAT_CHAIN_PRECISIONS)
     for backend in ("numpy", "torch-cpu", "torch-cuda", "cupy"):
         names.update(supported_precisions(backend, kind))
     return names
@@ -377,7 +406,7 @@ def suite_precisions(
 
 
 def _matmul_spec(precision: str, *, cpu: bool, small: bool) -> JobSpec:
-    if precision not in CHAIN_PRECISIONS:
+    if precision not in CHAIN_PRECISIONS:  # no such precision today; kept for the Merkle kernels
         return MatmulSpec(precision=precision, **(CPU_MATMUL if cpu or small else GPU_MATMUL_INT8))
     if cpu:
         return MatmulChainSpec(
@@ -419,3 +448,72 @@ def suite_specs(
         )
         specs += [make(p, cpu=cpu, small=small) for p in PRECISION_ORDER if p in precisions]
     return [spec.to_dict() for spec in specs]
+
+
+# --- sizing a CPU job for the machine ----------------------------------------------------------
+
+
+def _cpu_base_specs() -> dict[tuple, dict[str, Any]]:
+    """Every CPU suite job (each precision a CPU can be asked for), keyed by its spec without
+    `layers`, as the suite creates it."""
+    specs = [_matmul_spec(p, cpu=True, small=False) for p in CHAIN_PRECISIONS]
+    specs += [_conv_spec(p, cpu=True, small=False) for p in CHAIN_PRECISIONS]
+    return {_shape_key(spec.to_dict()): spec.to_dict() for spec in specs}
+
+
+def _shape_key(spec: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, v) for k, v in spec.items() if k != "layers"))
+
+
+def cpu_rate_estimate(
+    family: str, precision: str, rates: dict[tuple[str, str], float]
+) -> float | None:
+    """FLOP/s to expect from the machine on (family, precision), from `rates`, its verified
+    figures (FLOP/s) by (family, precision); None when it has none that says anything."""
+    other = "conv2d" if family == "matmul" else "matmul"
+    if rates.get((family, precision)):
+        return rates[(family, precision)]
+    if rates.get((other, precision)) and rates.get((other, "fp32")) and rates.get((family, "fp32")):
+        # The precision's speed-up as measured on the other kernel.
+        return rates[(family, "fp32")] * rates[(other, precision)] / rates[(other, "fp32")]
+    guess = CPU_RATE_GUESS.get(precision, 1.0)
+    if rates.get((family, "fp32")):
+        return rates[(family, "fp32")] * guess
+    if rates.get((other, precision)):
+        factor = CPU_CONV_RATE_GUESS if family == "conv2d" else 1 / CPU_CONV_RATE_GUESS
+        return rates[(other, precision)] * factor
+    if rates.get((other, "fp32")):
+        factor = CPU_CONV_RATE_GUESS if family == "conv2d" else 1 / CPU_CONV_RATE_GUESS
+        return rates[(other, "fp32")] * guess * factor
+    return None
+
+
+def cpu_job_sized(spec: dict[str, Any], rates: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """The CPU suite job `spec` sized so that its kernel runs about CPU_JOB_SECONDS at the rate
+    the machine's verified figures predict: more layers for matmul; a larger batch, then more
+    layers, for conv (a larger batch costs the verifier nothing: it recomputes k pixels'
+    cones whatever the batch). Never below the suite's own size, never above the caps. Any
+    other spec (a GPU suite's, one a test made up) is returned unchanged."""
+    seconds = getattr(settings, "BENCHMARK_CPU_JOB_SECONDS", CPU_JOB_SECONDS)
+    base = _cpu_base_specs().get(_shape_key(spec))
+    if base is None or spec.get("layers") != base["layers"]:
+        return spec
+    parsed = job_spec_from_dict(spec)
+    rate = cpu_rate_estimate(parsed.family, parsed.precision, rates)
+    if rate is None:
+        return spec
+    wanted = seconds * rate
+    if isinstance(parsed, MatmulChainSpec):
+        per_layer = parsed.flops / parsed.layers
+        cap = CPU_MAX_MATMUL_LAYERS[parsed.precision]
+        layers = min(cap, max(parsed.layers, math.ceil(wanted / per_layer)))
+        return {**spec, "layers": layers}
+    per_image_layer = parsed.flops / (parsed.layers * parsed.batch)
+    max_batch = CPU_MAX_CONV_BATCH[parsed.precision]
+    batch = min(max_batch, max(parsed.batch, math.ceil(wanted / (per_image_layer * parsed.layers))))
+    layers = parsed.layers
+    if batch == max_batch:
+        layers = min(
+            CPU_MAX_CONV_LAYERS, max(layers, math.ceil(wanted / (per_image_layer * batch)))
+        )
+    return {**spec, "batch": batch, "layers": layers}

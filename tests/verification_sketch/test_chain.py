@@ -43,7 +43,7 @@ def test_spec_round_trips_and_refuses_hostile_fields():
         {**CONV.to_dict(), "channels": 4},
         {**CONV.to_dict(), "channels": 16, "kernel_size": 1},
         {**MATMUL.to_dict(), "layers": 0},
-        {**MATMUL.to_dict(), "precision": "int8"},
+        {**MATMUL.to_dict(), "precision": "int4"},
         {**MATMUL.to_dict(), "rows": 10**6},
         {**CONV.to_dict(), "kernel_size": 4},
         {**CONV.to_dict(), "layers": 10**6},

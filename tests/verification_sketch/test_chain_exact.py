@@ -51,7 +51,10 @@ def conv(**changes):
         ({"layers": 0}, "layers must be in 1..64, got 0"),
         ({"kernel_size": 1, "channels": 64, "layers": 65}, "layers must be in 1..64, got 65"),
         ({"batch": True}, "batch must be an integer, got bool"),
-        ({"precision": "int8"}, "precision must be one of fp32, tf32, bf16, fp16, got 'int8'"),
+        (
+            {"precision": "int4"},
+            "precision must be one of fp32, tf32, bf16, fp16, int8, got 'int4'",
+        ),
         ({"kernel_size": 4}, "kernel_size must be odd ('same' padding keeps the shape per layer)"),
         # 7 channels * 3^2 = 63 < 64; with 8 channels it is 72.
         ({"kernel_size": 1, "channels": 63}, "channels * kernel_size^2 must be at least 64"),
@@ -106,7 +109,7 @@ def test_conv_specs_at_their_bounds_are_accepted(changes):
         ({"rows": -1}, "rows must be in 0..65536, got -1"),
         ({"rows": 65537}, "rows must be in 0..65536, got 65537"),
         ({"n": 64.0}, "n must be an integer, got float"),
-        ({"precision": "fp8"}, "precision must be one of fp32, tf32, bf16, fp16, got 'fp8'"),
+        ({"precision": "fp8"}, "precision must be one of fp32, tf32, bf16, fp16, int8, got 'fp8'"),
         ({"rows": 40961}, "40961 rows exceed the sketch's 40960 units"),
         # 40,960 x 16,384 = 671,088,640 > 2^29.
         ({"rows": 40960, "n": 16384}, "40960 x 16384 exceeds 536870912 elements"),

@@ -1,4 +1,5 @@
-"""Benchmark kernels (matmul, conv2d) with seeded exact-integer inputs. No Django here: the
+"""Benchmark kernels (matmul, conv2d): chain jobs (floating-point and exact int8) and the
+older exact-integer Merkle kernels. No Django here: the
 provider agent imports this package with only NumPy (torch/cupy optional) installed."""
 
 from .backends import (
@@ -15,7 +16,14 @@ from .backends import (
     supported_precisions,
     supports,
 )
-from .chain import CHAIN_PRECISIONS, ChainSpec, ConvChainSpec, MatmulChainSpec, chain_spec_from_dict
+from .chain import (
+    CHAIN_PRECISIONS,
+    FLOAT_CHAIN_PRECISIONS,
+    ChainSpec,
+    ConvChainSpec,
+    MatmulChainSpec,
+    chain_spec_from_dict,
+)
 from .generator import conv_inputs, generate, matmul_inputs, seed_bytes
 from .specs import PRECISIONS, Conv2dSpec, MatmulSpec, Spec, SpecError, spec_from_dict
 
@@ -35,6 +43,7 @@ __all__ = [
     "BACKENDS",
     "CHAIN_KINDS",
     "CHAIN_PRECISIONS",
+    "FLOAT_CHAIN_PRECISIONS",
     "ChainSpec",
     "ConvChainSpec",
     "JobSpec",

@@ -101,6 +101,48 @@ def generate_floats_at(seed: str, name: str, indices: np.ndarray, precision: str
     return out
 
 
+# --- int8 inputs (exact integer chain jobs) -----------------------------------------------------
+#
+# The same counter-based words, one 32-bit half per value as above; the value is the low byte
+# v = u & 0xFF mapped to (v * 255 >> 8) - 127, an integer in [-127, 127] (-127 twice as likely
+# as the others, which only shifts the second moment INT8_SECOND_MOMENT by a known amount). -128
+# is never drawn, so |value| <= 127 and a product of two fits in 14 bits.
+
+
+def _assemble_int_np(u: np.ndarray, out: np.ndarray) -> None:
+    v = u & np.uint32(0xFF)
+    v *= np.uint32(255)
+    v >>= np.uint32(8)
+    np.subtract(v.astype(np.int16), np.int16(127), out=out, casting="unsafe")
+
+
+def generate_ints(seed: str, name: str, count: int, *, start: int = 0) -> np.ndarray:
+    """Elements start..start+count-1 of int8 tensor `name` as a flat int8 array."""
+    key = chain_key(seed, name)
+    out = np.empty(count, dtype=np.int8)
+    first_word, skip = divmod(start, 2)
+    words = (skip + count + 1) // 2
+    for lo in range(0, words, _CHUNK_WORDS):
+        hi = min(words, lo + _CHUNK_WORDS)
+        z = _mix_np(np.arange(first_word + lo + 1, first_word + hi + 1, dtype=np.uint64), key)
+        halves = z.astype("<u8", copy=False).view(np.uint32)
+        a = max(0, 2 * lo - skip)
+        b = min(count, 2 * hi - skip)
+        _assemble_int_np(halves[a + skip - 2 * lo : b + skip - 2 * lo], out[a:b])
+    return out
+
+
+def generate_ints_at(seed: str, name: str, indices: np.ndarray) -> np.ndarray:
+    """int8 elements at arbitrary (non-negative int64) `indices`, same shape."""
+    indices = np.asarray(indices, dtype=np.int64)
+    z = _mix_np((indices >> 1).astype(np.uint64) + np.uint64(1), chain_key(seed, name))
+    shift = ((indices & 1) * 32).astype(np.uint64)
+    u = ((z >> shift) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    out = np.empty(indices.shape, dtype=np.int8)
+    _assemble_int_np(u, out)
+    return out
+
+
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -149,5 +191,7 @@ __all__ = [
     "generate_floats",
     "generate_floats_at",
     "generate_floats_torch",
+    "generate_ints",
+    "generate_ints_at",
     "keep_mask",
 ]

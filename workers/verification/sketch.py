@@ -22,6 +22,12 @@ fraction s of the work leaves at least a fraction s of the units wrong: every un
 What the server pays: k units, each `spec.unit_flops` (L vector-matrix products, or the cone of
 an output pixel), plus generating the weights once: about k / units of a recompute.
 
+The exact chain (int8). Y is int32 on the wire (exact: |y| <= features * 127**2 < 2**31), and
+each sampled unit must equal the server's recomputation exactly: any difference is
+`row_mismatch` (skipped, guessed, or computed by another map: there is no rounding to allow
+for). A guess hits one value with probability about 1 / (sqrt(2 pi) sigma_y), sigma_y =
+sqrt(features) * rms(x_L) * rms(v) (thousands): g ~ 0.
+
 Hostile input. `sketch_verify` never raises on the payload: anything malformed, oversized,
 non-finite or mis-shaped is a rejection with a reason code. The spec and seed are the server's.
 """
@@ -79,8 +85,9 @@ def job_binding(spec: ChainSpec, seed: str) -> str:
 
 
 def sketch_document(spec: ChainSpec, seed: str, y: np.ndarray) -> dict[str, Any]:
-    """The payload as an object: y as little-endian float32, base64."""
-    y = np.ascontiguousarray(y, dtype="<f4")
+    """The payload as an object: y as little-endian float32 (int32 for the exact chain),
+    base64."""
+    y = np.ascontiguousarray(y, dtype=spec.sketch_dtype)
     return {
         "protocol": PROTOCOL,
         "job": job_binding(spec, seed),
@@ -173,16 +180,37 @@ def _parse(spec: ChainSpec, seed: str, payload: Any) -> np.ndarray:
         raise _Rejected("malformed_payload", f"y is not base64: {exc}") from None
     if len(raw) != spec.sketch_bytes:
         raise _Rejected("wrong_shape", f"y has {len(raw)} bytes, expected {spec.sketch_bytes}")
-    y = np.frombuffer(raw, dtype="<f4").reshape(spec.units, spec.sketch_width)
-    if not np.isfinite(y).all():
+    y = np.frombuffer(raw, dtype=spec.sketch_dtype).reshape(spec.units, spec.sketch_width)
+    if not spec.exact and not np.isfinite(y).all():
         raise _Rejected("non_finite", "y contains NaN or infinity")
     return y
+
+
+def _compare_exact(
+    spec: ChainSpec, seed: str, y: np.ndarray, units: np.ndarray, figures: dict[str, Any]
+) -> None:
+    """The exact chain: every sampled value must equal the server's, integer for integer."""
+    reference = spec.reference_units(seed, units).astype(np.float64)
+    # |y| <= features * 127**2 < 2**53: the float64 product of integers is exact.
+    expected = (reference @ spec.sketch_matrix(seed).astype(np.float64)).astype(np.int64)
+    wrong = np.flatnonzero((y[units] != expected).any(axis=1))
+    figures.update({"samples": len(units), "exact": True, "units_mismatched": len(wrong)})
+    if wrong.size:
+        unit = int(units[wrong[0]])
+        raise _Rejected(
+            "row_mismatch",
+            f"{wrong.size} of {len(units)} sampled units differ from the exact int8 chain "
+            f"(first: unit {unit})",
+        )
 
 
 def _compare(
     spec: ChainSpec, seed: str, y: np.ndarray, units: np.ndarray, figures: dict[str, Any]
 ) -> None:
     """Recompute the sampled units and judge the errors, normalised to each value's scale."""
+    if spec.exact:
+        _compare_exact(spec, seed, y, units, figures)
+        return
     reference = spec.reference_units(seed, units).astype(np.float64)
     sketch = spec.sketch_matrix(seed).astype(np.float64)
     expected = reference @ sketch

@@ -29,7 +29,7 @@ from marketplace.benchmarks.services.transitions import (
     _transition,
 )
 from marketplace.benchmarks.services.verdicts import _fail, _pass
-from marketplace.benchmarks.suites import job_bounds, suite_specs
+from marketplace.benchmarks.suites import cpu_job_sized, job_bounds, suite_specs
 from marketplace.core.errors import ConflictError, InvalidTransition, NotFoundError
 from marketplace.providers.models import Machine
 from workers.kernels import job_spec_from_dict, spec_from_dict
@@ -170,6 +170,34 @@ def queued_for_free_devices(machine_id: int) -> QuerySet[BenchmarkJob]:
     )
 
 
+def machine_rates(machine_id: int) -> dict[tuple[str, str], float]:
+    """The machine's latest verified chain-job figure (FLOP/s) per (kernel, precision)."""
+    rates: dict[tuple[str, str], float] = {}
+    verified = (
+        BenchmarkJob.objects.filter(
+            machine_id=machine_id, state=State.VERIFIED, measured_tflops__gt=0
+        )
+        .order_by("-pk")
+        .values_list("kind", "precision", "spec", "measured_tflops")
+    )
+    for kind, precision, spec, tflops in verified[:200]:
+        if isinstance(spec, dict) and str(spec.get("kind", "")).endswith("_chain"):
+            rates.setdefault((kind, precision), tflops * 1e12)
+    return rates
+
+
+def _sized_for_machine(job: BenchmarkJob) -> dict[str, Any]:
+    """A CPU machine's job sized for what the machine was measured to do (suites.cpu_job_sized):
+    decided here, before the seed is revealed, and written into the job's spec."""
+    if not Machine.objects.filter(pk=job.machine_id, accelerator_kind="cpu").exists():
+        return {}
+    sized = cpu_job_sized(job.spec, machine_rates(job.machine_id))
+    if sized == job.spec:
+        return {}
+    parsed = job_spec_from_dict(sized)
+    return {"spec": parsed.to_dict(), "flops": parsed.flops}
+
+
 def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
     """Hands the machine its oldest queued job for a device that has no job out; the seed is
     revealed and the clock starts now. One job per device at a time: the agent polls again at
@@ -185,9 +213,16 @@ def benchmark_dispatch_next(*, machine_id: int) -> BenchmarkJob | None:
         job = queued_for_free_devices(machine_id).select_for_update().order_by("pk").first()
         if job is None:
             return None
+        sized = _sized_for_machine(job)
+        for name, value in sized.items():
+            setattr(job, name, value)  # the deadline below follows the sized job's FLOPs
         now = timezone.now()
         return _transition(
-            job, State.DISPATCHED, dispatched_at=now, deadline=now + _deadline_allowance(job)
+            job,
+            State.DISPATCHED,
+            dispatched_at=now,
+            deadline=now + _deadline_allowance(job),
+            **sized,
         )
 
 
