@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from marketplace.core.errors import InvalidTransition, PermissionDeniedError
+from marketplace.core.errors import InvalidTransition, NotFoundError, PermissionDeniedError
 from marketplace.orders import services
 from marketplace.orders.models import Order, OrderEvent
 from tests.factories import ListingFactory
@@ -266,3 +266,64 @@ def test_staff_may_stop_a_renters_lease(alice, staff, listing):
     lease = running(alice, listing, "kill-0071")
     stopped = services.order_stop_by_renter(order_id=lease.pk, user=staff)
     assert (stopped.state, stopped.end_reason) == (State.COMPLETED, "stopped_by_renter")
+
+
+def test_an_empty_end_reason_records_an_empty_event_reason(alice, listing):
+    made = order(alice, listing, "kill-0013")
+    services.order_cancel(order_id=made.pk, reason="")
+    assert OrderEvent.objects.get(order=made).reason == ""
+
+
+def test_the_end_of_a_lease_is_announced_with_order_as_sender(
+    alice, listing, django_capture_on_commit_callbacks
+):
+    from marketplace.orders.signals import order_ended
+
+    heard = []
+
+    def listener(sender, order_id, **kwargs):
+        heard.append((sender, order_id))
+
+    order_ended.connect(listener)
+    try:
+        made = order(alice, listing, "kill-0014")
+        with django_capture_on_commit_callbacks(execute=True):
+            services.order_cancel(order_id=made.pk)
+    finally:
+        order_ended.disconnect(listener)
+    assert heard == [(Order, made.pk)]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: services.order_cancel(order_id=10**9),
+        lambda: services.order_complete(order_id=10**9),
+        lambda: services.order_mark_settled(order_id=10**9),
+    ],
+)
+def test_an_unknown_order_is_not_found(db, call):
+    with pytest.raises(NotFoundError) as caught:
+        call()
+    assert caught.value.message == "No such order."
+    assert caught.value.code == "orders_not_found"
+
+
+def test_preempting_adds_the_freed_accelerators_to_those_already_free(alice, carol, listing):
+    # 8 accelerators: carol's funded bid holds 4, so 4 are free. alice's on-demand order for 6
+    # fits only by adding carol's 4 to the 4 free (8 >= 6): it is taken, and funding it
+    # pre-empts carol's bid.
+    low = order(
+        carol,
+        listing,
+        "kill-0022",
+        pricing_mode="interruptible",
+        accelerators=4,
+        bid_per_hour=1_004_400,
+    )
+    services.order_mark_funded(order_id=low.pk)
+    high = order(alice, listing, "kill-0023", accelerators=6)
+    services.order_mark_funded(order_id=high.pk)
+    low.refresh_from_db()
+    high.refresh_from_db()
+    assert (high.state, low.state, low.preempted_by_id) == (State.FUNDED, State.CANCELLED, high.pk)
