@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -538,7 +538,10 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         f"each machine must fetch its check within {LEASE_CHECK_DEADLINE} s "
         "(LEASE_CHECK_DEADLINE_SECONDS, 180 s by default) while it heartbeats"
     )
+    from django.utils import timezone
+
     from marketplace.benchmarks.models import BenchmarkJob
+    from marketplace.providers.heartbeats import machines_last_seen
 
     def jobs_done():
         procs.check_alive()
@@ -556,6 +559,15 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
             f"job {job.pk} on {job.machine.name}: {job.state} {job.outcome_reason or ''} "
             f"({fetched}; decided {waited.total_seconds():.0f} s after it was queued)"
         )
+        seen = [job.machine.last_heartbeat_at]
+        seen += machines_last_seen(machine_ids=[job.machine_id]).values()
+        last = max((at for at in seen if at), default=None)
+        if job.dispatched_at is None and last:
+            age = (timezone.now() - last).total_seconds()
+            note(
+                f"  {job.machine.name}'s last heartbeat was {age:.0f} s ago: alive, so the "
+                "unfetched check is the provider's fault (silence would be the heartbeat timeout's)"
+            )
 
     say("Bob's lease completes: alice stops it through the API")
     stop = api.post(f"{url}/api/v1/orders/{orders['bob']}/stop", timeout=30)
@@ -613,14 +625,24 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
     note(f"all {passed} slashes audited: every report PASSED")
 
     say("Reward period closes: rewards per verified, staked, leased accelerator-hour")
+    from django.conf import settings
+
     from marketplace.orders.models import Order as _Order
     from marketplace.payments.models import Reward
     from marketplace.payments.services import providers_reward
 
-    # The demo closes the 60-s reward period in which bob's lease ended rather than wait for it;
-    # mallory and chuck, slashed and their leases failed, earn nothing.
-    bob_ended = _Order.objects.get(pk=orders["bob"]).ended_at
-    for tx in providers_reward(now=bob_ended + timedelta(seconds=59)):
+    # The demo closes a 60-s reward period at once rather than wait for beat: the one holding
+    # more of bob's ~50-s lease, the period it ended in or the one before (a lease that ended a
+    # second into its last period earned nothing in it). mallory and chuck, slashed and their
+    # leases failed, earn nothing.
+    bob = _Order.objects.get(pk=orders["bob"])
+    served_to = bob.started_at + timedelta(seconds=bob.billable_seconds or 0)
+    length = settings.REWARD_PERIOD_SECONDS
+    boundary = datetime.fromtimestamp(served_to.timestamp() // length * length, tz=UTC)
+    last_period = served_to - boundary > boundary - bob.started_at
+    for tx in providers_reward(
+        now=served_to + timedelta(seconds=length) if last_period else served_to
+    ):
         _confirm(chain, tx)
     wait_for("the reward indexed", lambda: (run_indexer(), Reward.objects.exists())[1], 30, 1)
 

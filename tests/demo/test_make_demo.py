@@ -111,6 +111,9 @@ def test_a_leased_machine_that_dodges_its_check_fails_the_lease_with_refund_and_
     ).fetchone()
     assert (state, reason, dispatched) == ("expired", "deadline_exceeded", None)
     assert _machine_state(db, "chuck-box") == "suspended"
+    # It heartbeated all along (every 10 s; the timeout is 90 s): the dodge, not a lost machine.
+    alive = re.search(r"chuck-box's last heartbeat was (\d+) s ago: alive", scene)
+    assert alive and int(alive.group(1)) < 90
 
     assert "chuck's lease #2 failed: failed verification: deadline_exceeded" in scene
     assert "billed 0 s (0.000000 USDC); alice refunded 0.054000 of 0.054000 USDC" in scene
