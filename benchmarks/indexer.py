@@ -237,9 +237,14 @@ def _legacy_index():
         capture_output=True,
         text=True,
     ).stdout
-    # The old module imports the chain client from where it lived then (contracts/); point it at
-    # where the same client lives now. Its effects still come from the current services.
-    source = source.replace("from contracts import chain", "from marketplace.payments import chain")
+    # The old module imports the chain client and the effects from where they lived then; point
+    # it at where the same functions live now.
+    source = source.replace(
+        "from contracts import chain", "from marketplace.payments import chain"
+    ).replace(
+        "from marketplace.payments.services import chain_event_finalize",
+        "from marketplace.payments.services.chain_events import chain_event_finalize",
+    )
     path = Path(tempfile.mkdtemp()) / "legacy_indexer.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("legacy_indexer", path)

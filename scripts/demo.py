@@ -412,7 +412,7 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
         f"All three stake {STAKE / USDC:.0f} USDC: GET /providers/{{id}}/staking gives the "
         "calldata, each wallet signs approve + stake"
     )
-    from marketplace.payments.services import demo_renter_fund
+    from marketplace.payments.services.faucet import demo_renter_fund
 
     def staking_of(name: str, **params) -> dict:
         path = f"{url}/api/v1/providers/{providers[name].pk}/staking"
@@ -629,7 +629,7 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
 
     from marketplace.orders.models import Order as _Order
     from marketplace.payments.models import Reward
-    from marketplace.payments.services import providers_reward
+    from marketplace.payments.services.rewarding import providers_reward
 
     # The demo closes a 60-s reward period at once rather than wait for beat: the one holding
     # more of bob's ~50-s lease, the period it ended in or the one before (a lease that ended a

@@ -54,8 +54,8 @@ def unless_chain_reset(task_fn):
 @shared_task(bind=True, **_MONEY)
 @unless_chain_reset
 def lease_settle(self, order_id: int) -> str | None:
-    from marketplace.payments.services import VerdictPending
-    from marketplace.payments.services import lease_settle as settle
+    from marketplace.payments.services.leases import VerdictPending
+    from marketplace.payments.services.leases import lease_settle as settle
 
     try:
         tx = settle(order_id=order_id)
@@ -68,7 +68,7 @@ def lease_settle(self, order_id: int) -> str | None:
 @shared_task(**_MONEY)
 @unless_chain_reset
 def lease_start(order_id: int) -> str | None:
-    from marketplace.payments.services import lease_start as start
+    from marketplace.payments.services.leases import lease_start as start
 
     tx = start(order_id=order_id)
     return tx.tx_hash if tx else None
@@ -78,7 +78,7 @@ def lease_start(order_id: int) -> str | None:
 @unless_chain_reset
 def provider_slash(key: str) -> str | None:
     """`key` is the verdict's key (a job id, or "liveness-<machine>-<time>")."""
-    from marketplace.payments.services import provider_slash as slash
+    from marketplace.payments.services.slashing import provider_slash as slash
 
     tx = slash(key=key)
     return tx.tx_hash if tx else None
@@ -96,14 +96,14 @@ def chain_index() -> int:
 @shared_task(**_PERIODIC)
 @unless_chain_reset
 def leases_settle_overdue() -> list[int]:
-    from marketplace.payments.services import leases_settle_overdue as sweep
+    from marketplace.payments.services.leases import leases_settle_overdue as sweep
 
     return sweep()
 
 
 @shared_task(**_PERIODIC)
 def verdicts_enqueue_effects() -> list[int]:
-    from marketplace.payments.services import verdicts_enqueue_effects_due
+    from marketplace.payments.services.slashing import verdicts_enqueue_effects_due
 
     return verdicts_enqueue_effects_due()
 
@@ -111,7 +111,7 @@ def verdicts_enqueue_effects() -> list[int]:
 @shared_task(**_PERIODIC)
 @unless_chain_reset
 def chain_transactions_confirm() -> int:
-    from marketplace.payments.services import transactions_confirm_pending
+    from marketplace.payments.services.transactions import transactions_confirm_pending
 
     return transactions_confirm_pending()
 
@@ -119,6 +119,6 @@ def chain_transactions_confirm() -> int:
 @shared_task(**_PERIODIC)
 @unless_chain_reset
 def providers_reward() -> list[str]:
-    from marketplace.payments.services import providers_reward as reward
+    from marketplace.payments.services.rewarding import providers_reward as reward
 
     return [tx.tx_hash for tx in reward()]

@@ -12,7 +12,7 @@ One run (beat, every few seconds):
      index), with their block numbers and hashes, and the cursors move in the same database
      transaction;
   3. finality: events with CHAIN_CONFIRMATIONS confirmations become final and only then apply
-     their effects (payments.services.chain_events_finalize): order funded → active, settled,
+     their effects (payments/services/chain_events.py): order funded → active, settled,
      stakes, slashes, rewards. Effects apply in chain order, FINALIZE_BATCH events per database
      transaction: a batch commits whole or not at all. Effects never need undoing because a
      reorg deeper than the confirmation depth is refused, not followed.
@@ -41,6 +41,7 @@ from web3.types import RPCEndpoint
 
 from marketplace.payments import chain
 from marketplace.payments.models import ChainEvent, ContractDeployment, IndexedBlock, IndexerCursor
+from marketplace.payments.services.chain_events import chain_events_finalize
 
 logger = logging.getLogger(__name__)
 
@@ -414,8 +415,6 @@ def _check_reorg(w3: Web3, cid: int) -> int | None:
 
 
 def _finalize(cid: int, head: int, until: float) -> int:
-    from marketplace.payments.services import chain_events_finalize
-
     # A block in the head has one confirmation.
     safe = head - settings.CHAIN_CONFIRMATIONS + 1
     finalized = 0

@@ -221,7 +221,7 @@ class Stake(TimestampedModel):
 
 
 class Slash(TimestampedModel):
-    # Only a local chain reset deletes final events (see services.chain_reset_forget).
+    # Only a local chain reset deletes final events (services/deployment.py, chain_reset_forget).
     event = models.OneToOneField(ChainEvent, on_delete=models.CASCADE, related_name="slash")
     address = models.CharField(max_length=42, db_index=True)
     provider = models.ForeignKey(

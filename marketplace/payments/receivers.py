@@ -30,7 +30,7 @@ def lease_locks_update(*, order_ids: list[int]) -> None:
 
 
 def on_verification_failed(sender, verdict_id: int | None = None, **kwargs) -> None:
-    from marketplace.payments.services import verdict_enqueue_effects
+    from marketplace.payments.services.slashing import verdict_enqueue_effects
 
     if verdict_id is None:
         return  # only a written verdict moves money

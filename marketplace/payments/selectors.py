@@ -7,11 +7,19 @@ from hexbytes import HexBytes
 from web3 import Web3
 
 from marketplace.accounts.models import User
+from marketplace.benchmarks.models import Verdict
 from marketplace.core.errors import ConflictError, NotFoundError
 from marketplace.orders.models import Order
 from marketplace.orders.selectors import order_get_for
 from marketplace.payments import chain
-from marketplace.payments.models import ChainEvent, ChainTransaction, Reward, Slash, Stake
+from marketplace.payments.models import (
+    ChainEvent,
+    ChainTransaction,
+    Reward,
+    Slash,
+    Stake,
+    VerificationOutcome,
+)
 from marketplace.providers.models import Provider
 
 
@@ -103,3 +111,43 @@ def provider_chain_state(*, provider_id: int) -> dict:
 
 def _by_address(model, address: str) -> QuerySet:
     return model.objects.filter(address=address).select_related("event").order_by("-pk")
+
+
+def order_is_funded_on_chain(*, order: Order) -> bool:
+    # Flagged deposits count: whatever their terms, the money is in escrow and settle(0) on a
+    # cancelled order returns all of it.
+    return ChainEvent.objects.filter(
+        name="LeaseFunded", lease_id=order.lease_id, is_final=True
+    ).exists()
+
+
+def order_failure_report_hash(*, order: Order) -> str | None:
+    """The report of the verdict that failed this lease: written in the same transaction as
+    the failure, so it is there for any settlement that can see the failed state. A lease
+    failed before verdicts existed falls back to the outcome the payments app recorded then."""
+    verdict = Verdict.objects.filter(orders=order, passed=False).order_by("-pk").first()
+    if verdict is not None:
+        return verdict.report_hash
+    legacy = VerificationOutcome.objects.filter(passed=False, order=order).order_by("-pk").first()
+    if legacy is None and order.started_at is not None:
+        legacy = (
+            VerificationOutcome.objects.filter(
+                passed=False,
+                machine_id=order.machine_id,
+                order__isnull=True,
+                created_at__gte=order.started_at,
+            )
+            .order_by("-pk")
+            .first()
+        )
+    return legacy.report_hash if legacy is not None else None
+
+
+def provider_stake_available(*, cid: int, address: str) -> int:
+    stake = Stake.objects.filter(chain_id=cid, address=address).first()
+    return int(stake.staked + stake.pending) if stake is not None else 0
+
+
+def provider_for_wallet(*, address: str) -> Provider | None:
+    """The provider a wallet belongs to; the oldest one when several registered it."""
+    return Provider.objects.filter(wallet_address__iexact=address).order_by("pk").first()

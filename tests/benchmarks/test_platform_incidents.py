@@ -24,7 +24,8 @@ from marketplace.benchmarks.services import (
     platform_health_probe,
 )
 from marketplace.orders.models import Order
-from marketplace.payments import services as payment_services
+from marketplace.payments.selectors import order_failure_report_hash
+from marketplace.payments.services.slashing import verdict_enqueue_effects
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
 from tests.integration.conftest import free_port
@@ -201,9 +202,9 @@ def test_most_machines_falling_silent_at_once_is_our_outage_not_theirs(
     assert (verdict.kind, verdict.penalised) == ("liveness", False)
     assert verdict.reason == "machine_offline_platform_incident"
     # (The payments receivers are detached in these tests; its beat sweep does the same.)
-    assert payment_services.verdict_enqueue_effects(verdict_id=verdict.pk)
+    assert verdict_enqueue_effects(verdict_id=verdict.pk)
     assert sent == [(order.pk,)]  # the settlement, citing this verdict; no slash
-    assert payment_services.order_failure_report_hash(order=order) == verdict.report_hash
+    assert order_failure_report_hash(order=order) == verdict.report_hash
 
 
 def test_one_machine_falling_silent_is_its_own_fault(alice, bob_provider, monkeypatch):
@@ -220,5 +221,5 @@ def test_one_machine_falling_silent_is_its_own_fault(alice, bob_provider, monkey
         assert machines_expire_heartbeats() == [listings[0].machine_id]
     verdict = Verdict.objects.get()
     assert verdict.penalised and not PlatformIncident.objects.exists()
-    assert payment_services.verdict_enqueue_effects(verdict_id=verdict.pk)
+    assert verdict_enqueue_effects(verdict_id=verdict.pk)
     assert sorted(sent, key=str) == sorted([(order.pk,), (verdict.key,)], key=str)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from marketplace.payments.indexer import index
-from marketplace.payments.services import demo_renter_fund
+from marketplace.payments.services.faucet import demo_renter_fund
 from marketplace.providers.models import Machine
 from tests.admin.conftest import operator, operator_client  # noqa: F401
 from tests.factories import MachineFactory

@@ -10,7 +10,8 @@ import pytest
 
 from marketplace.accounts.services import api_token_create
 from marketplace.payments.indexer import index
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.factories import ListingFactory
 from tests.payments.helpers import BOB, BOB_KEY, USDC
 from workers.agent.cli import main

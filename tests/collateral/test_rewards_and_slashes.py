@@ -12,9 +12,10 @@ from django.utils import timezone
 from eth_utils import keccak
 
 from marketplace.orders.models import Order
-from marketplace.payments import collateral, rewards, services
+from marketplace.payments import collateral, rewards
 from marketplace.payments.indexer import index
 from marketplace.payments.models import Reward, Slash
+from marketplace.payments.services import rewarding, slashing
 from tests.collateral.conftest import bob_stakes
 from tests.factories import ListingFactory, ProviderFactory
 from tests.payments.helpers import BOB, USDC, record_verdict
@@ -128,8 +129,8 @@ def test_rewards_are_per_served_accelerator_second_by_hand(
 
     # (3,702 + 600 + 60) accelerator-seconds x 10,000 units per accelerator-hour / 3,600
     # = 43,620,000 / 3,600 = 12,116.67, rounded down.
-    sent = services.providers_reward(now=end + timedelta(seconds=1))
-    assert services.providers_reward(now=end + timedelta(seconds=1))  # resent: same transaction
+    sent = rewarding.providers_reward(now=end + timedelta(seconds=1))
+    assert rewarding.providers_reward(now=end + timedelta(seconds=1))  # resent: same transaction
     assert len(sent) == 1
     index()
     reward = Reward.objects.get()
@@ -165,7 +166,7 @@ def test_zero_stake_earns_nothing_and_a_penalised_machine_earns_nothing(
     listing = ListingFactory(machine__provider=bob_provider)
     _lease(listing, alice, accelerators=8, state=Order.State.ACTIVE, started=start)
     # Served the whole period, but bob never staked.
-    assert services.providers_reward(now=end) == []
+    assert rewarding.providers_reward(now=end) == []
 
     bob_stakes(chain_w3, _plan(chain_w3, bob_provider.pk, 400 * USDC))
     assert [r.amount for r in rewards.rewards_for_period(start=start, end=end, pool=10**12)] == [
@@ -216,7 +217,7 @@ def test_a_slash_is_the_base_plus_the_lock_of_each_lease_broken_capped_by_stake(
     verdict = record_verdict(
         machine_id=listing.machine_id, key="501", report_hash="0x" + "51" * 32, orders=broken
     )
-    services.provider_slash(key=verdict.key)
+    slashing.provider_slash(key=verdict.key)
     index()
     assert Slash.objects.get().amount == 50 * USDC + 8_709_775 + 1_533_314
 
@@ -227,7 +228,7 @@ def test_a_slash_is_the_base_plus_the_lock_of_each_lease_broken_capped_by_stake(
     record_verdict(
         machine_id=listing.machine_id, key="502", report_hash="0x" + "52" * 32, orders=[huge]
     )
-    services.provider_slash(key="502")
+    slashing.provider_slash(key="502")
     index()
     assert Slash.objects.order_by("-pk").first().amount == 400 * USDC - (
         50 * USDC + 8_709_775 + 1_533_314

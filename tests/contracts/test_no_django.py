@@ -1,7 +1,7 @@
-"""contracts/ holds the Solidity, its build, the compiler and the artifact loader, and nothing of the
-Django project: the chain client and the indexer live in marketplace/payments/. The dependency
-runs one way (payments uses contracts), so the build check and a plain deploy work without Django
-and contracts/ can never close an import circle with the payments app."""
+"""contracts/ holds the Solidity, its build, the compiler and the artifact loader, and nothing of
+the Django project: the chain client and the indexer live in marketplace/payments/. The
+dependency runs one way (payments uses contracts), so the build check and a plain deploy work
+without Django, and contracts/ can never close an import circle with the payments app."""
 
 import ast
 import json
@@ -59,4 +59,3 @@ def test_no_contracts_source_names_django_or_the_project():
                 if name.split(".")[0] in ("django", "rest_framework", "celery", "marketplace"):
                     offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {name}")
     assert offenders == []
-

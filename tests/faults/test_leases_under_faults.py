@@ -31,12 +31,10 @@ from marketplace.orders.models import Order
 from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
-from marketplace.payments.services import (
-    contracts_deploy,
-    demo_renter_fund,
-    leases_settle_overdue,
-    transactions_confirm_pending,
-)
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
+from marketplace.payments.services.leases import leases_settle_overdue
+from marketplace.payments.services.transactions import transactions_confirm_pending
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
 from tests.payments.helpers import ALICE, ALICE_KEY, BOB, USDC, make_order, sign_and_send

@@ -29,14 +29,11 @@ from marketplace.orders.models import Order
 from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
-from marketplace.payments.services import (
-    ZERO_HASH,
-    contracts_deploy,
-    demo_renter_fund,
-    leases_settle_overdue,
-    transactions_confirm_pending,
-    verdicts_enqueue_effects_due,
-)
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
+from marketplace.payments.services.leases import ZERO_HASH, leases_settle_overdue
+from marketplace.payments.services.slashing import verdicts_enqueue_effects_due
+from marketplace.payments.services.transactions import transactions_confirm_pending
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
 from tests.payments.helpers import ALICE, ALICE_KEY, BOB, BOB_KEY, USDC, make_order, sign_and_send

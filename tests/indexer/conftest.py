@@ -8,7 +8,8 @@ import os
 import pytest
 
 from marketplace.payments import chain
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.indexer.helpers import DAVE
 from tests.integration.conftest import Node, chain_point_at
 from tests.payments.helpers import ALICE, BOB, USDC

@@ -8,9 +8,10 @@ from django.db import transaction
 from eth_utils import event_abi_to_log_topic
 
 from marketplace.orders.models import Order
-from marketplace.payments import chain, indexer, services
+from marketplace.payments import chain, indexer
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ContractDeployment, IndexerCursor, Reward, Stake
+from marketplace.payments.services import chain_events
 from tests.indexer.helpers import DAVE, outcome, workload
 from tests.payments.helpers import BOB
 
@@ -108,7 +109,7 @@ def test_running_again_over_indexed_blocks_inserts_and_applies_nothing(
     again = index()
     assert (again.stored, again.finalized) == (0, 0)
     # Finalizing the same events by hand applies nothing either.
-    assert services.chain_events_finalize(event_ids=[pk for pk, _ in touched]) == 0
+    assert chain_events.chain_events_finalize(event_ids=[pk for pk, _ in touched]) == 0
     assert outcome() == before
     assert sorted(ChainEvent.objects.values_list("pk", "updated_at")) == touched
     assert sorted(Stake.objects.values_list("pk", "updated_at")) == stakes
@@ -122,7 +123,7 @@ def _explode_at(monkeypatch, name: str) -> None:
     def explode(event, batch):
         raise Boom(f"crash while applying {event}")
 
-    monkeypatch.setitem(services._HANDLERS, name, explode)
+    monkeypatch.setitem(chain_events._HANDLERS, name, explode)
 
 
 def test_a_crash_while_applying_a_batch_leaves_none_of_it_and_the_next_run_completes(
@@ -140,10 +141,10 @@ def test_a_crash_while_applying_a_batch_leaves_none_of_it_and_the_next_run_compl
     assert not ChainEvent.objects.filter(is_final=True).exists()
     assert not ChainEvent.objects.filter(flagged=True).exists()
     assert not Stake.objects.exists()
-    assert not services.Slash.objects.exists()
+    assert not chain_events.Slash.objects.exists()
     assert Order.objects.get(idempotency_key="indexer-good").state == Order.State.CREATED
 
-    monkeypatch.setitem(services._HANDLERS, "Rewarded", services._payout)
+    monkeypatch.setitem(chain_events._HANDLERS, "Rewarded", chain_events._payout)
     index()
     assert outcome() == reference
 
@@ -163,7 +164,7 @@ def test_a_crash_in_a_later_batch_keeps_the_batches_before_it(
     assert [e.is_final for e in in_order] == [True] * done + [False] * (len(in_order) - done)
     assert not any(e.flagged for e in in_order[done:])
 
-    monkeypatch.setitem(services._HANDLERS, "Slashed", services._payout)
+    monkeypatch.setitem(chain_events._HANDLERS, "Slashed", chain_events._payout)
     index()
     assert outcome() == reference
 

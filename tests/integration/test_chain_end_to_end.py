@@ -15,7 +15,8 @@ from marketplace.orders.models import Order
 from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.conftest import client_for
 from tests.payments.helpers import ALICE, ALICE_KEY, BOB, USDC, fund_with_instructions, make_order
 from workers.chain_tasks import lease_settle

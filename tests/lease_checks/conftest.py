@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from marketplace.listings.models import Listing
 from marketplace.orders.models import Order
-from marketplace.payments import services as payment_services
 from marketplace.payments.indexer import index
 from marketplace.payments.selectors import order_funding_instructions
+from marketplace.payments.services.faucet import demo_renter_fund
 from marketplace.providers.models import Machine
 from marketplace.providers.services import machine_mark_listed
 from tests.benchmarks.conftest import CPU_HARDWARE, DjangoTransport
@@ -83,7 +83,7 @@ def index_final():
 @pytest.fixture
 def bob_staked(chain_w3, deployed):  # noqa: F811
     """bob stakes on chain, and the stake is indexed (collateral, and something to slash)."""
-    payment_services.demo_renter_fund(address=BOB, amount=BOB_STAKE)
+    demo_renter_fund(address=BOB, amount=BOB_STAKE)
     token, staking = deployed["token"], deployed["staking"]
     sign_and_send(
         chain_w3, BOB_KEY, token.address, token.encode_abi("approve", [staking.address, BOB_STAKE])

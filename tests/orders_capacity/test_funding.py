@@ -10,7 +10,7 @@ from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.reconciliation import reconcile
 from marketplace.payments.selectors import order_funding_instructions
-from marketplace.payments.services import demo_renter_fund
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.orders_capacity.conftest import let_hold_expire, order, running
 from tests.payments.helpers import ALICE, ALICE_KEY, USDC, fund_with_instructions, token_balance
 from tests.races.conftest import race

@@ -10,7 +10,8 @@ from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
 from marketplace.payments import chain
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.payments.helpers import ALICE, BOB, USDC
 
 

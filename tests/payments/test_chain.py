@@ -1,4 +1,5 @@
-"""marketplace/payments/chain.py against the in-process chain: keys, nonces, recording, receipts, errors."""
+"""marketplace/payments/chain.py against the in-process chain: keys, nonces, recording, receipts,
+errors."""
 
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ def test_concurrent_senders_never_share_a_nonce(deployed, chain_w3):
     for t in threads:
         t.join()
     assert errors == []
-    from marketplace.payments.services import transactions_confirm_pending
+    from marketplace.payments.services.transactions import transactions_confirm_pending
 
     for _ in range(20):
         transactions_confirm_pending()

@@ -10,7 +10,7 @@ from eth_utils import keccak
 
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import chain, services
+from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import (
     ChainEvent,
@@ -21,6 +21,7 @@ from marketplace.payments.models import (
     Stake,
 )
 from marketplace.payments.selectors import order_funding_instructions
+from marketplace.payments.services import faucet, rewarding, slashing
 from tests.payments.helpers import (
     ALICE,
     ALICE_KEY,
@@ -229,7 +230,7 @@ def test_funding_after_cancellation_is_refunded_in_full(
 
 
 def _bob_stakes(chain_w3, deployed, amount: int) -> None:
-    services.demo_renter_fund(address=BOB, amount=amount)
+    faucet.demo_renter_fund(address=BOB, amount=amount)
     staking = deployed["staking"]
     sign_and_send(
         chain_w3,
@@ -253,7 +254,7 @@ def test_a_failed_verification_slashes_with_the_report_hash(
         announce_verdict(verdict)
         # Delivered twice (a retried sender): still one slash.
         announce_verdict(verdict)
-    services.provider_slash(key="7")  # and a redelivered task: still one transaction
+    slashing.provider_slash(key="7")  # and a redelivered task: still one transaction
     assert ChainTransaction.objects.filter(purpose="provider_slash").count() == 1
     index()
     slash = Slash.objects.get()
@@ -288,7 +289,7 @@ def test_passes_without_service_earn_no_reward(chain_w3, deployed, listing, sett
             machine_id=listing.machine_id, key=key, report_hash="0x" + digest * 32, passed=True
         )
     later = timezone.now() + timedelta(seconds=3_600)
-    assert services.providers_reward(now=later) == []
+    assert rewarding.providers_reward(now=later) == []
     assert not ChainTransaction.objects.filter(purpose="provider_reward").exists()
 
 
@@ -298,4 +299,4 @@ def test_a_provider_with_a_failure_is_not_rewarded(chain_w3, deployed, listing, 
     )
     record_verdict(machine_id=listing.machine_id, key="2", report_hash="0x" + "22" * 32)
     later = timezone.now() + timedelta(seconds=settings.REWARD_PERIOD_SECONDS)
-    assert services.providers_reward(now=later) == []
+    assert rewarding.providers_reward(now=later) == []

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from marketplace.benchmarks.models import Verdict
 from marketplace.orders.models import Order
-from marketplace.payments.services import order_failure_report_hash
+from marketplace.payments.selectors import order_failure_report_hash
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
 from tests.payments.helpers import make_active_order
@@ -41,6 +41,6 @@ def test_a_lease_broken_by_an_offline_machine_settles_citing_the_liveness_report
 
 
 def test_settling_an_order_that_does_not_exist_is_a_no_op(db):
-    from marketplace.payments.services import lease_settle
+    from marketplace.payments.services.leases import lease_settle
 
     assert lease_settle(order_id=987654) is None

@@ -16,7 +16,7 @@ from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
 from marketplace.payments.selectors import order_funding_instructions
-from marketplace.payments.services import lease_start
+from marketplace.payments.services.leases import lease_start
 from tests.factories import ListingFactory
 from tests.payments.helpers import (
     ALICE,

@@ -25,11 +25,11 @@ from marketplace.benchmarks.services import (
 )
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import services
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction, Slash
 from marketplace.payments.selectors import order_funding_instructions
-from marketplace.payments.services import ZERO_HASH
+from marketplace.payments.services import faucet, leases, slashing
+from marketplace.payments.services.leases import ZERO_HASH
 from tests.payments.helpers import (
     ALICE_KEY,
     BOB,
@@ -45,7 +45,7 @@ SPEC = {"kind": "matmul", "n": 8, "precision": "fp32"}
 
 
 def _bob_stakes(chain_w3, deployed, amount: int) -> None:
-    services.demo_renter_fund(address=BOB, amount=amount)
+    faucet.demo_renter_fund(address=BOB, amount=amount)
     token, staking = deployed["token"], deployed["staking"]
     sign_and_send(
         chain_w3, BOB_KEY, token.address, token.encode_abi("approve", [staking.address, amount])
@@ -136,10 +136,10 @@ def test_a_crash_between_commit_and_after_commit_work_loses_no_slash_or_settleme
     assert verdict.effects_enqueued_at is None and enqueued == []
 
     # Too young: the normal path may still be on its way.
-    assert services.verdicts_enqueue_effects_due() == []
+    assert slashing.verdicts_enqueue_effects_due() == []
     Verdict.objects.filter(pk=verdict.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    assert services.verdicts_enqueue_effects_due() == [verdict.pk]
-    assert services.verdicts_enqueue_effects_due() == []  # run twice: nothing twice
+    assert slashing.verdicts_enqueue_effects_due() == [verdict.pk]
+    assert slashing.verdicts_enqueue_effects_due() == []  # run twice: nothing twice
     assert sorted(enqueued) == [("lease_settle", (order.pk,)), ("provider_slash", (str(job.pk),))]
     verdict.refresh_from_db()
     assert verdict.effects_enqueued_at is not None
@@ -155,7 +155,7 @@ def test_the_announcement_and_the_sweep_enqueue_the_effects_once_between_them(
     with TestCase.captureOnCommitCallbacks(execute=True):
         benchmark_verify(job_id=job.pk)
     Verdict.objects.update(created_at=timezone.now() - timedelta(minutes=2))
-    assert services.verdicts_enqueue_effects_due() == []
+    assert slashing.verdicts_enqueue_effects_due() == []
     # The order_ended receiver sends the settlement as well; lease_settle is keyed per order.
     assert enqueued.count(("provider_slash", (str(job.pk),))) == 1
 
@@ -169,12 +169,12 @@ def test_a_failed_lease_without_a_verdict_is_never_settled_citing_zero(
         chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
     )
     index()
-    services.lease_start(order_id=order.pk)
+    leases.lease_start(order_id=order.pk)
     index()  # LeaseStarted final → active
     with django_capture_on_commit_callbacks(execute=False):
         order_services.order_fail(order_id=order.pk, reason="failed re-verification")
-    with pytest.raises(services.VerdictPending):
-        services.lease_settle(order_id=order.pk)
+    with pytest.raises(leases.VerdictPending):
+        leases.lease_settle(order_id=order.pk)
     assert not ChainTransaction.objects.filter(idempotency_key=f"settle:{order.pk}").exists()
 
 
@@ -193,9 +193,9 @@ def test_a_verdict_that_does_not_penalise_is_not_slashed(alice, listing, enqueue
         orders=[order],
         kind="liveness",
     )
-    assert services.verdict_enqueue_effects(verdict_id=verdict.pk)
+    assert slashing.verdict_enqueue_effects(verdict_id=verdict.pk)
     assert enqueued == [("lease_settle", (order.pk,))]
-    assert services.provider_slash(key="liveness-excused") is None
+    assert slashing.provider_slash(key="liveness-excused") is None
 
 
 @pytest.mark.django_db
@@ -219,5 +219,5 @@ def test_a_broker_that_refuses_the_slash_leaves_the_verdict_for_the_sweep(
         "workers.chain_tasks.provider_slash.delay", lambda *a: enqueued.append(("slash", a))
     )
     Verdict.objects.filter(pk=verdict.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    assert services.verdicts_enqueue_effects_due() == [verdict.pk]
+    assert slashing.verdicts_enqueue_effects_due() == [verdict.pk]
     assert enqueued == [("slash", ("77",))]

@@ -16,7 +16,8 @@ from marketplace.payments import chain, receivers
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.selectors import order_funding_instructions
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.integration.test_chain_end_to_end import balances
 from tests.payments.helpers import ALICE, ALICE_KEY, USDC, fund_with_instructions, make_order
 from tests.races.conftest import race

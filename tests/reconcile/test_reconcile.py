@@ -16,10 +16,11 @@ from marketplace.benchmarks.models import Verdict
 from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
-from marketplace.payments import chain, services
+from marketplace.payments import chain
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent, Reward, Slash
 from marketplace.payments.selectors import order_funding_instructions
+from marketplace.payments.services import faucet, leases, rewarding
 from tests.payments.helpers import (
     ALICE_KEY,
     BOB,
@@ -64,7 +65,7 @@ def market(
     capture = django_capture_on_commit_callbacks
     settings.SLASH_AMOUNT = 10 * USDC
     settings.REWARD_PERIOD_SECONDS = 3_600
-    services.demo_renter_fund(address=BOB, amount=50 * USDC)
+    faucet.demo_renter_fund(address=BOB, amount=50 * USDC)
     staking, token = deployed["staking"], deployed["token"]
     sign_and_send(
         chain_w3, BOB_KEY, token.address, token.encode_abi("approve", [staking.address, 50 * USDC])
@@ -88,7 +89,7 @@ def market(
         machine_id=listing.machine_id, key="42", report_hash="0x" + "42" * 32, passed=True
     )
     # The period of the passes above, as seen an hour later.
-    for tx in services.providers_reward(now=timezone.now() + timedelta(seconds=3_600)):
+    for tx in rewarding.providers_reward(now=timezone.now() + timedelta(seconds=3_600)):
         chain.confirm(tx)
     index()
     settled.refresh_from_db()
@@ -175,7 +176,7 @@ def test_a_settlement_inside_the_confirmation_window_is_not_a_difference(
     index()
     order_services.order_complete(order_id=market["running"].pk)
     with pytest.raises(chain.NotConfirmed):
-        services.lease_settle(order_id=market["running"].pk)  # mined, 1 of 3 confirmations
+        leases.lease_settle(order_id=market["running"].pk)  # mined, 1 of 3 confirmations
     index()  # the LeaseSettled log is stored, not final: the database has not applied it
     assert not ChainEvent.objects.get(
         name="LeaseSettled", lease_id=market["running"].lease_id

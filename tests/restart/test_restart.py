@@ -20,7 +20,7 @@ from marketplace.payments import chain
 from marketplace.payments.genesis import CHAIN_RESET_ALERT, chain_reset_check
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainTransaction, ContractDeployment
-from marketplace.payments.services import contracts_deploy
+from marketplace.payments.services.deployment import contracts_deploy
 from tests.integration.conftest import Node, chain_point_at
 from tests.integration.test_chain_end_to_end import fund_and_activate
 from tests.payments.helpers import ALICE

@@ -12,7 +12,8 @@ import pytest
 from marketplace.orders.models import Order
 from marketplace.payments.indexer import index
 from marketplace.payments.models import ChainEvent
-from marketplace.payments.services import contracts_deploy, demo_renter_fund
+from marketplace.payments.services.deployment import contracts_deploy
+from marketplace.payments.services.faucet import demo_renter_fund
 from tests.factories import ListingFactory
 from tests.integration.conftest import live_chain, node  # noqa: F401 - fixtures
 from tests.payments.helpers import ALICE, ALICE_KEY, USDC, make_order

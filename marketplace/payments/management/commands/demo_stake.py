@@ -8,7 +8,7 @@ from eth_account import Account
 from marketplace.payments import chain
 from marketplace.payments.collateral import provider_collateral
 from marketplace.payments.indexer import index
-from marketplace.payments.services import demo_renter_fund
+from marketplace.payments.services.faucet import demo_renter_fund
 from marketplace.providers.models import Machine
 
 # Anvil's (and Ganache's deterministic) account 1: the demo provider's wallet (demo_provider).

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from marketplace.payments import chain
 from marketplace.payments.genesis import ChainResetError
-from marketplace.payments.services import contracts_deploy
+from marketplace.payments.services.deployment import contracts_deploy
 
 # scripts/chain.sh tells this refusal from a failure: it keeps the node up and says what to do.
 EXIT_CHAIN_RESET = 3

@@ -3,7 +3,7 @@ from web3 import Web3
 
 from marketplace.core.errors import ApplicationError
 from marketplace.payments import chain
-from marketplace.payments.services import demo_renter_fund
+from marketplace.payments.services.faucet import demo_renter_fund
 
 
 class Command(BaseCommand):
