@@ -75,13 +75,16 @@ CPU_CONV_CHAIN = {"batch": 8, "height": 32, "width": 32, "kernel_size": 3, "laye
 CPU_CONV_CHANNELS = {"fp32": 256, "tf32": 256, "bf16": 256, "fp16": 64, "int8": 64}
 # Sizing a CPU job for the machine (cpu_job_sized). The kernel should run about this long; the
 # rate is the machine's own verified figure for the kernel and precision, else one derived from
-# its other verified figures, else its fp32 figure times CPU_RATE_GUESS (the typical ratio of
-# precision P to fp32 on a CPU; a machine without bf16 arithmetic runs bf16 at ~1/20 of fp32, so
-# a wrong guess costs it ~20 s, never minutes). The caps bound the verifier's cost (a sampled
-# row costs L vector-matrix products; a pixel's cone grows as L^3) and the worst case.
+# its other verified figures, else its fp32 figure times CPU_RATE_GUESS, the ratio of precision
+# P to fp32 on a current server CPU (measured here, an AVX512-BF16/VNNI EPYC with one thread:
+# bf16 ~4x, int8 through torch._int_mm ~6x, fp16 ~1/60; AMX parts are faster still). A CPU
+# without bf16 or int8 dot-product units runs those at 1/20 to 1 of fp32, so a guess too high
+# costs it one job of up to ~40 s (bf16), never minutes; every later job of that precision uses
+# the measured figure. The caps bound the verifier's cost (a sampled row costs L vector-matrix
+# products; a pixel's cone grows as L^3) and the worst case.
 CPU_JOB_SECONDS = 1.0
-CPU_RATE_GUESS = {"fp32": 1.0, "tf32": 1.0, "bf16": 1.0, "fp16": 1 / 32, "int8": 1.0}
-CPU_CONV_RATE_GUESS = 0.5  # a conv layer's rate against a matmul's, before either is measured
+CPU_RATE_GUESS = {"fp32": 1.0, "tf32": 1.0, "bf16": 2.0, "fp16": 1 / 32, "int8": 4.0}
+CPU_CONV_RATE_GUESS = 1.0  # a conv layer's rate against a matmul's, before either is measured
 CPU_MAX_MATMUL_LAYERS = {"fp32": 1024, "tf32": 1024, "bf16": 1024, "fp16": 1024, "int8": 512}
 CPU_MAX_CONV_LAYERS = 16
 CPU_MAX_CONV_BATCH = {"fp32": 40, "tf32": 40, "bf16": 40, "fp16": 40, "int8": 40}

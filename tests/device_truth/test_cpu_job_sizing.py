@@ -28,9 +28,11 @@ def test_without_a_measured_rate_the_suite_size_stands():
 def test_matmul_layers_follow_the_machines_rate():
     suite = _cpu_suite()
     rates = {("matmul", "fp32"): 180e9}
-    # 180e9 / 536,870,912 = 335.3 -> 336 layers, for fp32 and (guessed at the fp32 rate) bf16.
+    # 180e9 / 536,870,912 = 335.3 -> 336 layers; bf16 guessed at twice fp32: 670.6 -> 671; int8
+    # at four times: 1341 -> the cap, 512.
     assert cpu_job_sized(suite[("matmul_chain", "fp32")], rates)["layers"] == 336
-    assert cpu_job_sized(suite[("matmul_chain", "bf16")], rates)["layers"] == 336
+    assert cpu_job_sized(suite[("matmul_chain", "bf16")], rates)["layers"] == 671
+    assert cpu_job_sized(suite[("matmul_chain", "int8")], rates)["layers"] == 512
     # fp16 guessed at 1/32 of fp32: 5.625e9 / 536,870,912 = 10.5 -> 11.
     assert cpu_job_sized(suite[("matmul_chain", "fp16")], rates)["layers"] == 11
     # bf16 measured at 500 GFLOP/s: 931.3 -> 932.
@@ -81,11 +83,12 @@ def test_dispatch_sizes_the_next_job_from_the_verified_one_and_records_it(
     job = benchmark_dispatch_next(machine_id=machine.pk)
     assert (job.kind, job.precision) == ("matmul", "bf16")
     job.refresh_from_db()
-    assert job.spec["layers"] == 336
-    assert job.flops == 336 * MATMUL_LAYER
+    # bf16 guessed at twice the fp32 figure: 360e9 / 536,870,912 = 670.6 -> 671 layers.
+    assert job.spec["layers"] == 671
+    assert job.flops == 671 * MATMUL_LAYER
     # The deadline follows the sized job: base + FLOPs / BENCHMARK_MIN_RATE_FLOPS.
     assert (job.deadline - job.dispatched_at).total_seconds() == pytest.approx(
-        120 + 336 * MATMUL_LAYER / 5e9
+        120 + 671 * MATMUL_LAYER / 5e9
     )
 
 

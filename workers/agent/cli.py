@@ -228,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.backend:
             backend = args.backend
         elif spec.protocol == "chain-sketch":
-            backend = (chain_backends(spec.precision) or ["numpy"])[0]
+            backend = (chain_backends(spec.precision, spec.family) or ["numpy"])[0]
         else:
             from workers.kernels import best_backend
 

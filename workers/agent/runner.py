@@ -124,7 +124,7 @@ class JobRunner:
         if self.backend:
             return self.backend
         if spec.protocol == CHAIN_PROTOCOL:
-            options = chain_backends(spec.precision)
+            options = chain_backends(spec.precision, spec.family)
             if not options:
                 raise BackendError(f"no backend here runs chain jobs in {spec.precision}")
             return options[0]
