@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -461,6 +461,11 @@ def main() -> int:
         "(reported as a sample, with the kill rate's 95%% interval)",
     )
     parser.add_argument("--seed", type=int, default=20261130, help="seed of --sample")
+    parser.add_argument(
+        "--redis-db",
+        type=int,
+        help="Redis database for the run instead of the scope's own (one no other run uses)",
+    )
     args = parser.parse_args()
     by_name = {s.name: s for s in SCOPES}
     if args.list:
@@ -471,6 +476,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scope(s) {unknown}; known: {sorted(by_name)}")
     chosen = [by_name[n] for n in args.scopes] if args.scopes else SCOPES
+    if args.redis_db is not None:
+        chosen = [replace(scope, redis_db=args.redis_db) for scope in chosen]
     all_results: dict[str, ModuleResult] = {}
     for scope in chosen:
         dest = WORK / scope.name

@@ -47,3 +47,26 @@ def django_db_setup(django_test_environment, django_db_blocker):
     with django_db_blocker.unblock():
         connections["default"].close()
     mine.unlink(missing_ok=True)
+
+
+def _transactional(item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    fixtures = getattr(item, "fixturenames", ())
+    return bool(
+        (marker and marker.kwargs.get("transaction"))
+        or "transactional_db" in fixtures
+        or "live_server" in fixtures
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """A mutant's tests run with -x: it is killed by the first test that fails, so the quickest
+    run first (by mutmut's recorded durations), and those that flush the database after them
+    (transactional, with threads) last. The same tests run; a survivor runs them all."""
+    stats = Path("mutmut-stats.json")
+    durations = {}
+    if stats.exists():
+        import json
+
+        durations = json.loads(stats.read_text()).get("duration_by_test", {})
+    items.sort(key=lambda item: (_transactional(item), durations.get(item.nodeid, 1.0)))
