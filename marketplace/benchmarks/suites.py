@@ -86,7 +86,11 @@ CPU_JOB_SECONDS = 1.0
 CPU_RATE_GUESS = {"fp32": 1.0, "tf32": 1.0, "bf16": 2.0, "fp16": 1 / 32, "int8": 4.0}
 CPU_CONV_RATE_GUESS = 1.0  # a conv layer's rate against a matmul's, before either is measured
 CPU_MAX_MATMUL_LAYERS = {"fp32": 1024, "tf32": 1024, "bf16": 1024, "fp16": 1024, "int8": 512}
-CPU_MAX_CONV_LAYERS = 16
+# Conv grows its batch first, then its channels (the verifier's share, k * cone / (L * units),
+# depends on neither), and its layers last: the cone of a sampled pixel grows as L^3, so the
+# share is 1.4% at L = 3 and 2.5% at L = 4 for 40 images of 32 x 32, but 40% at L = 16.
+CPU_MAX_CONV_LAYERS = 4
+CPU_MAX_CONV_CHANNELS = 512
 CPU_MAX_CONV_BATCH = {"fp32": 40, "tf32": 40, "bf16": 40, "fp16": 40, "int8": 40}
 # A device claim in small-suite mode (demo, tests) gets this probe instead of its GPU sizes: 51
 # GFLOP, about a second on a small CPU, large enough that the claimed device's floor (with the
@@ -494,9 +498,9 @@ def cpu_rate_estimate(
 def cpu_job_sized(spec: dict[str, Any], rates: dict[tuple[str, str], float]) -> dict[str, Any]:
     """The CPU suite job `spec` sized so that its kernel runs about CPU_JOB_SECONDS at the rate
     the machine's verified figures predict: more layers for matmul; a larger batch, then more
-    layers, for conv (a larger batch costs the verifier nothing: it recomputes k pixels'
-    cones whatever the batch). Never below the suite's own size, never above the caps. Any
-    other spec (a GPU suite's, one a test made up) is returned unchanged."""
+    channels (multiples of 64), then more layers for conv (see CPU_MAX_CONV_LAYERS). Never
+    below the suite's own size, never above the caps. Any other spec (a GPU suite's, one a
+    test made up) is returned unchanged."""
     seconds = getattr(settings, "BENCHMARK_CPU_JOB_SECONDS", CPU_JOB_SECONDS)
     base = _cpu_base_specs().get(_shape_key(spec))
     if base is None or spec.get("layers") != base["layers"]:
@@ -514,9 +518,14 @@ def cpu_job_sized(spec: dict[str, Any], rates: dict[tuple[str, str], float]) -> 
     per_image_layer = parsed.flops / (parsed.layers * parsed.batch)
     max_batch = CPU_MAX_CONV_BATCH[parsed.precision]
     batch = min(max_batch, max(parsed.batch, math.ceil(wanted / (per_image_layer * parsed.layers))))
-    layers = parsed.layers
+    channels, layers = parsed.channels, parsed.layers
     if batch == max_batch:
-        layers = min(
-            CPU_MAX_CONV_LAYERS, max(layers, math.ceil(wanted / (per_image_layer * batch)))
-        )
-    return {**spec, "batch": batch, "layers": layers}
+        # A layer's FLOPs grow as channels^2.
+        widen = math.sqrt(wanted / (per_image_layer * batch * layers))
+        channels = min(CPU_MAX_CONV_CHANNELS, max(channels, 64 * math.ceil(channels * widen / 64)))
+        per_image_layer *= (channels / parsed.channels) ** 2
+        if channels == CPU_MAX_CONV_CHANNELS:
+            layers = min(
+                CPU_MAX_CONV_LAYERS, max(layers, math.ceil(wanted / (per_image_layer * batch)))
+            )
+    return {**spec, "batch": batch, "channels": channels, "layers": layers}

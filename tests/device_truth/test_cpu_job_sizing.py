@@ -40,16 +40,17 @@ def test_matmul_layers_follow_the_machines_rate():
     assert cpu_job_sized(suite[("matmul_chain", "bf16")], rates)["layers"] == 932
 
 
-def test_conv_grows_its_batch_then_its_layers():
+def test_conv_grows_its_batch_then_its_channels_then_its_layers():
     conv = _cpu_suite()[("conv2d_chain", "fp32")]
     # 30 GFLOP/s measured: 30e9 / (2 * 1,207,959,552) = 12.4 -> batch 13, 2 layers.
     sized = cpu_job_sized(conv, {("conv2d", "fp32"): 30e9})
     assert (sized["batch"], sized["layers"]) == (13, 2)
     # A conv rate derived from the other kernel's ratio: 100e9 * (400e9 / 200e9) = 200e9:
-    # batch 40 (the cap) makes 96.6 GFLOP at 2 layers; 200e9 / (40 * 1.208e9) = 4.14 -> 5.
+    # batch 40 (the cap) makes 96.6 GFLOP at 2 layers; channels 256 * sqrt(200e9 / 96.6e9) =
+    # 368.3 -> 384 (multiples of 64), which makes 217 GFLOP: 2 layers stay.
     rates = {("conv2d", "fp32"): 100e9, ("matmul", "bf16"): 400e9, ("matmul", "fp32"): 200e9}
     sized = cpu_job_sized(_cpu_suite()[("conv2d_chain", "bf16")], rates)
-    assert (sized["batch"], sized["layers"]) == (40, 5)
+    assert (sized["batch"], sized["channels"], sized["layers"]) == (40, 384, 2)
 
 
 def test_sizes_are_capped_and_never_below_the_suite():
@@ -58,7 +59,7 @@ def test_sizes_are_capped_and_never_below_the_suite():
     assert cpu_job_sized(suite[("matmul_chain", "fp32")], huge)["layers"] == 1024
     assert cpu_job_sized(suite[("matmul_chain", "int8")], huge)["layers"] == 512
     sized = cpu_job_sized(suite[("conv2d_chain", "fp32")], huge)
-    assert (sized["batch"], sized["layers"]) == (40, 16)
+    assert (sized["batch"], sized["channels"], sized["layers"]) == (40, 512, 4)
     tiny = {("matmul", "fp32"): 1.0, ("conv2d", "fp32"): 1.0}
     assert cpu_job_sized(suite[("matmul_chain", "fp32")], tiny)["layers"] == 96
     assert cpu_job_sized(suite[("conv2d_chain", "fp32")], tiny) == suite[("conv2d_chain", "fp32")]
