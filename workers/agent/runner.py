@@ -51,6 +51,25 @@ from workers.verification.sketch import PROTOCOL_FAMILY as CHAIN_PROTOCOL
 from workers.verification.sketch import sketch_document
 
 FINAL_STATES = ("verified", "rejected", "expired")
+# The shapes of the CPU suite's jobs (marketplace/benchmarks/suites.py: matmul rows 1024, n 512
+# whatever its layers; conv 32 x 32, 3 x 3, 256 channels at the base batch), one layer each. fp16
+# is left out: a CPU runs it at ~1 GFLOP/s, so the warm-up would cost seconds for a job that
+# lasts one to three anyway.
+CPU_SUITE_WARM_UP = {
+    precision: [
+        MatmulChainSpec(n=512, rows=1024, layers=1, precision=precision),
+        ConvChainSpec(
+            batch=8,
+            channels=256,
+            height=32,
+            width=32,
+            kernel_size=3,
+            layers=1,
+            precision=precision,
+        ),
+    ]
+    for precision in ("fp32", "bf16", "int8")
+}
 # What handle() reports for a job it stopped trying to deliver: the server stayed unreachable
 # (or kept failing) until the job's deadline. Not a server state.
 ABANDONED = "abandoned"
@@ -196,7 +215,7 @@ class JobRunner:
         ]
         backends = [self.backend] if self.backend else available_backends()
         for precision in CHAIN_PRECISIONS:
-            for chain in (
+            chains = [
                 MatmulChainSpec(n=64, layers=1, rows=8, precision=precision),
                 ConvChainSpec(
                     batch=1,
@@ -207,8 +226,18 @@ class JobRunner:
                     layers=1,
                     precision=precision,
                 ),
-            ):
-                for backend in chain_backends(precision):
+            ]
+            if precision in CPU_SUITE_WARM_UP:
+                # One layer at the CPU suite's matmul and conv shapes: oneDNN builds (JITs) a
+                # kernel per shape on its first call, 20-40 ms of CPU inside the job's span
+                # otherwise (measured for int8 and bf16 on this repository's CI box). Random
+                # inputs of a fixed seed: nothing about any job is known here.
+                chains += CPU_SUITE_WARM_UP[precision]
+            for chain in chains:
+                options = chain_backends(precision, chain.family)
+                if chain.units > 64:
+                    options = options[:1]  # a suite shape: only the backend its job runs on
+                for backend in options:
                     if self.backend and backend != self.backend:
                         continue
                     try:
