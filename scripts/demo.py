@@ -1047,31 +1047,19 @@ def _safe(fn):
 
 
 def _address(key: str) -> str:
-    from eth_account import Account
+    from workers.renter.wallet import address_of
 
-    return Account.from_key(key).address
+    return address_of(key)
 
 
 def _sign(w3, key: str, to: str, data: str) -> str:
-    """What a wallet does: sign locally, send, wait for the receipt."""
-    from eth_account import Account
-    from web3 import Web3
+    """What a wallet does: sign locally, send, wait for the receipt (workers/renter/wallet.py)."""
+    from workers.renter.wallet import TransactionFailed, sign_and_send
 
-    sender = Account.from_key(key)
-    tx = {
-        "to": Web3.to_checksum_address(to),
-        "data": data,
-        "value": 0,
-        "chainId": w3.eth.chain_id,
-        "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-        "gasPrice": w3.eth.gas_price,
-    }
-    tx["gas"] = w3.eth.estimate_gas({**tx, "from": sender.address}) * 2
-    tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
-    if receipt["status"] != 1:
-        raise DemoError(f"transaction {tx_hash.to_0x_hex()} reverted")
-    return tx_hash.to_0x_hex()
+    try:
+        return sign_and_send(w3, key, to, data)["transactionHash"].to_0x_hex()
+    except TransactionFailed as exc:
+        raise DemoError(str(exc)) from None
 
 
 def _confirm(chain, tx) -> None:

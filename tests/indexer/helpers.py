@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from eth_account import Account
 from eth_utils import keccak
 
 from marketplace.orders.models import Order
@@ -25,11 +24,12 @@ from tests.payments.helpers import (
     make_order,
     sign_and_send,
 )
+from workers.renter.wallet import address_of
 
 OPERATOR_KEY = chain.DEV_KEYS["operator"]
 # Anvil's dev account 5: a second staker nobody registered as a provider.
 DAVE_KEY = "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba"
-DAVE = Account.from_key(DAVE_KEY).address
+DAVE = address_of(DAVE_KEY)
 
 
 def call(w3, key: str, contract, fn: str, *args) -> dict:

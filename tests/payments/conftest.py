@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
 from marketplace.payments import chain
 from marketplace.payments.services.deployment import contracts_deploy
 from marketplace.payments.services.faucet import demo_renter_fund
 from tests.payments.helpers import ALICE, BOB, USDC
+from workers.renter.wallet import address_of
 
 
 class LockedTesterProvider(EthereumTesterProvider):
@@ -29,7 +29,7 @@ class LockedTesterProvider(EthereumTesterProvider):
 def tester_w3() -> Web3:
     w3 = Web3(LockedTesterProvider())
     rich = w3.eth.accounts[0]
-    gas_money = [Account.from_key(chain.DEV_KEYS[role]).address for role in chain.DEV_KEYS]
+    gas_money = [address_of(key) for key in chain.DEV_KEYS.values()]
     for address in (*gas_money, ALICE, BOB):
         w3.eth.send_transaction({"from": rich, "to": address, "value": 10**21})
     return w3

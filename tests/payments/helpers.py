@@ -3,8 +3,6 @@ wallets of the named actors and a renter who signs her own transactions."""
 
 from __future__ import annotations
 
-from eth_account import Account
-from hexbytes import HexBytes
 from web3 import Web3
 
 from marketplace.orders.models import Order
@@ -14,32 +12,17 @@ from marketplace.orders.services import (
     order_mark_funded,
     order_mark_starting,
 )
+from workers.renter.wallet import address_of, sign_and_send
+
+__all__ = ["sign_and_send"]  # the one wallet helper (workers/renter/wallet.py), for the tests
 
 # Anvil's public dev keys (accounts 4 and 1). bob's wallet is the one tests.conftest gives
 # bob_provider; alice is a renter with her own wallet.
 ALICE_KEY = "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a"
 BOB_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
-ALICE = Account.from_key(ALICE_KEY).address
-BOB = Account.from_key(BOB_KEY).address
+ALICE = address_of(ALICE_KEY)
+BOB = address_of(BOB_KEY)
 USDC = 10**6
-
-
-def sign_and_send(w3: Web3, key: str, to: str, data: str) -> dict:
-    """What a wallet does: estimate, sign locally, send, wait for the receipt."""
-    sender = Account.from_key(key)
-    tx = {
-        "to": Web3.to_checksum_address(to),
-        "data": data,
-        "value": 0,
-        "chainId": w3.eth.chain_id,
-        "nonce": w3.eth.get_transaction_count(sender.address, "pending"),
-        "gasPrice": w3.eth.gas_price,
-    }
-    tx["gas"] = w3.eth.estimate_gas({**tx, "from": sender.address}) * 2
-    tx_hash = w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
-    assert receipt["status"] == 1, f"transaction {HexBytes(tx_hash).to_0x_hex()} reverted"
-    return receipt
 
 
 def fund_with_instructions(w3: Web3, key: str, funding: dict) -> None:

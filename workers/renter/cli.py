@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.renter.api import Api, CliError, config_load, config_path, config_save
+from workers.renter.wallet import sign_call
 
 UNITS = 10**6  # the payment token has 6 decimals
 FINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
@@ -176,21 +177,16 @@ def _private_key(args: argparse.Namespace) -> str:
 
 def _send(rpc: str, account, chain_id: int, to: str, data: str, nonce: int) -> str:
     tx = {"from": account.address, "to": to, "data": data, "chainId": hex(chain_id)}
-    gas = int(_rpc(rpc, "eth_estimateGas", [tx]), 16)
-    gas_price = int(_rpc(rpc, "eth_gasPrice", []), 16)
-    signed = account.sign_transaction(
-        {
-            "to": to,
-            "data": data,
-            "value": 0,
-            "gas": gas * 12 // 10,
-            "gasPrice": gas_price,
-            "nonce": nonce,
-            "chainId": chain_id,
-        }
+    raw = sign_call(
+        account,
+        to=to,
+        data=data,
+        chain_id=chain_id,
+        nonce=nonce,
+        gas_estimate=int(_rpc(rpc, "eth_estimateGas", [tx]), 16),
+        gas_price=int(_rpc(rpc, "eth_gasPrice", []), 16),
     )
-    raw = getattr(signed, "raw_transaction", None) or signed.rawTransaction
-    return _rpc(rpc, "eth_sendRawTransaction", ["0x" + bytes(raw).hex()])
+    return _rpc(rpc, "eth_sendRawTransaction", [raw])
 
 
 def _wait_receipt(rpc: str, tx_hash: str, timeout: float) -> dict:

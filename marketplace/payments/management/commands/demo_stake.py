@@ -3,13 +3,13 @@ listed (GET /providers/{id}/staking tells a real provider the same). Local chain
 wallet is Anvil's public dev account 1, whose key is published, and the tokens are minted."""
 
 from django.core.management.base import BaseCommand, CommandError
-from eth_account import Account
 
 from marketplace.payments import chain
 from marketplace.payments.collateral import provider_collateral
 from marketplace.payments.indexer import index
 from marketplace.payments.services.faucet import demo_renter_fund
 from marketplace.providers.models import Machine
+from workers.renter.wallet import TransactionFailed, account_from_key, sign_and_send
 
 # Anvil's (and Ganache's deterministic) account 1: the demo provider's wallet (demo_provider).
 DEMO_PROVIDER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         w3 = chain.get_web3()
         if not chain.is_local_chain(chain.chain_id(w3)):
             raise CommandError("demo_stake signs with a published key: local chains only.")
-        account = Account.from_key(DEMO_PROVIDER_KEY)
+        account = account_from_key(DEMO_PROVIDER_KEY)
         if account.address.lower() != machine.provider.wallet_address.lower():
             raise CommandError(f"the demo provider's wallet is not {account.address}")
         state = provider_collateral(provider_id=machine.provider_id, adding_machine_id=machine.pk)
@@ -51,18 +51,10 @@ class Command(BaseCommand):
             (token.address, token.encode_abi("approve", [staking.address, amount])),
             (staking.address, staking.encode_abi("stake", [amount])),
         ):
-            tx = {
-                "to": to,
-                "data": data,
-                "value": 0,
-                "chainId": w3.eth.chain_id,
-                "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-                "gasPrice": w3.eth.gas_price,
-            }
-            tx["gas"] = w3.eth.estimate_gas({**tx, "from": account.address}) * 2
-            sent = w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
-            if w3.eth.wait_for_transaction_receipt(sent, timeout=60)["status"] != 1:
-                raise CommandError(f"transaction {sent.hex()} reverted")
+            try:
+                sign_and_send(w3, DEMO_PROVIDER_KEY, to, data, timeout=60)
+            except TransactionFailed as exc:
+                raise CommandError(str(exc)) from exc
         index(w3)
         self.stdout.write(
             f"provider {machine.provider_id} staked {amount} units, the collateral its machine "
