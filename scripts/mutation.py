@@ -213,7 +213,9 @@ def sync_tests(dest: Path, scope: Scope) -> None:
                 shutil.copy2(path, root / rel)
 
 
-def run_mutmut(dest: Path, scope: Scope, max_children: int, names: tuple[str, ...] = ()) -> None:
+def run_mutmut(
+    dest: Path, scope: Scope, max_children: int, names: tuple[str, ...] = (), check: bool = True
+) -> None:
     env = {
         **os.environ,
         "TEST_SQLITE_PATH": str(dest / ".run" / "test.sqlite3"),
@@ -231,7 +233,7 @@ def run_mutmut(dest: Path, scope: Scope, max_children: int, names: tuple[str, ..
         [str(mutmut), "run", "--max-children", str(max_children), *names],
         cwd=dest,
         env=env,
-        check=True,
+        check=check,
     )
 
 
@@ -343,16 +345,23 @@ def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
 SAMPLE_LISTING_ONLY = "*__mutmut_none_sample_listing_only"
 
 
-def draw_sample(dest: Path, scope: Scope, per_module: int, seed: int, max_children: int):
+def draw_sample(
+    dest: Path, scope: Scope, per_module: int, seed: int, max_children: int, listed: bool = False
+):
     """A seeded simple random sample of each module's mutants, for a scope too big to run whole
     in the time there is. mutmut is run once with a pattern no mutant matches (it generates the
     mutants and maps tests to functions, and tests none), the sample is drawn from the mutants
     it lists, per module, with random.Random(f"{seed}:{module}"), and written to
     .run/sample.txt: the report then counts only those (see ModuleResult.interval)."""
-    run_mutmut(dest, scope, max_children, (SAMPLE_LISTING_ONLY,))
+    # mutmut generates the mutants and records which tests reach which function, then stops
+    # with "nothing matches" (exit status 1): the listing below says whether it got that far.
+    if not listed:
+        run_mutmut(dest, scope, max_children, (SAMPLE_LISTING_ONLY,), check=False)
     by_module: dict[str, list[str]] = {}
     for name in statuses(dest):
         by_module.setdefault(module_and_function(name)[0], []).append(name)
+    if not by_module:
+        raise SystemExit(f"mutmut listed no mutants for scope {scope.name}")
     chosen = []
     for module, names in sorted(by_module.items()):
         names.sort()
@@ -504,7 +513,15 @@ def main() -> int:
                 copy_tree(dest)
                 configure(dest, scope)
             if args.sample:
-                names += draw_sample(dest, scope, args.sample, args.seed, args.max_children)
+                names += draw_sample(
+                    dest,
+                    scope,
+                    args.sample,
+                    args.seed,
+                    args.max_children,
+                    # A resumed copy whose mutants are generated already: draw from those.
+                    listed=args.resume and bool(statuses(dest)),
+                )
             elif not args.resume:
                 (dest / ".run" / "sample.txt").unlink(missing_ok=True)
             run_mutmut(dest, scope, args.max_children, names)

@@ -1,0 +1,257 @@
+"""order_create's refusals word for word, for the mutants the orders scope's other tests let
+through (mutation testing, issue 14): the renter's caps on unfunded orders, each pricing-mode
+refusal, the listing and accelerator checks, a reused Idempotency-Key. Each refusal's message,
+code, status and detail are written out by hand."""
+
+import pytest
+
+from marketplace.core.errors import (
+    ApplicationError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from marketplace.listings.models import Listing, ReservedPrice
+from marketplace.orders import services
+from marketplace.orders.models import Order
+from tests.factories import ListingFactory
+from tests.orders_capacity.conftest import order
+
+pytestmark = pytest.mark.django_db
+
+
+def refused(renter, listing, key, exc=ApplicationError, **kw):
+    kw.setdefault("pricing_mode", "on_demand")
+    kw.setdefault("accelerators", 1)
+    with pytest.raises(exc) as caught:
+        services.order_create(renter=renter, listing_id=listing.pk, idempotency_key=key, **kw)
+    return caught.value
+
+
+# --- the caps on unfunded orders ---------------------------------------------------------------
+
+
+def test_a_fourth_unfunded_order_is_refused_naming_the_three_held(alice, bob_provider):
+    listings = [ListingFactory(machine__provider=bob_provider) for _ in range(4)]
+    held = [order(alice, lst, f"cap-{i:04d}", accelerators=2) for i, lst in enumerate(listings[:3])]
+    error = refused(alice, listings[3], "cap-0003", ConflictError, hours=1)
+    a, b, c = (o.pk for o in held)
+    assert error.message == (
+        "You may hold at most 3 unfunded orders and 64 unfunded accelerators at once; "
+        f"fund or cancel one of orders {a}, {b}, {c} first."
+    )
+    assert (error.code, error.status_code) == ("orders_too_many_unfunded", 409)
+    assert error.extra == {
+        "unfunded_orders": [a, b, c],
+        "unfunded_accelerators": 6,
+        "max_unfunded_orders": 3,
+        "max_unfunded_accelerators": 64,
+    }
+
+
+def test_with_a_cap_of_one_the_refusal_names_the_one_order(alice, bob_provider, settings):
+    settings.ORDER_MAX_UNFUNDED_PER_RENTER = 1
+    settings.ORDER_MAX_UNFUNDED_ACCELERATORS = 1
+    first, second = (ListingFactory(machine__provider=bob_provider) for _ in range(2))
+    held = order(alice, first, "cap-0010", accelerators=1)
+    error = refused(alice, second, "cap-0011", ConflictError, hours=1)
+    assert error.message == (
+        "You may hold at most 1 unfunded order and 1 unfunded accelerator at once; "
+        f"fund or cancel order {held.pk} first."
+    )
+    assert error.extra["unfunded_orders"] == [held.pk]
+    assert error.extra["unfunded_accelerators"] == 1
+
+
+def test_the_order_cap_counts_the_new_order_too(alice, bob_provider, settings):
+    # Cap 2: with one held, a second is allowed (1 + 1 = 2), a third is not (2 + 1 > 2).
+    settings.ORDER_MAX_UNFUNDED_PER_RENTER = 2
+    listings = [ListingFactory(machine__provider=bob_provider) for _ in range(3)]
+    order(alice, listings[0], "cap-0020", accelerators=1)
+    order(alice, listings[1], "cap-0021", accelerators=1)
+    error = refused(alice, listings[2], "cap-0022", ConflictError, hours=1)
+    assert error.code == "orders_too_many_unfunded"
+    assert Order.objects.count() == 2
+
+
+def test_the_accelerator_cap_counts_held_and_new_accelerators(alice, bob_provider, settings):
+    # Cap 10 accelerators: 6 held, 4 more reach 10 exactly (allowed); 5 would be 11.
+    settings.ORDER_MAX_UNFUNDED_ACCELERATORS = 10
+    first, second, third = (ListingFactory(machine__provider=bob_provider) for _ in range(3))
+    order(alice, first, "cap-0030", accelerators=6)
+    error = refused(alice, second, "cap-0031", ConflictError, accelerators=5, hours=1)
+    assert error.extra["unfunded_accelerators"] == 6
+    order(alice, third, "cap-0032", accelerators=4)
+
+
+def test_another_renters_unfunded_orders_do_not_count(alice, carol, bob_provider, settings):
+    settings.ORDER_MAX_UNFUNDED_PER_RENTER = 1
+    first, second = (ListingFactory(machine__provider=bob_provider) for _ in range(2))
+    order(carol, first, "cap-0040", accelerators=1)
+    assert order(alice, second, "cap-0041", accelerators=1).renter == alice
+
+
+# --- pricing modes -----------------------------------------------------------------------------
+
+
+def test_a_reserved_order_with_hours_is_refused(alice, listing):
+    ReservedPrice.objects.create(listing=listing, term="1m", price_per_hour=1_800_000)
+    error = refused(
+        alice, listing, "mode-0001", pricing_mode="reserved", reserved_term="1m", hours=3
+    )
+    assert error.message == (
+        "A reserved order gives reserved_term and neither hours nor bid_per_hour."
+    )
+    assert (error.code, error.status_code) == ("orders_bad_pricing", 400)
+
+
+def test_a_reserved_order_with_a_bid_or_no_term_is_refused(alice, listing):
+    ReservedPrice.objects.create(listing=listing, term="1m", price_per_hour=1_800_000)
+    with_bid = refused(
+        alice, listing, "mode-0002", pricing_mode="reserved", reserved_term="1m", bid_per_hour=3600
+    )
+    no_term = refused(alice, listing, "mode-0003", pricing_mode="reserved")
+    assert with_bid.code == no_term.code == "orders_bad_pricing"
+
+
+def test_a_term_the_listing_does_not_offer_is_named(alice, listing):
+    ReservedPrice.objects.create(listing=listing, term="1m", price_per_hour=1_800_000)
+    error = refused(alice, listing, "mode-0004", pricing_mode="reserved", reserved_term="1y")
+    assert error.message == "This listing offers no reserved term '1y'."
+    assert error.code == "orders_term_not_offered"
+
+
+def test_the_term_offered_on_another_listing_does_not_count(alice, listing, bob_provider):
+    other = ListingFactory(machine__provider=bob_provider)
+    ReservedPrice.objects.create(listing=other, term="1m", price_per_hour=1_800_000)
+    error = refused(alice, listing, "mode-0005", pricing_mode="reserved", reserved_term="1m")
+    assert error.code == "orders_term_not_offered"
+
+
+@pytest.mark.parametrize("mode", ["on_demand", "interruptible"])
+def test_an_hourly_order_with_a_term_or_without_hours_is_refused(alice, listing, mode):
+    bid = {"bid_per_hour": 1_000_800} if mode == "interruptible" else {}
+    with_term = refused(
+        alice, listing, "mode-0010", pricing_mode=mode, hours=2, reserved_term="1m", **bid
+    )
+    no_hours = refused(alice, listing, "mode-0011", pricing_mode=mode, **bid)
+    for error in (with_term, no_hours):
+        assert error.message == f"An {mode} order gives hours and no reserved_term."
+        assert error.code == "orders_bad_pricing"
+
+
+def test_an_on_demand_order_with_a_bid_is_refused(alice, listing):
+    error = refused(alice, listing, "mode-0020", hours=2, bid_per_hour=1_000_800)
+    assert error.message == "bid_per_hour is only for interruptible orders."
+    assert error.code == "orders_bad_pricing"
+
+
+def test_a_listing_without_a_floor_takes_no_bids(alice, bob_provider):
+    plain = ListingFactory(machine__provider=bob_provider, interruptible_floor_per_hour=None)
+    error = refused(
+        alice, plain, "mode-0030", pricing_mode="interruptible", hours=2, bid_per_hour=1_000_800
+    )
+    assert error.message == "This listing takes no interruptible bids."
+    assert error.code == "orders_interruptible_not_offered"
+
+
+def test_an_interruptible_order_without_a_bid_is_refused(alice, listing):
+    error = refused(alice, listing, "mode-0031", pricing_mode="interruptible", hours=2)
+    assert error.message == "An interruptible order gives bid_per_hour."
+    assert error.code == "orders_bad_pricing"
+
+
+def test_a_bid_below_the_floor_names_the_floor(alice, listing):
+    error = refused(
+        alice, listing, "mode-0032", pricing_mode="interruptible", hours=2, bid_per_hour=997_200
+    )
+    assert error.message == "The bid is below the listing's floor of 1000800."
+
+
+def test_a_bid_that_is_not_a_whole_rate_per_second_is_refused(alice, listing):
+    error = refused(
+        alice, listing, "mode-0033", pricing_mode="interruptible", hours=2, bid_per_hour=1_000_801
+    )
+    assert error.code == "listings_price_not_per_second"
+    assert error.extra == {"field": "bid_per_hour", "nearest_valid": 1_000_800}
+
+
+# --- who, which listing, how much --------------------------------------------------------------
+
+
+def test_a_provider_owner_may_not_order(bob, listing):
+    error = refused(bob, listing, "who-0001", PermissionDeniedError, hours=1)
+    assert error.message == "Only renters can order."
+    assert (error.code, error.status_code) == ("orders_not_renter", 403)
+
+
+def test_staff_may_order(staff, listing):
+    made, created = services.order_create(
+        renter=staff,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=1,
+        idempotency_key="who-0002",
+    )
+    assert created and made.renter == staff
+
+
+def test_a_listing_taken_off_the_search_is_not_found(alice, listing):
+    Listing.objects.filter(pk=listing.pk).update(is_searchable=False, status="paused")
+    error = refused(alice, listing, "who-0003", NotFoundError, hours=1)
+    assert error.message == "No such listing open for orders."
+    assert (error.code, error.status_code) == ("orders_listing_not_found", 404)
+
+
+def test_a_lease_above_one_billion_usd_is_refused(alice, bob_provider):
+    # 36,000,000,000 units an hour = 10,000,000 a second per accelerator; x 8 = 80,000,000 a
+    # second; a leap year of hours, 8,784 h = 31,622,400 s: 2,529,792,000,000,000 > 10^15.
+    dear = ListingFactory(machine__provider=bob_provider, price_per_hour=36_000_000_000)
+    error = refused(alice, dear, "much-0001", accelerators=8, hours=8_784)
+    assert error.message == (
+        "The lease would cost 2529792000000000 units, above the 1000000000000000 limit for one "
+        "order."
+    )
+    assert error.code == "orders_amount_too_large"
+    assert not Order.objects.exists()
+
+
+def test_a_dear_lease_under_the_limit_is_accepted(alice, bob_provider):
+    # 3,600,000,000 an hour = 1,000,000 a second; 8,784 h = 31,622,400 s:
+    # 31,622,400,000,000 <= 10^15, accepted.
+    listing = ListingFactory(machine__provider=bob_provider, price_per_hour=3_600_000_000)
+    made, created = services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=8_784,
+        idempotency_key="much-0002",
+    )
+    assert created and made.escrow_amount == 31_622_400_000_000
+
+
+# --- a reused key ------------------------------------------------------------------------------
+
+
+def test_a_key_reused_for_another_request_says_so(alice, listing):
+    first, _ = services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=1,
+        idempotency_key="key-0001",
+    )
+    error = refused(alice, listing, "key-0001", hours=2)
+    assert error.message == "This Idempotency-Key was already used for a different order request."
+    assert (error.code, error.status_code) == ("orders_idempotency_key_reused", 422)
+    assert error.extra == {"order_id": first.pk}
+
+
+def test_the_same_key_from_another_renter_is_a_new_order(alice, carol, listing):
+    kw = {"listing_id": listing.pk, "pricing_mode": "on_demand", "accelerators": 1, "hours": 1}
+    mine, _ = services.order_create(renter=alice, idempotency_key="key-0002", **kw)
+    theirs, created = services.order_create(renter=carol, idempotency_key="key-0002", **kw)
+    assert created and theirs.pk != mine.pk
