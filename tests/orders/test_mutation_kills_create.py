@@ -255,3 +255,19 @@ def test_the_same_key_from_another_renter_is_a_new_order(alice, carol, listing):
     mine, _ = services.order_create(renter=alice, idempotency_key="key-0002", **kw)
     theirs, created = services.order_create(renter=carol, idempotency_key="key-0002", **kw)
     assert created and theirs.pk != mine.pk
+
+
+# --- capacity, in words ------------------------------------------------------------------------
+
+
+def test_one_free_accelerator_is_free_in_the_singular(alice, carol, listing):
+    order(alice, listing, "room-0001", accelerators=7)
+    error = refused(carol, listing, "room-0002", ConflictError, accelerators=2, hours=1)
+    assert error.message == "1 accelerator of 8 is free on this listing; 2 requested."
+    assert (error.code, error.extra) == ("orders_capacity_exhausted", {"requested": 2})
+
+
+def test_two_free_accelerators_are_free_in_the_plural(alice, carol, listing):
+    order(alice, listing, "room-0003", accelerators=6)
+    error = refused(carol, listing, "room-0004", ConflictError, accelerators=3, hours=1)
+    assert error.message == "2 accelerators of 8 are free on this listing; 3 requested."
