@@ -3,6 +3,8 @@ through (mutation testing, issue 14): the renter's caps on unfunded orders, each
 refusal, the listing and accelerator checks, a reused Idempotency-Key. Each refusal's message,
 code, status and detail are written out by hand."""
 
+import hashlib
+
 import pytest
 
 from marketplace.core.errors import (
@@ -271,3 +273,21 @@ def test_two_free_accelerators_are_free_in_the_plural(alice, carol, listing):
     order(alice, listing, "room-0003", accelerators=6)
     error = refused(carol, listing, "room-0004", ConflictError, accelerators=3, hours=1)
     assert error.message == "2 accelerators of 8 are free on this listing; 3 requested."
+
+
+def test_the_request_fingerprint_is_the_sha256_of_the_sorted_request(alice, listing):
+    # Stored with the order and compared on every retry, so it must not depend on the order in
+    # which the code lists the fields: canonical JSON, keys sorted, written out here.
+    made, _ = services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=2,
+        hours=3,
+        idempotency_key="print-0001",
+    )
+    canonical = (
+        '{"accelerators": 2, "bid_per_hour": null, "hours": 3, '
+        f'"listing_id": {listing.pk}, "pricing_mode": "on_demand", "reserved_term": null}}'
+    )
+    assert made.request_fingerprint == hashlib.sha256(canonical.encode()).hexdigest()
