@@ -27,7 +27,8 @@ slowest plausible member for the floor and the fastest for the ceiling.
 CPU jobs are sized for the machine (cpu_job_sized, applied by the server when it dispatches the
 job): the suite's sizes are the least a job may have, and a machine whose verified figures say
 it is faster gets more layers (or, for conv, a larger batch), so that its kernel runs about
-CPU_JOB_SECONDS and the ~40 ms of dispatch and HTTP in the server-timed span stay under 5%.
+BENCHMARK_CPU_JOB_SECONDS (1 s) and the ~40 ms of dispatch and HTTP in the server-timed span
+stay under 5%.
 The agent has no say: the rate comes from the machine's own verified jobs, the size is written
 into the job's spec before the seed is revealed, and floors and ceilings apply to that spec.
 """
@@ -82,7 +83,6 @@ CPU_CONV_CHANNELS = {"fp32": 256, "tf32": 256, "bf16": 256, "fp16": 64, "int8": 
 # costs it one job of up to ~40 s (bf16), never minutes; every later job of that precision uses
 # the measured figure. The caps bound the verifier's cost (a sampled row costs L vector-matrix
 # products; a pixel's cone grows as L^3) and the worst case.
-CPU_JOB_SECONDS = 1.0
 CPU_RATE_GUESS = {"fp32": 1.0, "tf32": 1.0, "bf16": 2.0, "fp16": 1 / 32, "int8": 4.0}
 CPU_CONV_RATE_GUESS = 1.0  # a conv layer's rate against a matmul's, before either is measured
 CPU_MAX_MATMUL_LAYERS = {"fp32": 1024, "tf32": 1024, "bf16": 1024, "fp16": 1024, "int8": 512}
@@ -496,12 +496,12 @@ def cpu_rate_estimate(
 
 
 def cpu_job_sized(spec: dict[str, Any], rates: dict[tuple[str, str], float]) -> dict[str, Any]:
-    """The CPU suite job `spec` sized so that its kernel runs about CPU_JOB_SECONDS at the rate
-    the machine's verified figures predict: more layers for matmul; a larger batch, then more
-    channels (multiples of 64), then more layers for conv (see CPU_MAX_CONV_LAYERS). Never
+    """The CPU suite job `spec` sized so that its kernel runs about BENCHMARK_CPU_JOB_SECONDS
+    at the rate the machine's verified figures predict: more layers for matmul; a larger batch,
+    then more channels (multiples of 64), then more layers for conv (see CPU_MAX_CONV_LAYERS). Never
     below the suite's own size, never above the caps. Any other spec (a GPU suite's, one a
     test made up) is returned unchanged."""
-    seconds = getattr(settings, "BENCHMARK_CPU_JOB_SECONDS", CPU_JOB_SECONDS)
+    seconds = settings.BENCHMARK_CPU_JOB_SECONDS
     base = _cpu_base_specs().get(_shape_key(spec))
     if base is None or spec.get("layers") != base["layers"]:
         return spec
