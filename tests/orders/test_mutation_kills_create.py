@@ -291,3 +291,20 @@ def test_the_request_fingerprint_is_the_sha256_of_the_sorted_request(alice, list
         f'"listing_id": {listing.pk}, "pricing_mode": "on_demand", "reserved_term": null}}'
     )
     assert made.request_fingerprint == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_a_listing_hidden_for_want_of_stake_says_so_not_not_found(alice, listing, settings):
+    # Active, on a listed machine, but out of search because bob's stake (none) no longer covers
+    # it: the refusal is the collateral one, naming the shortfall, not a 404.
+    settings.COLLATERAL_ENFORCED = True
+    Listing.objects.filter(pk=listing.pk).update(is_searchable=False)
+    error = refused(alice, listing, "hide-0001", ConflictError, hours=1)
+    assert (error.code, error.status_code) == ("collateral_insufficient", 409)
+
+
+def test_a_retry_after_the_listing_left_the_search_returns_the_first_order(alice, listing):
+    kw = {"listing_id": listing.pk, "pricing_mode": "on_demand", "accelerators": 1, "hours": 1}
+    first, _ = services.order_create(renter=alice, idempotency_key="hide-0002", **kw)
+    Listing.objects.filter(pk=listing.pk).update(is_searchable=False, status="paused")
+    again, created = services.order_create(renter=alice, idempotency_key="hide-0002", **kw)
+    assert (again.pk, created) == (first.pk, False)
