@@ -51,8 +51,14 @@ def _punished(machine, result, reason, verdicts):
     ids=lambda v: v,
 )
 def test_a_job_answered_through_a_cheaper_format_is_a_precision_mismatch(
-    mallory_provider, make_agent, runner_for, verdicts, precision, cheaper
+    settings, mallory_provider, make_agent, runner_for, verdicts, precision, cheaper
 ):
+    # The suite's own sizes (no sizing from the machine's figures): over the hundred-odd layers
+    # a fast machine's bf16 job gets, an answer laundered through int8 drifts past the "not
+    # computed" threshold (25% of a value's scale) and is rejected as row_mismatch instead,
+    # rejected and penalised all the same.
+    settings.BENCHMARK_CPU_JOB_SECONDS = 0
+
     class Launderer(JobRunner):
         def sketch(self, spec, seed):
             if spec.precision != precision:
