@@ -70,14 +70,11 @@ def _assemble_np(u: np.ndarray, keep: int, out: np.ndarray) -> None:
     out |= exponent
 
 
-def generate_floats(
-    seed: str, name: str, count: int, precision: str, *, start: int = 0, out: Any = None
-) -> np.ndarray:
-    """Elements start..start+count-1 of tensor `name` as a flat float32 array (written into
-    `out`, a flat float32 array of `count` elements, when given)."""
-    key, keep = chain_key(seed, name), keep_mask(precision)
-    out = np.empty(count, dtype=np.float32) if out is None else out
-    bits = out.view(np.uint32)
+def _word_halves(seed: str, name: str, count: int, start: int):
+    """The 32-bit words behind elements start..start+count-1 of tensor `name`, in chunks of
+    _CHUNK_WORDS 64-bit counter words: yields (a, b, u) where u holds the words of elements
+    start+a..start+b-1 (element i is half i % 2 of counter word i // 2 + 1)."""
+    key = chain_key(seed, name)
     first_word, skip = divmod(start, 2)
     words = (skip + count + 1) // 2
     for lo in range(0, words, _CHUNK_WORDS):
@@ -86,7 +83,19 @@ def generate_floats(
         halves = z.astype("<u8", copy=False).view(np.uint32)
         a = max(0, 2 * lo - skip)
         b = min(count, 2 * hi - skip)
-        _assemble_np(halves[a + skip - 2 * lo : b + skip - 2 * lo], keep, bits[a:b])
+        yield a, b, halves[a + skip - 2 * lo : b + skip - 2 * lo]
+
+
+def generate_floats(
+    seed: str, name: str, count: int, precision: str, *, start: int = 0, out: Any = None
+) -> np.ndarray:
+    """Elements start..start+count-1 of tensor `name` as a flat float32 array (written into
+    `out`, a flat float32 array of `count` elements, when given)."""
+    keep = keep_mask(precision)
+    out = np.empty(count, dtype=np.float32) if out is None else out
+    bits = out.view(np.uint32)
+    for a, b, halves in _word_halves(seed, name, count, start):
+        _assemble_np(halves, keep, bits[a:b])
     return out
 
 
@@ -118,17 +127,9 @@ def _assemble_int_np(u: np.ndarray, out: np.ndarray) -> None:
 
 def generate_ints(seed: str, name: str, count: int, *, start: int = 0) -> np.ndarray:
     """Elements start..start+count-1 of int8 tensor `name` as a flat int8 array."""
-    key = chain_key(seed, name)
     out = np.empty(count, dtype=np.int8)
-    first_word, skip = divmod(start, 2)
-    words = (skip + count + 1) // 2
-    for lo in range(0, words, _CHUNK_WORDS):
-        hi = min(words, lo + _CHUNK_WORDS)
-        z = _mix_np(np.arange(first_word + lo + 1, first_word + hi + 1, dtype=np.uint64), key)
-        halves = z.astype("<u8", copy=False).view(np.uint32)
-        a = max(0, 2 * lo - skip)
-        b = min(count, 2 * hi - skip)
-        _assemble_int_np(halves[a + skip - 2 * lo : b + skip - 2 * lo], out[a:b])
+    for a, b, halves in _word_halves(seed, name, count, start):
+        _assemble_int_np(halves, out[a:b])
     return out
 
 
