@@ -308,3 +308,76 @@ def test_a_retry_after_the_listing_left_the_search_returns_the_first_order(alice
     Listing.objects.filter(pk=listing.pk).update(is_searchable=False, status="paused")
     again, created = services.order_create(renter=alice, idempotency_key="hide-0002", **kw)
     assert (again.pk, created) == (first.pk, False)
+
+
+# --- what order_create asks of the collateral check --------------------------------------------
+
+
+@pytest.fixture
+def collateral_asked(monkeypatch):
+    """The questions order_create puts to payments' collateral check (registered at app ready;
+    the test settings leave it off): recorded, each answered 'covered'."""
+    from marketplace.core import collateral
+
+    asked = []
+    monkeypatch.setattr(collateral, "_require", lambda **question: asked.append(question))
+    return asked
+
+
+def test_the_lease_lock_is_checked_against_the_providers_stake(alice, listing, collateral_asked):
+    # 3 accelerators for 7 h at 694 a second each: 2,082 a second x 25,200 s = 52,466,400.
+    services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=3,
+        hours=7,
+        idempotency_key="stake-0001",
+    )
+    assert collateral_asked == [
+        {
+            "provider_id": listing.provider_id,
+            "adding_machine_id": None,
+            "adding_lease": {
+                "escrow_amount": 52_466_400,
+                "accelerators": 3,
+                "duration_seconds": 25_200,
+            },
+            "excluding_order_id": None,
+        }
+    ]
+
+
+def test_a_hidden_listing_asks_about_its_own_provider(alice, listing, collateral_asked):
+    Listing.objects.filter(pk=listing.pk).update(is_searchable=False)
+    refused(alice, listing, "stake-0002", NotFoundError, hours=1)
+    assert collateral_asked == [
+        {
+            "provider_id": listing.provider_id,
+            "adding_machine_id": None,
+            "adding_lease": None,
+            "excluding_order_id": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "paused"},
+        {"machine_state": "offline"},
+    ],
+)
+def test_a_paused_listing_or_one_on_an_unlisted_machine_is_just_not_found(
+    alice, listing, collateral_asked, change
+):
+    Listing.objects.filter(pk=listing.pk).update(
+        is_searchable=False, status=change.get("status", "active")
+    )
+    if "machine_state" in change:
+        listing.machine.__class__.objects.filter(pk=listing.machine_id).update(
+            state=change["machine_state"]
+        )
+    error = refused(alice, listing, "stake-0003", NotFoundError, hours=1)
+    assert error.code == "orders_listing_not_found"
+    assert collateral_asked == []
