@@ -253,7 +253,8 @@ def statuses(dest: Path) -> dict[str, str]:
     return found
 
 
-def mutant_diff(dest: Path, name: str) -> tuple[list[str], list[str]]:
+def mutant_diff(dest: Path, name: str) -> tuple[list[str], list[str], list[str]]:
+    """The lines the mutant removes, those it adds, and the diff's unchanged context lines."""
     out = subprocess.run(
         [str(REPO / ".venv" / "bin" / "mutmut"), "show", name],
         cwd=dest,
@@ -271,7 +272,8 @@ def mutant_diff(dest: Path, name: str) -> tuple[list[str], list[str]]:
         for line in out.splitlines()
         if line.startswith("+") and not line.startswith("+++")
     ]
-    return removed, added
+    context = [line[1:].strip() for line in out.splitlines() if line.startswith(" ")]
+    return removed, added, context
 
 
 _NAME = re.compile(r"^(?P<module>.+)\.x(?:ǁ(?P<cls>[^ǁ]+)ǁ|_)(?P<func>.+?)__mutmut_\d+$")
@@ -295,14 +297,22 @@ def load_equivalents() -> list[dict]:
 
 
 def equivalence_reason(
-    equivalents: list[dict], module: str, func: str, removed: list[str], added: list[str]
+    equivalents: list[dict],
+    module: str,
+    func: str,
+    removed: list[str],
+    added: list[str],
+    context: list[str] = (),
 ) -> str | None:
+    """An entry's optional `context` lines must be among the diff's unchanged lines around the
+    change: for lines that occur more than once in a function, it says which occurrence."""
     for entry in equivalents:
         if (
             entry["module"] == module
             and entry["function"] == func
             and [line.strip() for line in entry["original"]] == removed
             and [line.strip() for line in entry["mutant"]] == added
+            and all(line.strip() in context for line in entry.get("context", []))
         ):
             return entry["why"]
     return None
@@ -325,8 +335,8 @@ def judge(dest: Path, show_survivors: bool) -> dict[str, ModuleResult]:
             result.killed += 1
             result.timeouts += 1
         elif status in ("survived", "no tests"):
-            removed, added = mutant_diff(dest, name)
-            why = equivalence_reason(equivalents, module, func, removed, added)
+            removed, added, context = mutant_diff(dest, name)
+            why = equivalence_reason(equivalents, module, func, removed, added, context)
             if why:
                 result.equivalent.append((name, why))
             else:
