@@ -38,7 +38,7 @@ from django.core.signals import got_request_exception  # noqa: E402
 from django.urls import Resolver404, resolve  # noqa: E402
 
 from marketplace.benchmarks import apis as benchmark_apis  # noqa: E402
-from marketplace.benchmarks.wakeups import in_db_thread  # noqa: E402
+from marketplace.core.db_pool import in_db_thread  # noqa: E402
 from marketplace.core.exceptions import error_body  # noqa: E402
 from marketplace.core.middleware import status_error  # noqa: E402
 from marketplace.providers import apis as provider_apis  # noqa: E402

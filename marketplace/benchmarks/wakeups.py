@@ -24,11 +24,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
+
+from marketplace.core.db_pool import in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -126,29 +127,8 @@ def wait_sync(machine_id: int, wait: float, check: Callable[[], T | None]) -> tu
 
 # --- waiting, async (ASGI) --------------------------------------------------------------------
 
-# Database work of the async views runs here: a bounded pool, so that thousands of waiting
-# agents use a handful of threads and database connections, never one each.
-_db_pool: ThreadPoolExecutor | None = None
-
-
-def _db_call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    # A request boundary for the pool thread's connection: drop it when obsolete or broken
-    # (CONN_MAX_AGE, CONN_HEALTH_CHECKS), exactly as Django does around a WSGI request.
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        close_old_connections()
-
-
-async def in_db_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    global _db_pool
-    if _db_pool is None:
-        _db_pool = ThreadPoolExecutor(
-            max_workers=settings.AGENT_CHANNEL_DB_THREADS, thread_name_prefix="agent-db"
-        )
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_db_pool, lambda: _db_call(fn, *args, **kwargs))
+# Database work runs in the channel's bounded pool (marketplace.core.db_pool.in_db_thread,
+# imported above; the views of other apps use it from there too).
 
 
 class Hub:

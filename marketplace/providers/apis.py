@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from marketplace.accounts.permissions import IsProviderOwner, IsStaff
 from marketplace.accounts.throttles import AuthRateThrottle
+from marketplace.core.db_pool import in_db_thread
 from marketplace.providers import heartbeats, selectors, services
 from marketplace.providers.authentication import AgentCredentialAuthentication, IsAgent
 from marketplace.providers.serializers import (
@@ -157,8 +158,6 @@ async def agent_channel_serve(view_class, request, handle, **kwargs):
     agent channel's hot paths here): the view's own authentication, permissions, throttles
     and exception handler run in the database pool, `handle(view, drf_request)` does the rest
     and may wait without holding a thread. An unexpected error propagates (a 500)."""
-    from marketplace.benchmarks.wakeups import in_db_thread
-
     view = view_class()
     view.authentication_classes = [AgentChannelAuthentication]
     view.args, view.kwargs = (), kwargs
@@ -175,8 +174,6 @@ async def agent_channel_serve(view_class, request, handle, **kwargs):
 
 async def agent_heartbeat_channel(request):
     async def handle(view, drf_request):
-        from marketplace.benchmarks.wakeups import in_db_thread
-
         machine = await in_db_thread(
             services.machine_heartbeat, machine_id=drf_request.user.machine_id
         )
