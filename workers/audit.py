@@ -60,9 +60,12 @@ def audit_report(report: dict[str, Any], *, expected_hash: str | None = None) ->
     outcome = document.get("outcome") or {}
     evidence = report.get("evidence")
     if evidence is None:
-        result.lines.append(
-            "info  no evidence published (a pass keeps only its digest): hash checked only"
+        why = (
+            "a pass keeps only its digest"
+            if outcome.get("passed")
+            else f"decided {outcome.get('reason')} without an answer to re-run"
         )
+        result.lines.append(f"info  no evidence published ({why}): hash checked only")
         return result
     try:
         passed, reason = _rerun(document, evidence, result)

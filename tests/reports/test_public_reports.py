@@ -132,6 +132,20 @@ def test_a_passing_jobs_report_is_public_without_its_answer(bob_provider, make_a
     assert report["evidence"] is None and report["document"]["outcome"]["passed"] is True
     audit = audit_report(report, expected_hash=verdict.report_hash)
     assert audit.ok, audit.lines
+    assert any("(a pass keeps only its digest)" in line for line in audit.lines), audit.lines
+
+
+def test_a_failure_decided_without_an_answer_says_so_in_its_audit():
+    # A check that was never fetched (or a device refused) has no answer to re-run: the audit
+    # checks the hash and says why there is nothing more, not that the job passed.
+    document = {"kind": "benchmark", "outcome": {"passed": False, "reason": "deadline_exceeded"}}
+    report = {"document": document, "evidence": None, "report_hash": _sha256(document)}
+    audit = audit_report(report)
+    assert audit.ok, audit.lines
+    assert audit.lines[-1] == (
+        "info  no evidence published (decided deadline_exceeded without an answer to re-run): "
+        "hash checked only"
+    )
 
 
 def test_a_liveness_report_is_stored_and_served(alice, bob_provider, verdicts):
