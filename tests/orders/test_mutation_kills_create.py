@@ -348,12 +348,16 @@ def test_the_lease_lock_is_checked_against_the_providers_stake(alice, listing, c
     ]
 
 
-def test_a_hidden_listing_asks_about_its_own_provider(alice, listing, collateral_asked):
-    Listing.objects.filter(pk=listing.pk).update(is_searchable=False)
-    refused(alice, listing, "stake-0002", NotFoundError, hours=1)
+def test_a_hidden_listing_asks_about_its_own_provider(alice, bob_provider, collateral_asked):
+    # A listing whose id is not its provider's, so that asking about the one for the other shows.
+    hidden = ListingFactory(machine__provider=bob_provider)
+    while hidden.pk == bob_provider.pk:
+        hidden = ListingFactory(machine__provider=bob_provider)
+    Listing.objects.filter(pk=hidden.pk).update(is_searchable=False)
+    refused(alice, hidden, "stake-0002", NotFoundError, hours=1)
     assert collateral_asked == [
         {
-            "provider_id": listing.provider_id,
+            "provider_id": bob_provider.pk,
             "adding_machine_id": None,
             "adding_lease": None,
             "excluding_order_id": None,
