@@ -349,7 +349,9 @@ def test_the_lease_lock_is_checked_against_the_providers_stake(alice, listing, c
 
 
 def test_a_hidden_listing_asks_about_its_own_provider(alice, bob_provider, collateral_asked):
-    # A listing whose id is not its provider's, so that asking about the one for the other shows.
+    # Another provider's open listing first, and a listing whose id is not its provider's, so
+    # that asking about the wrong listing or the wrong provider shows.
+    ListingFactory()
     hidden = ListingFactory(machine__provider=bob_provider)
     while hidden.pk == bob_provider.pk:
         hidden = ListingFactory(machine__provider=bob_provider)
