@@ -413,15 +413,18 @@ def print_table(all_results: dict[str, ModuleResult]) -> bool:
     print("-" * len(header))
     all_met = True
     for module, r in sorted(all_results.items()):
-        met = r.rate >= TARGET
+        # Nothing judged because nothing ran (an interrupted run) is no figure at all.
+        unjudged = r.judged <= 0 and r.not_run > 0
+        met = r.rate >= TARGET and not unjudged
         all_met &= met
+        rate = f"{'n/a':>8}" if unjudged else f"{r.rate:8.1%}"
         print(
             f"{module:45} {r.mutants:7} {r.killed:7} {r.timeouts:9} {len(r.survived):8} "
-            f"{len(r.equivalent):6} {r.not_run:7} {r.rate:8.1%}  ≥{TARGET:.0%} "
-            f"{'met' if met else 'MISSED'}"
+            f"{len(r.equivalent):6} {r.not_run:7} {rate}  ≥{TARGET:.0%} "
+            f"{'met' if met else ('NOT RUN' if unjudged else 'MISSED')}"
         )
     for module, r in sorted(all_results.items()):
-        if r.unsampled:
+        if r.unsampled and r.judged > 0:
             low, high = r.interval()
             print(
                 f"  {module}: SAMPLE, not the full figure: sampled {r.mutants} of "
