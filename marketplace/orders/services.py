@@ -359,16 +359,24 @@ def _refused(order: Order, target: str) -> InvalidTransition:
     return error
 
 
+# Order.end_reason and OrderEvent.reason both hold 200 characters.
+REASON_MAX_LENGTH = 200
+
+
 def _transition(order: Order, target: str, *, why: str = "", **fields) -> Order:
     """Writes a transition on a locked order, refusing what the state machine does not allow,
     and its event row (from, to, why) in the same transaction."""
     if target not in ORDER_TRANSITIONS[order.state]:
         raise _refused(order, target)
+    if "end_reason" in fields:
+        # The column holds 200 characters, as the event's reason does: a longer reason (a
+        # staff-typed one, a failure's detail) is cut here, not refused by PostgreSQL mid-way.
+        fields["end_reason"] = fields["end_reason"][:REASON_MAX_LENGTH]
     OrderEvent.objects.create(
         order=order,
         from_state=order.state,
         to_state=target,
-        reason=(why or fields.get("end_reason") or "")[:200],
+        reason=(why or fields.get("end_reason") or "")[:REASON_MAX_LENGTH],
     )
     order.state = target
     for name, value in fields.items():
