@@ -19,19 +19,39 @@ _RETRY = {
 }
 
 
+# A message for a job that does not exist is one left in Redis by an earlier run against another
+# database (`make clean-run`, a killed worker): nothing to do, and not an error to trace.
+GONE = "gone"
+
+
+def _job_gone(task: str, job_id: int) -> str:
+    logger.warning(
+        "%s: benchmark job %s does not exist (a message from another database?)", task, job_id
+    )
+    return GONE
+
+
 @shared_task(soft_time_limit=30, time_limit=60, **_RETRY)
 def benchmark_issue_challenge(job_id: int) -> str:
     from marketplace.benchmarks.services import benchmark_issue_challenge as issue
+    from marketplace.core.errors import NotFoundError
 
-    return issue(job_id=job_id).state
+    try:
+        return issue(job_id=job_id).state
+    except NotFoundError:
+        return _job_gone("benchmark_issue_challenge", job_id)
 
 
 # Verification of the largest GPU job regenerates two 8192^2 inputs: seconds, not minutes.
 @shared_task(soft_time_limit=300, time_limit=360, **_RETRY)
 def benchmark_verify(job_id: int) -> str:
+    from marketplace.benchmarks.models import BenchmarkJob
     from marketplace.benchmarks.services import benchmark_verify as verify
 
-    return verify(job_id=job_id).state
+    try:
+        return verify(job_id=job_id).state
+    except BenchmarkJob.DoesNotExist:
+        return _job_gone("benchmark_verify", job_id)
 
 
 @shared_task(soft_time_limit=60, time_limit=90)
