@@ -188,15 +188,8 @@ def test_a_provider_owner_may_not_order(bob, listing):
 
 
 def test_staff_may_order(staff, listing):
-    made, created = services.order_create(
-        renter=staff,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="who-0002",
-    )
-    assert created and made.renter == staff
+    made = order(staff, listing, "who-0002", accelerators=1, hours=1)  # asserts it was created
+    assert made.renter == staff
 
 
 def test_a_listing_taken_off_the_search_is_not_found(alice, listing):
@@ -223,29 +216,15 @@ def test_a_dear_lease_under_the_limit_is_accepted(alice, bob_provider):
     # 3,600,000,000 an hour = 1,000,000 a second; 8,784 h = 31,622,400 s:
     # 31,622,400,000,000 <= 10^15, accepted.
     listing = ListingFactory(machine__provider=bob_provider, price_per_hour=3_600_000_000)
-    made, created = services.order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=8_784,
-        idempotency_key="much-0002",
-    )
-    assert created and made.escrow_amount == 31_622_400_000_000
+    made = order(alice, listing, "much-0002", accelerators=1, hours=8_784)
+    assert made.escrow_amount == 31_622_400_000_000
 
 
 # --- a reused key ------------------------------------------------------------------------------
 
 
 def test_a_key_reused_for_another_request_says_so(alice, listing):
-    first, _ = services.order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=1,
-        hours=1,
-        idempotency_key="key-0001",
-    )
+    first = order(alice, listing, "key-0001", accelerators=1, hours=1)
     error = refused(alice, listing, "key-0001", hours=2)
     assert error.message == "This Idempotency-Key was already used for a different order request."
     assert (error.code, error.status_code) == ("orders_idempotency_key_reused", 422)
@@ -253,10 +232,9 @@ def test_a_key_reused_for_another_request_says_so(alice, listing):
 
 
 def test_the_same_key_from_another_renter_is_a_new_order(alice, carol, listing):
-    kw = {"listing_id": listing.pk, "pricing_mode": "on_demand", "accelerators": 1, "hours": 1}
-    mine, _ = services.order_create(renter=alice, idempotency_key="key-0002", **kw)
-    theirs, created = services.order_create(renter=carol, idempotency_key="key-0002", **kw)
-    assert created and theirs.pk != mine.pk
+    mine = order(alice, listing, "key-0002", accelerators=1, hours=1)
+    theirs = order(carol, listing, "key-0002", accelerators=1, hours=1)  # created, not mine
+    assert theirs.pk != mine.pk
 
 
 # --- capacity, in words ------------------------------------------------------------------------
@@ -278,14 +256,7 @@ def test_two_free_accelerators_are_free_in_the_plural(alice, carol, listing):
 def test_the_request_fingerprint_is_the_sha256_of_the_sorted_request(alice, listing):
     # Stored with the order and compared on every retry, so it must not depend on the order in
     # which the code lists the fields: canonical JSON, keys sorted, written out here.
-    made, _ = services.order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=2,
-        hours=3,
-        idempotency_key="print-0001",
-    )
+    made = order(alice, listing, "print-0001", accelerators=2, hours=3)
     canonical = (
         '{"accelerators": 2, "bid_per_hour": null, "hours": 3, '
         f'"listing_id": {listing.pk}, "pricing_mode": "on_demand", "reserved_term": null}}'
@@ -303,10 +274,16 @@ def test_a_listing_hidden_for_want_of_stake_says_so_not_not_found(alice, listing
 
 
 def test_a_retry_after_the_listing_left_the_search_returns_the_first_order(alice, listing):
-    kw = {"listing_id": listing.pk, "pricing_mode": "on_demand", "accelerators": 1, "hours": 1}
-    first, _ = services.order_create(renter=alice, idempotency_key="hide-0002", **kw)
+    first = order(alice, listing, "hide-0002", accelerators=1, hours=1)
     Listing.objects.filter(pk=listing.pk).update(is_searchable=False, status="paused")
-    again, created = services.order_create(renter=alice, idempotency_key="hide-0002", **kw)
+    again, created = services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=1,
+        hours=1,
+        idempotency_key="hide-0002",
+    )
     assert (again.pk, created) == (first.pk, False)
 
 
@@ -326,14 +303,7 @@ def collateral_asked(monkeypatch):
 
 def test_the_lease_lock_is_checked_against_the_providers_stake(alice, listing, collateral_asked):
     # 3 accelerators for 7 h at 694 a second each: 2,082 a second x 25,200 s = 52,466,400.
-    services.order_create(
-        renter=alice,
-        listing_id=listing.pk,
-        pricing_mode="on_demand",
-        accelerators=3,
-        hours=7,
-        idempotency_key="stake-0001",
-    )
+    order(alice, listing, "stake-0001", accelerators=3, hours=7)
     assert collateral_asked == [
         {
             "provider_id": listing.provider_id,

@@ -3,6 +3,7 @@ makes the later ones wait; once in, each must find the first order under its key
 counts capacity, or it would be refused for the accelerators its own first attempt took."""
 
 import threading
+from functools import partial
 
 import pytest
 
@@ -11,18 +12,23 @@ from marketplace.orders.models import Order
 from tests.races.conftest import race
 
 
+def _every_accelerator(renter, listing, key):
+    """One attempt at ordering all 8 of the listing's accelerators for an hour under `key`:
+    (order, created), as order_create returns it."""
+    return partial(
+        services.order_create,
+        renter=renter,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=8,
+        hours=1,
+        idempotency_key=key,
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_racing_retries_for_every_accelerator_all_get_the_first_order(alice, listing):
-    def attempt():
-        return services.order_create(
-            renter=alice,
-            listing_id=listing.pk,
-            pricing_mode="on_demand",
-            accelerators=8,
-            hours=1,
-            idempotency_key="race-full-0001",
-        )
-
+    attempt = _every_accelerator(alice, listing, "race-full-0001")
     outcomes = race(*[attempt for _ in range(6)])
     assert [kind for kind, _ in outcomes] == ["ok"] * 6, outcomes
     made = Order.objects.get()
@@ -49,16 +55,7 @@ def test_retries_that_all_missed_the_first_order_find_it_once_inside(alice, list
 
     monkeypatch.setattr(services, "_existing_for_key", look_then_wait)
 
-    def attempt():
-        return services.order_create(
-            renter=alice,
-            listing_id=listing.pk,
-            pricing_mode="on_demand",
-            accelerators=8,
-            hours=1,
-            idempotency_key="race-full-0002",
-        )
-
+    attempt = _every_accelerator(alice, listing, "race-full-0002")
     outcomes = race(attempt, attempt, attempt)
     assert [kind for kind, _ in outcomes] == ["ok"] * 3, outcomes
     made = Order.objects.get()
