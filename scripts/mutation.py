@@ -65,6 +65,7 @@ SCOPES = [
             "tests/workers/test_protocol.py",
             "tests/workers/test_generator.py",
             "tests/workers/test_verify_fast.py",
+            "tests/workers/test_mutation_kills_verification.py",
         ),
     ),
     Scope(

@@ -1,0 +1,134 @@
+"""Tests written to kill mutation-testing survivors in the verification scope (issue 14).
+
+Each pins a behaviour that no other test of the scope checked: what a published report hash is
+the SHA-256 of, the report's JSON form, the conv2d input tensors, the GPU (CuPy) generator's
+elements, and the messages that tell a caller which argument was wrong. Expected values are
+spelled out by hand here, not taken from the code under test.
+"""
+
+import hashlib
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from workers.kernels import Conv2dSpec, MatmulSpec, compute
+from workers.kernels import generator as generator_module
+from workers.kernels.generator import conv_inputs, generate, generate_cupy
+from workers.verification import answer_verify, challenge_create, commitment_create
+from workers.verification.merkle import build_tree
+from workers.verification.protocol import (
+    VerificationReport,
+    report_hash,
+    throughput_flops_per_second,
+)
+
+SEED = "ab" * 32
+MATMUL = MatmulSpec(16, "fp32")
+
+
+def test_report_hash_is_the_sha256_of_the_documents_canonical_json():
+    challenge = {"indices": [3, 1]}
+    outcome = {"passed": True, "reason": None}
+    root = "0f" * 32
+    # Sorted keys, no spaces, ASCII only: the bytes anyone recomputing the hash would write.
+    canonical = (
+        '{"challenge":{"indices":[3,1]},'
+        '"outcome":{"passed":true,"reason":null},'
+        f'"root":"{root}",'
+        f'"seed":"{SEED}",'
+        '"spec":{"kind":"matmul","n":16,"precision":"fp32"},'
+        '"version":1}'
+    )
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert report_hash(MATMUL, SEED, root, challenge, outcome) == expected
+
+
+def test_report_hash_of_an_invalid_root_hashes_a_null_root():
+    canonical = (
+        '{"challenge":{},"outcome":{},"root":null,'
+        f'"seed":"{SEED}",'
+        '"spec":{"kind":"matmul","n":16,"precision":"fp32"},"version":1}'
+    )
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert report_hash(MATMUL, SEED, "not a root", {}, {}) == expected
+
+
+def test_verification_report_to_dict_names_every_published_field():
+    checks = {"proofs_verified": 4}
+    report = VerificationReport(
+        passed=False, reason="row_mismatch", detail="row 3", checks=checks, report_hash="cd" * 32
+    )
+    as_dict = report.to_dict()
+    assert as_dict == {
+        "passed": False,
+        "reason": "row_mismatch",
+        "detail": "row 3",
+        "checks": {"proofs_verified": 4},
+        "report_hash": "cd" * 32,
+    }
+    # A copy: the caller editing the dict leaves the frozen report as it was.
+    as_dict["checks"]["proofs_verified"] = 0
+    assert report.checks == {"proofs_verified": 4}
+    assert json.loads(json.dumps(as_dict)) == as_dict
+
+
+def test_conv_inputs_are_the_x_and_w_streams_in_nchw_and_oihw_shape():
+    spec = Conv2dSpec(2, 3, 4, 5, 6, 3, stride=1, padding=1)
+    x, w = conv_inputs(spec, SEED)
+    # X is (batch, in_channels, height, width), W is (out_channels, in_channels, k, k).
+    assert x.shape == (2, 3, 5, 6)
+    assert w.shape == (4, 3, 3, 3)
+    assert x.dtype == np.int8 and w.dtype == np.int8
+    # Row-major: element (b, c, h, w) of X is element ((b*3 + c)*5 + h)*6 + w of stream "X".
+    assert x[1, 2, 4, 5] == generate(SEED, "X", 1, start=((1 * 3 + 2) * 5 + 4) * 6 + 5)[0]
+    assert w[3, 1, 2, 0] == generate(SEED, "W", 1, start=((3 * 3 + 1) * 3 + 2) * 3 + 0)[0]
+    np.testing.assert_array_equal(x.reshape(-1), generate(SEED, "X", 2 * 3 * 5 * 6))
+    np.testing.assert_array_equal(w.reshape(-1), generate(SEED, "W", 4 * 3 * 3 * 3))
+    assert not np.array_equal(x.reshape(-1)[:64], w.reshape(-1)[:64])
+
+
+def test_the_cupy_generator_writes_the_same_elements_as_numpy(monkeypatch):
+    # No GPU here: a module that is NumPy under another identity stands in for CuPy. It takes
+    # the non-NumPy branch of the lookup table (xp.asarray), as CuPy does.
+    fake_cupy = types.ModuleType("cupy")
+    fake_cupy.__dict__.update({k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    for dtype in (np.int8, np.float32):
+        got = generate_cupy(SEED, "A", 1000, dtype=dtype)
+        assert got.dtype == dtype
+        assert got.shape == (1000,)
+        np.testing.assert_array_equal(got, generate(SEED, "A", 1000, dtype=dtype))
+    assert not np.array_equal(generate_cupy(SEED, "B", 64, dtype=np.int8), generate(SEED, "A", 64))
+    assert generator_module._LUT4.shape == (256, 4)
+
+
+def test_an_empty_merkle_tree_is_refused_with_its_message():
+    with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
+        build_tree([])
+
+
+def test_a_non_finite_json_constant_is_named_in_the_failure_detail():
+    output = compute(MATMUL, SEED)
+    root, _ = commitment_create(MATMUL, output)
+    challenge = challenge_create(MATMUL, sample_count=4)
+    report = answer_verify(MATMUL, SEED, root, challenge, b'{"y": [NaN], "rows": []}')
+    assert (report.passed, report.reason) == (False, "malformed_answer")
+    assert report.detail == "non-finite number NaN in JSON"
+
+
+@pytest.mark.parametrize(
+    "server, agent, message",
+    [
+        ("1", None, "^server_seconds must be a number of seconds$"),
+        (True, None, "^server_seconds must be a number of seconds$"),
+        (0.0, None, "^server_seconds must be a positive finite number of seconds, got 0.0$"),
+        (1.0, "2", "^agent_seconds must be a number of seconds$"),
+        (1.0, -2, "^agent_seconds must be a positive finite number of seconds, got -2$"),
+    ],
+)
+def test_a_bad_time_names_the_argument_that_was_wrong(server, agent, message):
+    with pytest.raises(ValueError, match=message):
+        throughput_flops_per_second(MATMUL, server, agent)
