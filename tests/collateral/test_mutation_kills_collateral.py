@@ -1,0 +1,132 @@
+"""Tests written to kill mutation-testing survivors in the collateral scope (issue 14).
+
+The settings are pinned by tests/collateral/conftest.py (detection 950,000 ppm, margin 12,000
+bps, one check per 3,600 s, 10,000 units of reward per accelerator-hour, a 50 + 25-per-GPU
+USDC machine requirement). Every expected figure is worked out by hand in the comment above it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from marketplace.payments import collateral
+from marketplace.payments.collateral import ProviderCollateral
+from tests.payments.helpers import USDC
+
+
+@pytest.mark.parametrize(
+    "seconds, checks",
+    [(0, 1), (3_599, 1), (3_600, 1), (7_199, 1), (7_200, 2), (36_000, 10)],
+)
+def test_a_lease_gets_one_check_per_interval_and_at_least_one(seconds, checks):
+    assert collateral.lease_checks(duration_seconds=seconds) == checks
+
+
+@pytest.mark.parametrize(
+    "checks, ppm",
+    [
+        (0, 0),  # no check catches nothing
+        (1, 950_000),  # miss 1,000,000 x 0.05 = 50,000
+        (2, 997_500),  # miss 50,000 x 0.05 = 2,500
+        (3, 999_875),  # miss 2,500 x 0.05 = 125
+        (4, 999_993),  # miss 125 x 0.05 = 6.25, rounded up to 7
+        (5, 999_999),  # miss 7 x 0.05 = 0.35, rounded up to 1
+        (12, 999_999),  # 1 x 0.05 rounds up to 1 again: the miss never reaches 0
+    ],
+)
+def test_the_catch_probability_rounds_each_miss_up(checks, ppm):
+    assert collateral.catch_probability_ppm(checks=checks) == ppm
+
+
+def test_checks_beyond_eight_are_not_counted(settings):
+    # At 50% detection the miss halves per check, rounded up: 500,000, 250,000, 125,000,
+    # 62,500, 31,250, 15,625, 7,813 (7,812.5), 3,907 (3,906.5) after 8 checks; a 9th would
+    # make it 1,954, but only 8 are counted.
+    settings.COLLATERAL_DETECTION_PPM = 500_000
+    assert collateral.catch_probability_ppm(checks=7) == 1_000_000 - 7_813
+    assert collateral.catch_probability_ppm(checks=8) == 1_000_000 - 3_907
+    assert collateral.catch_probability_ppm(checks=9) == 1_000_000 - 3_907
+    assert collateral.catch_probability_ppm(checks=30) == 1_000_000 - 3_907
+
+
+@pytest.mark.parametrize(
+    "accelerators, seconds, reward",
+    [
+        (3, 1_234, 10_283),  # 3 x 1,234 x 10,000 / 3,600 = 10,283.3, rounded down
+        (1, 3_600, 10_000),
+        (2, 1, 5),  # 2 x 10,000 / 3,600 = 5.6, rounded down
+        (0, 3_600, 0),
+    ],
+)
+def test_a_lease_reward_is_per_accelerator_hour_rounded_down(accelerators, seconds, reward):
+    assert collateral.lease_reward(accelerators=accelerators, seconds=seconds) == reward
+
+
+@pytest.mark.parametrize(
+    "escrow, accelerators, seconds, lock",
+    [
+        # gain 75,600 + 3 x 10,000 = 105,600; one check, caught 95%:
+        # 105,600 x 1.2 / 0.95 = 133,389.47, rounded up.
+        (75_600, 3, 3_600, 133_390),
+        # gain 1,000,000 + 2 x 10,000 = 1,020,000; two checks, caught 99.75%:
+        # 1,020,000 x 1.2 / 0.9975 = 1,227,067.67, rounded up.
+        (1_000_000, 1, 7_200, 1_227_068),
+        # gain 95 + 5 (2 x 1 s x 10,000 / 3,600 = 5.6, rounded down) = 100;
+        # 100 x 1.2 / 0.95 = 126.3, rounded up.
+        (95, 2, 1, 127),
+    ],
+)
+def test_a_lease_locks_its_gain_times_the_margin_over_the_catch_probability(
+    escrow, accelerators, seconds, lock
+):
+    assert (
+        collateral.lease_lock(
+            escrow_amount=escrow, accelerators=accelerators, duration_seconds=seconds
+        )
+        == lock
+    )
+
+
+@pytest.mark.parametrize(
+    "accelerators, required", [(0, 75 * USDC), (1, 75 * USDC), (4, 150 * USDC)]
+)
+def test_a_machine_needs_the_base_plus_each_accelerator_and_at_least_one(accelerators, required):
+    assert collateral.machine_base_requirement(accelerators=accelerators) == required
+
+
+def _state(*, staked, locked, machines_required, adding_required):
+    return ProviderCollateral(
+        provider_id=1,
+        wallet_address="0x" + "b0" * 20,
+        chain_id=31337,
+        staked=staked,
+        pending=0,
+        unlock_time=0,
+        locked=locked,
+        machines_required=machines_required,
+        adding_required=adding_required,
+        rejected_machines=0,
+        multiplier=1,
+    )
+
+
+def test_free_stake_is_staked_less_locked_and_covers_what_is_required():
+    state = _state(staked=100, locked=30, machines_required=50, adding_required=15)
+    # free 100 - 30 = 70; required 50 + 15 = 65; 5 to spare; unstakable 70 - 50 = 20.
+    assert (state.free, state.required, state.shortfall, state.covered) == (70, 65, 0, True)
+    assert state.unstakable == 20
+
+
+def test_free_stake_exactly_the_requirement_covers_it():
+    state = _state(staked=100, locked=35, machines_required=50, adding_required=15)
+    assert (state.free, state.required, state.shortfall, state.covered) == (65, 65, 0, True)
+    assert state.unstakable == 15
+
+
+def test_a_shortfall_is_what_is_missing_and_free_stake_never_goes_negative():
+    state = _state(staked=20, locked=30, machines_required=50, adding_required=15)
+    # locked above staked: free is 0, not -10; short 65; nothing may be unstaked.
+    assert (state.free, state.required, state.shortfall, state.covered) == (0, 65, 65, False)
+    assert state.unstakable == 0
+    one_short = _state(staked=100, locked=36, machines_required=50, adding_required=15)
+    assert (one_short.free, one_short.shortfall, one_short.covered) == (64, 1, False)
