@@ -1,0 +1,86 @@
+"""Tests written to kill mutation-testing survivors in the sketch scope (issue 14): the int8
+elements read at arbitrary indices, the exact (grouped) integer convolution, and what a sketch
+report's hash is the SHA-256 of. Expected values come from plain int64 / hashlib arithmetic
+written here, not from the code under test."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from workers.kernels.chain import MatmulChainSpec, exact_conv_valid_np
+from workers.kernels.floatgen import generate_ints, generate_ints_at
+from workers.verification.sketch import report_hash
+
+SEED = "0123456789abcdef" * 4
+
+
+def test_ints_read_at_indices_are_the_streams_elements_there():
+    stream = generate_ints(SEED, "X", 64)
+    # Even and odd indices (the low and high half of one 64-bit word), out of order, repeated.
+    indices = np.array([0, 1, 2, 3, 63, 31, 30, 5, 5], dtype=np.int64)
+    got = generate_ints_at(SEED, "X", indices)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, stream[indices])
+    # Far into the stream, and in a 2-d shape that is kept.
+    far = np.array([[1_000_000_001, 1_000_000_000], [7, 8]], dtype=np.int64)
+    got = generate_ints_at(SEED, "X", far)
+    assert got.shape == (2, 2)
+    assert got[0, 0] == generate_ints(SEED, "X", 1, start=1_000_000_001)[0]
+    assert got[0, 1] == generate_ints(SEED, "X", 1, start=1_000_000_000)[0]
+    np.testing.assert_array_equal(got[1], stream[[7, 8]])
+    # Another tensor name is another stream.
+    assert not np.array_equal(generate_ints_at(SEED, "W", indices[:8]), stream[indices[:8]])
+
+
+def _conv_int64(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation in exact int64, one output element at a time."""
+    count, _, height, width = x.shape
+    out_channels, _, k, _ = w.shape
+    out = np.zeros((count, out_channels, height - k + 1, width - k + 1), dtype=np.int64)
+    for n in range(count):
+        for o in range(out_channels):
+            for i in range(height - k + 1):
+                for j in range(width - k + 1):
+                    window = x[n, :, i : i + k, j : j + k].astype(np.int64)
+                    out[n, o, i, j] = int((window * w[o].astype(np.int64)).sum())
+    return out
+
+
+@pytest.mark.parametrize("channels", [250, 226, 113, 114])
+def test_the_exact_conv_is_exact_past_what_one_float32_sum_holds(channels):
+    # k = 3: a group holds 1024 // 9 = 113 channels (1,017 terms of at most 127 x 127 = 16,129:
+    # 16,403,193 < 2**24, exact in float32). 250 channels of 127s sum 2,250 x 16,129 =
+    # 36,290,250 > 2**24, which float32 cannot hold (a multiple of 4 there); 113 and 114 sit
+    # on either side of one group, 226 is exactly two.
+    rng = np.random.default_rng(channels)
+    x = np.full((2, channels, 4, 5), 127, dtype=np.int8)
+    w = np.full((3, channels, 3, 3), 127, dtype=np.int8)
+    x[1] = rng.integers(-127, 128, size=x[1].shape, dtype=np.int8)
+    w[2] = rng.integers(-127, 128, size=w[2].shape, dtype=np.int8)
+    w[1, ::2] = -127
+    got = exact_conv_valid_np(x.astype(np.float32), w.astype(np.float32))
+    assert got.shape == (2, 3, 2, 3)
+    expected = _conv_int64(x, w)
+    assert expected[0, 0, 0, 0] == channels * 9 * 16_129
+    np.testing.assert_array_equal(got, expected.astype(np.float64))
+    if channels > 113:  # more than one group: summed in float64
+        assert got.dtype == np.float64
+    if channels >= 226:
+        assert expected.max() > 2**24
+
+
+def test_a_sketch_report_hash_is_the_sha256_of_its_canonical_json():
+    spec = MatmulChainSpec(n=64, layers=1)
+    digest = "ee" * 32
+    outcome = {"passed": False, "reason": "row_mismatch"}
+    canonical = (
+        '{"outcome":{"passed":false,"reason":"row_mismatch"},'
+        f'"payload_sha256":"{digest}",'
+        '"protocol":"chain-sketch/v1",'
+        f'"seed":"{SEED}",'
+        '"spec":{"kind":"matmul_chain","layers":1,"n":64,"precision":"fp32","rows":64},'
+        '"units":[4,0,9]}'
+    )
+    expected = hashlib.sha256(canonical.encode()).hexdigest()
+    assert report_hash(spec, SEED, digest, [4, 0, 9], outcome) == expected
