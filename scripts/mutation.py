@@ -22,6 +22,7 @@ Exit status: 0 when every module reaches the target, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import math
 import os
 import random
@@ -433,6 +434,18 @@ def read_sample(dest: Path) -> set[str] | None:
     return {line for line in path.read_text().splitlines() if line and not line.startswith("#")}
 
 
+def pending_mutants(dest: Path, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """The mutants named by `patterns` (names or fnmatch globs) that have no result yet."""
+    exact = set(patterns)
+    globs = [p for p in patterns if any(c in p for c in "*?[")]
+    return tuple(
+        name
+        for name, status in sorted(statuses(dest).items())
+        if status == "not checked"
+        and (name in exact or any(fnmatch.fnmatch(name, glob) for glob in globs))
+    )
+
+
 def survivors_to_rerun(dest: Path) -> tuple[str, ...]:
     """Last run's survivors, less those listed as equivalent (no test can kill them)."""
     equivalents = load_equivalents()
@@ -561,10 +574,11 @@ def main() -> int:
             )
             started = time.monotonic()
             names = tuple(args.only)
+            rerun: tuple[str, ...] = ()
             if args.resume and dest.exists():
                 sync_tests(dest, scope)
                 if args.rerun_survivors:
-                    names += survivors_to_rerun(dest)
+                    rerun = survivors_to_rerun(dest)
             else:
                 copy_tree(dest)
                 configure(dest, scope)
@@ -580,7 +594,14 @@ def main() -> int:
                 )
             elif not args.resume:
                 (dest / ".run" / "sample.txt").unlink(missing_ok=True)
-            run_mutmut(dest, scope, args.max_children, names)
+            if args.resume and (names or rerun):
+                # mutmut runs again every mutant it is named, judged or not: name only those
+                # still without a result, and the survivors asked for.
+                names = pending_mutants(dest, names) + rerun
+                if not names:
+                    print(f"== scope '{scope.name}': nothing left to run", flush=True)
+            if names or not (args.only or args.sample or args.rerun_survivors):
+                run_mutmut(dest, scope, args.max_children, names)
             minutes = (time.monotonic() - started) / 60
             print(f"== scope '{scope.name}' took {minutes:.1f} min", flush=True)
         all_results.update(judge(dest, args.show_survivors))
