@@ -189,10 +189,22 @@ class ModuleResult:
         return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def copy_tree(dest: Path) -> None:
-    """The tracked files and new files not ignored: what the next commit would hold."""
+def copy_tree(dest: Path, committed: bool = False) -> None:
+    """The tracked files and new files not ignored: what the next commit would hold. With
+    `committed`, the last commit only: in a checkout others are editing, their half-done
+    changes (a contract rewritten before the code that calls it) stay out of the run."""
     if dest.exists():
         shutil.rmtree(dest)
+    if committed:
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", "HEAD"], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+        for shared in (".venv", "node_modules"):
+            if (REPO / shared).exists():
+                (dest / shared).symlink_to(REPO / shared)
+        return
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -540,6 +552,11 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=20261130, help="seed of --sample")
     parser.add_argument(
+        "--committed",
+        action="store_true",
+        help="test the last commit (HEAD), leaving out uncommitted changes in the checkout",
+    )
+    parser.add_argument(
         "--redis-db",
         type=int,
         help="Redis database for the run instead of the scope's own (one no other run uses)",
@@ -568,7 +585,8 @@ def main() -> int:
                 text=True,
             ).stdout.strip()
             print(
-                f"== mutation scope '{scope.name}' at {commit} (plus uncommitted changes): "
+                f"== mutation scope '{scope.name}' at {commit} "
+                f"({'committed tree only' if args.committed else 'plus uncommitted changes'}): "
                 f"{', '.join(scope.modules)}",
                 flush=True,
             )
@@ -580,7 +598,7 @@ def main() -> int:
                 if args.rerun_survivors:
                     rerun = survivors_to_rerun(dest)
             else:
-                copy_tree(dest)
+                copy_tree(dest, committed=args.committed)
                 configure(dest, scope)
             if args.sample:
                 names += draw_sample(

@@ -18,7 +18,7 @@ from workers.kernels import Conv2dSpec, MatmulSpec, compute
 from workers.kernels import generator as generator_module
 from workers.kernels.generator import conv_inputs, generate, generate_cupy
 from workers.verification import answer_verify, challenge_create, commitment_create
-from workers.verification.merkle import build_tree
+from workers.verification.merkle import build_tree, build_tree_from_array
 from workers.verification.protocol import (
     VerificationReport,
     report_hash,
@@ -108,6 +108,13 @@ def test_the_cupy_generator_writes_the_same_elements_as_numpy(monkeypatch):
 def test_an_empty_merkle_tree_is_refused_with_its_message():
     with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
         build_tree([])
+    with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
+        build_tree_from_array(np.zeros((0, 4), dtype=np.int64))
+
+
+def test_a_tree_from_an_array_that_is_not_2d_is_refused_with_its_message():
+    with pytest.raises(ValueError, match="^expected a 2-D array: one leaf per row$"):
+        build_tree_from_array(np.zeros(4, dtype=np.int64))
 
 
 def test_a_non_finite_json_constant_is_named_in_the_failure_detail():
