@@ -10,8 +10,10 @@ marketplace/asgi.py, which agents talk to; its `web` line, gunicorn, which rente
 free ports, against DATABASE_URL (default: its own SQLite file) and REDIS_URL; registers N
 agents through POST /api/v1/agent/register with one-time registration tokens; marks their
 machines verified (a verified fleet at steady state, not N onboarding suites); then runs every
-agent as two coroutines, a heartbeat every --heartbeat-seconds (random phase) and a long poll
-on GET /agent/jobs/next?wait=25 that commits each job it receives. Beat's heartbeat flush runs
+agent as two coroutines, as workers/agent runs its threads: a long poll on GET
+/agent/jobs/next?wait=25 that commits each job it receives, and a heartbeat whenever the server
+has not seen the machine for --heartbeat-seconds (a poll counts as a heartbeat, so a polling
+agent sends few). Beat's heartbeat flush runs
 in this process on its schedule (HEARTBEAT_FLUSH_SECONDS), standing in for celery beat.
 
 Over a steady window it creates --jobs jobs for random connected agents and measures, from
@@ -256,6 +258,11 @@ class Fleet:
         self.credentials: dict[int, str] = {}
         self.waiting: set[int] = set()
         self.heartbeats = self.heartbeat_errors = self.poll_errors = 0
+        # Polls answered: each counts as the machine's heartbeat on the server.
+        self.polls = 0
+        # Per machine, when the server last recorded it alive (the start of its last answered
+        # heartbeat or poll), as workers/agent's AgentApi.server_saw_at.
+        self.saw_at: dict[int, float] = {}
         self.created: dict[int, float] = {}
         self.received: dict[int, float] = {}
         self.woken_by: dict[int, str] = {}
@@ -297,20 +304,29 @@ class Fleet:
     async def agent(self, session, machine_id: int) -> None:
         headers = {"Authorization": f"Token {self.credentials[machine_id]}"}
         await asyncio.gather(
-            self._heartbeats(session, headers), self._polls(session, machine_id, headers)
+            self._heartbeats(session, machine_id, headers),
+            self._polls(session, machine_id, headers),
         )
 
-    async def _heartbeats(self, session, headers) -> None:
+    async def _heartbeats(self, session, machine_id: int, headers) -> None:
+        """As the agent's heartbeat thread: a heartbeat only when the server has not seen the
+        machine (heartbeat or poll) for heartbeat_seconds."""
         await asyncio.sleep(random.uniform(0, self.heartbeat_seconds))
         while not self.stopping:
+            due_in = self.saw_at.get(machine_id, -1e9) + self.heartbeat_seconds - time.monotonic()
+            if due_in > 0:
+                await asyncio.sleep(due_in)
+                continue
+            sent = time.monotonic()
             try:
                 async with session.post(f"{self.url}/api/v1/agent/heartbeat", headers=headers) as r:
                     await r.read()
                     if r.status == 200:
                         self.heartbeats += 1
-                    else:
-                        self.heartbeat_errors += 1
-                        self.errors.append(f"heartbeat HTTP {r.status}")
+                        self.saw_at[machine_id] = max(self.saw_at.get(machine_id, sent), sent)
+                        continue
+                    self.heartbeat_errors += 1
+                    self.errors.append(f"heartbeat HTTP {r.status}")
             except Exception as exc:  # noqa: BLE001 - counted; the agent retries next beat
                 self.heartbeat_errors += 1
                 self.errors.append(f"heartbeat {exc!r}"[:120])
@@ -320,6 +336,7 @@ class Fleet:
         attempt = 0
         while not self.stopping:
             self.waiting.add(machine_id)
+            sent = time.monotonic()
             try:
                 async with session.get(
                     f"{self.url}/api/v1/agent/jobs/next", params={"wait": "25"}, headers=headers
@@ -335,6 +352,9 @@ class Fleet:
                 continue
             self.waiting.discard(machine_id)
             attempt = 0
+            if status in (200, 204):
+                self.polls += 1
+                self.saw_at[machine_id] = max(self.saw_at.get(machine_id, sent), sent)
             if status == 200:
                 job = json.loads(body)
                 self.received.setdefault(job["id"], time.monotonic())
@@ -416,9 +436,10 @@ async def run_one(n: int, args, env: dict[str, str]) -> dict:
             lag_task = asyncio.create_task(fleet.loop_lag())
             tasks.append(lag_task)
             cpu0, _ = channel.usage()
-            rows0, beats0, flushed0 = (
+            rows0, beats0, polls0, flushed0 = (
                 await asyncio.to_thread(counter.rows),
                 fleet.heartbeats,
+                fleet.polls,
                 flusher.machines,
             )
             window0 = time.monotonic()
@@ -438,9 +459,10 @@ async def run_one(n: int, args, env: dict[str, str]) -> dict:
             elapsed = time.monotonic() - window0
             cpu1, rss = channel.usage()
             await asyncio.sleep(1.0)  # PostgreSQL's statistics trail by up to a second
-            rows1, beats1, flushed1 = (
+            rows1, beats1, polls1, flushed1 = (
                 await asyncio.to_thread(counter.rows),
                 fleet.heartbeats,
+                fleet.polls,
                 flusher.machines,
             )
             fleet.stopping = True
@@ -472,6 +494,7 @@ async def run_one(n: int, args, env: dict[str, str]) -> dict:
         "dispatch_p50_s": _pct(latencies, 0.5),
         "dispatch_p95_s": _pct(latencies, 0.95),
         "heartbeats_per_s": (beats1 - beats0) / elapsed,
+        "polls_per_s": (polls1 - polls0) / elapsed,
         "heartbeat_errors": fleet.heartbeat_errors,
         "poll_errors": fleet.poll_errors,
         "db_rows_per_s": None if rows0 is None else (rows1 - rows0) / elapsed,
@@ -513,6 +536,7 @@ def report(results: list[dict], vendor: str) -> None:
             print(f"    errors: {r['errors']}")
         print(
             f"    heartbeats ingested             {r['heartbeats_per_s']:>10.1f} /s  "
+            f"+ polls answered (each a heartbeat) {r['polls_per_s']:.1f} /s  "
             f"({r['heartbeat_errors']} failed; long-poll errors {r['poll_errors']})"
         )
         rows = "n/a (SQLite)" if r["db_rows_per_s"] is None else f"{r['db_rows_per_s']:.1f} /s"
@@ -545,8 +569,9 @@ def report(results: list[dict], vendor: str) -> None:
         )
         print(
             f"    heartbeat write statements  {statements(lo):.1f} -> {statements(hi):.1f} /s "
-            f"(bulk flushes), where one write transaction per heartbeat would be "
-            f"{lo['heartbeats_per_s']:.0f} -> {hi['heartbeats_per_s']:.0f} /s"
+            f"(bulk flushes), where one write transaction per heartbeat or poll would be "
+            f"{lo['heartbeats_per_s'] + lo['polls_per_s']:.0f} -> "
+            f"{hi['heartbeats_per_s'] + hi['polls_per_s']:.0f} /s"
         )
         if lo["db_rows_per_s"] is not None:
             print(

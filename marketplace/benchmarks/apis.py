@@ -24,12 +24,14 @@ from marketplace.benchmarks.serializers import (
     WaitQuerySerializer,
 )
 from marketplace.core.exceptions import error_body
+from marketplace.providers import services as provider_services
 from marketplace.providers.apis import AgentApiMixin, agent_channel_serve
+from marketplace.providers.models import Machine
 from workers.verification import MAX_ANSWER_BYTES
 
 _WAIT = OpenApiParameter("wait", int, description="Long-poll for up to this many seconds (0..25)")
 # Says how a long poll ended: "initial" (found at once), "event" (woken by the job's change),
-# "timeout" (the last read when the wait ran out). For operators and tests, not for agents.
+# "timeout" (the wait ran out). For operators and tests, not for agents.
 WAIT_HEADER = "Agent-Wait"
 
 
@@ -42,7 +44,14 @@ def _wait_seconds(request) -> int:
 def _job_to_deliver(machine_id: int) -> dict | None:
     """The job the machine's agent should work on, serialised. A job dispatched but not yet
     committed is handed out again: its agent lost the reply or restarted, and the deadline set
-    at the first dispatch still runs, so a repeat gains it nothing."""
+    at the first dispatch still runs, so a repeat gains it nothing. Each read also counts as the
+    machine's heartbeat (machine_seen_polling)."""
+    state, has_job = selectors.machine_poll_state(machine_id=machine_id)
+    came_back = provider_services.machine_seen_polling(machine_id=machine_id, state=state)
+    if not has_job and not came_back and state != Machine.State.REGISTERED:
+        # Nothing queued or out, and no onboarding to start: the answer of the full path below,
+        # in one query instead of its eight.
+        return None
     job = selectors.benchmark_job_dispatched_for(machine_id=machine_id)
     if job is None:
         job = services.benchmark_dispatch_next(machine_id=machine_id)

@@ -1,7 +1,7 @@
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max
+from django.db.models import Count, Exists, Max, OuterRef
 
 from marketplace.accounts.models import User
 from marketplace.benchmarks.models import BenchmarkJob, MachineUptime, Verdict
@@ -11,6 +11,27 @@ from marketplace.providers.models import Machine
 from marketplace.providers.selectors import machine_get_for
 
 State = BenchmarkJob.State
+
+
+def machine_poll_state(*, machine_id: int) -> tuple[str, bool]:
+    """(the machine's state, whether it has a queued or dispatched job), in one query: most
+    polls of a fleet find nothing to hand out, and this answers them without the dispatch's
+    reads and its transaction."""
+    row = (
+        Machine.objects.filter(pk=machine_id)
+        .annotate(
+            has_job=Exists(
+                BenchmarkJob.objects.filter(
+                    machine_id=OuterRef("pk"), state__in=(State.QUEUED, State.DISPATCHED)
+                )
+            )
+        )
+        .values_list("state", "has_job")
+        .first()
+    )
+    if row is None:
+        raise NotFoundError("No such machine.", code="providers_machine_not_found")
+    return row
 
 
 def benchmark_job_get_for_agent(*, job_id: int, machine_id: int) -> BenchmarkJob:

@@ -141,6 +141,9 @@ class Hub:
         self._pubsub = None
         self._reader: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        # Bumped each time the connection is lost: a wait that spanned a loss may have missed
+        # its message, and reads once more at its end.
+        self.losses = 0
 
     async def _start(self) -> None:
         import redis.asyncio as aioredis
@@ -162,6 +165,7 @@ class Hub:
                 raise
             except Exception:  # noqa: BLE001 - reconnects below; waiters re-read the database
                 logger.warning("agent wake-up connection lost; reconnecting", exc_info=True)
+                self.losses += 1
                 self._wake_all()
                 await asyncio.sleep(1)
                 with contextlib.suppress(Exception):
@@ -187,6 +191,7 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def listening(self, machine_id: int):
+        """Yields (the waiter's event, whether Redis confirmed the subscription)."""
         channel = channel_name(machine_id)
         event = asyncio.Event()
         async with self._lock:
@@ -204,7 +209,7 @@ class Hub:
             # too slow to confirm only costs this wait its wake-up (the last read still runs).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(confirmed), timeout=5)
-            yield event
+            yield event, confirmed.done()
         finally:
             async with self._lock:
                 waiters = self._events.get(channel, set())
@@ -230,11 +235,16 @@ async def wait_async(
     machine_id: int, wait: float, check: Callable[[], T | None]
 ) -> tuple[T | None, str]:
     """check() (run in the database pool) now, then again each time the machine's channel
-    speaks, until it finds something or `wait` seconds pass; then once more."""
+    speaks, until it finds something or `wait` seconds pass. Once more at the end only if a
+    message could have been missed (the subscription was never confirmed, or the connection
+    was lost meanwhile): otherwise every change since the first read has woken this wait, and
+    a read at its end would find nothing (it was a third of a waiting fleet's queries)."""
     if wait <= 0:
         return await in_db_thread(check), FOUND_FIRST
     give_up = time.monotonic() + wait
-    async with hub().listening(machine_id) as event:
+    the_hub = hub()
+    losses = the_hub.losses
+    async with the_hub.listening(machine_id) as (event, confirmed):
         found = await in_db_thread(check)
         if found is not None:
             return found, FOUND_FIRST
@@ -247,4 +257,6 @@ async def wait_async(
             found = await in_db_thread(check)
             if found is not None:
                 return found, FOUND_EVENT
+    if confirmed and the_hub.losses == losses:
+        return None, FOUND_LAST
     return await in_db_thread(check), FOUND_LAST

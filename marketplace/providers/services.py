@@ -190,6 +190,18 @@ def machine_heartbeat(*, machine_id: int) -> Machine:
     return machine
 
 
+def machine_seen_polling(*, machine_id: int, state: str) -> bool:
+    """An agent's poll for work counts as its heartbeat (the agent skips the heartbeat call
+    while it polls, which halves a waiting fleet's requests). `state` is the machine's state as
+    the poll just read it, so a machine online costs no extra read. Returns whether the machine
+    came back from offline (its state changed)."""
+    if state == State.OFFLINE:
+        _machine_heartbeat_resume(machine_id=machine_id, now=timezone.now())
+        return True
+    heartbeats.heartbeat_record(machine_id=machine_id, at=timezone.now())
+    return False
+
+
 @transaction.atomic
 def _machine_heartbeat_resume(*, machine_id: int, now) -> Machine:
     """Heartbeats after offline. A machine that was verified or listed is not trusted back on

@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from workers.agent import AGENT_VERSION
@@ -94,17 +95,25 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 class _Heartbeat(threading.Thread):
+    """Keeps the server's last sight of this machine within `interval` seconds. A poll for work
+    counts as a heartbeat on the server, so an agent that is polling sends none: heartbeats
+    go out only while it runs a job (or cannot poll)."""
+
     def __init__(self, api: AgentApi, stop: threading.Event, interval: float) -> None:
         super().__init__(daemon=True, name="heartbeat")
         self.api, self.stop, self.interval = api, stop, interval
 
     def run(self) -> None:
         while not self.stop.is_set():
+            due_in = self.api.server_saw_at + self.interval - time.monotonic()
+            if due_in > 0:
+                self.stop.wait(due_in)
+                continue
             try:
                 self.api.heartbeat()
             except (ServerUnreachable, ApiError) as exc:
                 print(f"heartbeat failed: {exc}", file=sys.stderr)
-            self.stop.wait(self.interval)
+                self.stop.wait(self.interval)
 
 
 def run_loop(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import random
 import socket
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from workers.verification import safe_json
@@ -135,6 +136,12 @@ def _check(status: int, data: Any) -> Any:
 class AgentApi:
     transport: Transport
     prefix: str = "/api/v1"
+    # When (time.monotonic()) the server last recorded this machine as alive: the start of the
+    # last heartbeat or poll for work it answered (a poll counts as a heartbeat on the server).
+    server_saw_at: float = field(default=float("-inf"), compare=False)
+
+    def _seen_since(self, sent: float) -> None:
+        self.server_saw_at = max(self.server_saw_at, sent)
 
     def _call(self, method: str, path: str, *, params=None, payload=None, body=None) -> Any:
         if payload is not None:
@@ -152,10 +159,16 @@ class AgentApi:
         return self._call("POST", "/agent/register", payload=payload)
 
     def heartbeat(self) -> dict:
-        return self._call("POST", "/agent/heartbeat", body=b"")
+        sent = time.monotonic()
+        answer = self._call("POST", "/agent/heartbeat", body=b"")
+        self._seen_since(sent)
+        return answer
 
     def next_job(self, wait: int) -> dict | None:
-        return self._call("GET", "/agent/jobs/next", params={"wait": wait})
+        sent = time.monotonic()
+        answer = self._call("GET", "/agent/jobs/next", params={"wait": wait})
+        self._seen_since(sent)
+        return answer
 
     def commit(self, job_id: int, body: bytes) -> dict:
         return self._call("POST", f"/agent/jobs/{job_id}/commitment", body=body)
