@@ -8,7 +8,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from workers.kernels.chain import MatmulChainSpec, exact_conv_valid_np
+from workers.kernels.chain import ConvChainSpec, MatmulChainSpec, exact_conv_valid_np
 from workers.kernels.floatgen import generate_ints, generate_ints_at
 from workers.verification.sketch import report_hash
 
@@ -84,3 +84,31 @@ def test_a_sketch_report_hash_is_the_sha256_of_its_canonical_json():
     )
     expected = hashlib.sha256(canonical.encode()).hexdigest()
     assert report_hash(spec, SEED, digest, [4, 0, 9], outcome) == expected
+
+
+def test_a_kernel_of_more_than_512_taps_sums_one_channel_per_group():
+    # k = 23: 529 taps, so a group is 1024 // 529 = 1 channel. Two channels of 127 x 127 with
+    # one weight 126 sum 1,058 x 16,129 - 127 = 17,064,355: odd and above 2**24, which a
+    # float32 sum of both channels at once cannot hold; one channel (8,532,241 at most) can.
+    x = np.full((1, 2, 23, 23), 127, dtype=np.int8)
+    w = np.full((1, 2, 23, 23), 127, dtype=np.int8)
+    w[0, 1, 5, 7] = 126
+    got = exact_conv_valid_np(x.astype(np.float32), w.astype(np.float32))
+    assert got.shape == (1, 1, 1, 1)
+    assert got[0, 0, 0, 0] == 17_064_355
+
+
+def test_the_int8_conv_reference_at_sampled_pixels_is_the_plain_integer_chain():
+    from tests.workers.test_int8_chain import _python_conv_chain
+
+    spec = ConvChainSpec(
+        batch=2, channels=8, height=5, width=4, kernel_size=3, layers=2, precision="int8"
+    )
+    units = np.array([0, 7, 19, 20, 39])
+    x_l = spec.reference_units(SEED, units)
+    assert x_l.shape == (5, 8)
+    # The sketch of a unit is its X_L row times V (channels x sketch width).
+    v = generate_ints(SEED, "V", 8 * spec.sketch_width).astype(np.int64)
+    sketches = x_l.astype(np.int64) @ v.reshape(8, spec.sketch_width)
+    expected = _python_conv_chain(spec, SEED)
+    assert sketches.tolist() == [expected[u] for u in units.tolist()]
