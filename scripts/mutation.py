@@ -482,13 +482,18 @@ def print_table(all_results: dict[str, ModuleResult]) -> bool:
     for module, r in sorted(all_results.items()):
         # Nothing judged because nothing ran (an interrupted run) is no figure at all.
         unjudged = r.judged <= 0 and r.not_run > 0
-        met = r.rate >= TARGET and not unjudged
+        # Some run, some not (an interrupted or --only run): the rate is over those run only,
+        # which is neither the full figure nor a random sample of it.
+        partial = not unjudged and r.not_run > 0
+        met = r.rate >= TARGET and not unjudged and not partial
         all_met &= met
         rate = f"{'n/a':>8}" if unjudged else f"{r.rate:8.1%}"
+        verdict = "met" if met else ("NOT RUN" if unjudged else "MISSED")
+        if partial:
+            verdict = f"PARTIAL: {r.not_run} of {r.mutants} not run"
         print(
             f"{module:45} {r.mutants:7} {r.killed:7} {r.timeouts:9} {len(r.survived):8} "
-            f"{len(r.equivalent):6} {r.not_run:7} {rate}  ≥{TARGET:.0%} "
-            f"{'met' if met else ('NOT RUN' if unjudged else 'MISSED')}"
+            f"{len(r.equivalent):6} {r.not_run:7} {rate}  ≥{TARGET:.0%} {verdict}"
         )
     for module, r in sorted(all_results.items()):
         if r.unsampled and r.judged > 0:

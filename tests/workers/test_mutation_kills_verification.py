@@ -112,6 +112,12 @@ def test_an_empty_merkle_tree_is_refused_with_its_message():
         build_tree_from_array(np.zeros((0, 4), dtype=np.int64))
 
 
+def test_a_proof_of_a_leaf_outside_the_tree_names_the_range():
+    tree = build_tree([b"a", b"b", b"c"])
+    with pytest.raises(IndexError, match=r"^leaf 3 out of range 0\.\.2$"):
+        tree.proof(3)
+
+
 def test_a_tree_from_an_array_that_is_not_2d_is_refused_with_its_message():
     with pytest.raises(ValueError, match="^expected a 2-D array: one leaf per row$"):
         build_tree_from_array(np.zeros(4, dtype=np.int64))
