@@ -34,11 +34,14 @@ class AgentCredentialAuthentication(authentication.BaseAuthentication):
             return None
         if not raw.startswith(f"{AGENT_TOKEN_PREFIX}_"):
             raise exceptions.AuthenticationFailed(required)
+        return self.authenticate_hash(token_hash(raw))
+
+    def authenticate_hash(self, key_hash: str):
         from marketplace.providers.models import AgentCredential
 
         credential = (
             AgentCredential.objects.select_related("machine")
-            .filter(key_hash=token_hash(raw), revoked_at__isnull=True)
+            .filter(key_hash=key_hash, revoked_at__isnull=True)
             .first()
         )
         if credential is None:

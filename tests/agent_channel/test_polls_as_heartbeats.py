@@ -160,3 +160,31 @@ def test_only_a_poll_the_server_answered_moves_the_agents_last_sight():
     with pytest.raises(ServerUnreachable):
         refused.next_job(wait=0)
     assert refused.server_saw_at == float("-inf")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("cache_seconds", "after_revocation"), [("0", 401), ("3600", 204)], ids=["uncached", "cached"]
+)
+def test_the_channel_remembers_a_valid_credential_for_its_cache_time_only(
+    make_channel, make_agent, cache_seconds, after_revocation
+):
+    """AGENT_CREDENTIAL_CACHE_SECONDS is the longest a revoked credential still polls on the
+    channel (its documented price); an unknown credential is refused at once either way."""
+    from django.utils import timezone
+
+    server = make_channel(env={"AGENT_CREDENTIAL_CACHE_SECONDS": cache_seconds})
+    machine, bob = make_agent()
+    url = f"{server.url}/api/v1/agent/jobs/next"
+
+    assert bob.get(url, params={"wait": 0}, timeout=30).status_code == 204
+    AgentCredential.objects.filter(machine=machine).update(revoked_at=timezone.now())
+    answer = bob.get(url, params={"wait": 0}, timeout=30)
+    assert answer.status_code == after_revocation, answer.text
+
+    stranger = bob.get(
+        url, params={"wait": 0}, headers={"Authorization": "Token agt_unknown"}, timeout=30
+    )
+    assert stranger.status_code == 401
+    assert stranger.json()["error"]["code"] == "authentication_failed"
