@@ -648,12 +648,21 @@ def story(procs: Processes, env: dict, ports: dict) -> None:
 
     print_table(orders, providers, wallets)
 
-    renter_scene(
+    alice_cli = renter_scene(
         env=env,
         url=url,
         w3=w3,
         alice_password=alice_password,
         bob_provider_id=providers["bob"].pk,
+        run_indexer=run_indexer,
+    )
+    withdraw_scene(
+        env=env,
+        url=url,
+        w3=w3,
+        alice_cli=alice_cli,
+        bob_token=provider_api["bob"].headers["Authorization"].split()[1],
+        wallets=wallets,
         run_indexer=run_indexer,
     )
 
@@ -918,6 +927,85 @@ def renter_scene(*, env: dict, url: str, w3, alice_password: str, bob_provider_i
     say("The receipt, and the same figures read from the chain")
     receipt = renter_cli(cli_env, ["receipt", str(order_id)])
     receipt_matches_chain(receipt, w3, order_id)
+    return cli_env, key_file
+
+
+def withdraw_scene(*, env: dict, url: str, w3, alice_cli: tuple, bob_token: str, wallets: dict,
+                   run_indexer) -> None:  # fmt: skip
+    """Settlement credited every lease's money in the escrow and paid nobody (pull payments):
+    bob withdraws his earnings and alice her refunds with the CLI, anyone pays the fees to the
+    treasury; each balance moves by exactly the credit the indexer recorded."""
+    from marketplace.payments import chain
+    from marketplace.payments.models import AccruedFees, ChainEvent, Credit
+
+    token, escrow = chain.contract("token"), chain.contract("escrow")
+    treasury = chain.treasury_address()
+
+    def credit(address: str) -> int:
+        row = Credit.objects.filter(address=address).first()
+        return int(row.amount) if row else 0
+
+    def balance(address: str) -> int:
+        return token.functions.balanceOf(address).call()
+
+    say("Settlement paid nobody: it credited each lease's money in the escrow. The payees withdraw")
+    run_indexer()
+    owed = {"bob": credit(wallets["bob"]), "alice": credit(wallets["alice"])}
+    fees = int(AccruedFees.objects.get().amount)
+    # The credits are the indexed settlements added up: bob's shares, alice's refunds.
+    closes = ChainEvent.objects.filter(name__in=("LeaseSettled", "LeaseFailed"))
+    leases = {e.lease_id: e.args for e in ChainEvent.objects.filter(name="LeaseFunded")}
+    shares = sum(
+        int(e.args["providerAmount"])
+        for e in closes
+        if leases[e.lease_id]["provider"] == wallets["bob"]
+    )
+    refunds = sum(int(e.args["refundAmount"]) for e in closes)
+    if (owed["bob"], owed["alice"], fees) != (
+        shares,
+        refunds,
+        sum(int(e.args["feeAmount"]) for e in closes),
+    ):
+        raise DemoError(f"credits {owed}, fees {fees} differ from the indexed settlements")
+    for name in ("bob", "alice"):
+        note(f"{name:<6} credited {owed[name] / USDC:.6f} USDC in the escrow")
+    note(f"fees   accrued  {fees / USDC:.6f} USDC for the treasury")
+    before = {who: balance(wallets[who]) for who in ("bob", "alice")}
+    before["treasury"] = balance(treasury)
+
+    key_file = RUN / "bob.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(KEYS["bob"])
+    bob_cli = {k: v for k, v in env.items() if k not in ("RENTER_URL", "RENTER_TOKEN")}
+    bob_cli.update(
+        {
+            "RENTER_CONFIG": str(RUN / "bob-renter.json"),
+            "RENTER_URL": url,
+            "RENTER_TOKEN": bob_token,
+            "CHAIN_RPC_URL": env["CHAIN_RPC_URL"],
+        }
+    )
+    note("bob's wallet key signs his own withdrawal; nobody else can take his credit")
+    renter_cli(bob_cli, ["withdraw", "--key-file", str(key_file)])
+    alice_env, alice_key = alice_cli
+    renter_cli(alice_env, ["withdraw", "--key-file", str(alice_key)])
+    tx = _sign(w3, KEYS["alice"], escrow.address, escrow.encode_abi("withdrawFees", []))
+    note(f"withdrawFees (anyone may call it; it pays only the treasury): {tx}")
+    run_indexer()
+    moved = {who: balance(wallets[who]) - before[who] for who in ("bob", "alice")}
+    moved["treasury"] = balance(treasury) - before["treasury"]
+    for who, expected in (("bob", owed["bob"]), ("alice", owed["alice"]), ("treasury", fees)):
+        ok = moved[who] == expected
+        note(
+            f"{who:<9} received {moved[who] / USDC:.6f} USDC, its credit was "
+            f"{expected / USDC:.6f}: " + ("matches" if ok else "DIFFERS")
+        )
+        if not ok:
+            raise DemoError(f"{who} received {moved[who]} units, credited {expected}")
+    left = (credit(wallets["bob"]), credit(wallets["alice"]), int(AccruedFees.objects.get().amount))
+    if left != (0, 0, 0):
+        raise DemoError(f"credits left after the withdrawals: {left}")
 
 
 def receipt_matches_chain(receipt: str, w3, order_id: int) -> None:
@@ -1024,7 +1112,10 @@ def print_table(orders: dict, providers: dict, wallets: dict) -> None:
             hashes.append((f"{name} slash report", s.report_hash))
         for r in rewards:
             hashes.append((f"{name} reward", r.tx_hash))
-    print("    paid: to the provider; fee: to the treasury; refund: back to alice; secs: billed")
+    print(
+        "    paid: credited to the provider; fee: accrued for the treasury; refund: credited to "
+        "alice; secs: billed"
+    )
     names = {address.lower(): name for name, address in wallets.items()}
     for s in Slash.objects.exclude(pk__in=shown).order_by("pk"):
         name = names.get(s.address.lower(), s.address)

@@ -70,6 +70,19 @@ class StakeAdmin(ReadOnlyAdmin):
     list_display = ["address", "provider", "staked_usd", "pending_usd", "unlock_time_text"]
 
 
+@admin.register(models.Credit)
+class CreditAdmin(ReadOnlyAdmin):
+    money_fields = {"amount": ""}
+    list_display = ["address", "chain_id", "amount_usd", "updated_at"]
+    search_fields = ["address"]
+
+
+@admin.register(models.AccruedFees)
+class AccruedFeesAdmin(ReadOnlyAdmin):
+    money_fields = {"amount": ""}
+    list_display = ["chain_id", "amount_usd", "updated_at"]
+
+
 @admin.register(models.Slash)
 class SlashAdmin(ReadOnlyAdmin):
     money_fields = {"amount": ""}

@@ -6,8 +6,9 @@ from rest_framework.views import APIView
 
 from marketplace.core.errors import ApplicationError
 from marketplace.core.schema import UNAVAILABLE
-from marketplace.payments import selectors, staking
+from marketplace.payments import credits, selectors, staking
 from marketplace.payments.serializers import (
+    CreditOutputSerializer,
     FundingOutputSerializer,
     OrderChainOutputSerializer,
     ProviderChainOutputSerializer,
@@ -112,3 +113,39 @@ class ProviderStakingApi(APIView):
             unstake_amount=request.query_params.get("unstake_amount"),
         )
         return Response(StakingOutputSerializer(data).data)
+
+
+class CreditApi(APIView):
+    # Credits are public on chain anyway; any signed-in user may read them.
+    @extend_schema(
+        summary="Get an account's escrow credit and the calldata to withdraw it",
+        description="Settlement pays nobody directly: the escrow credits the provider's share "
+        "and the renter's refund to per-account balances, and each account withdraws its own "
+        "when it likes (one transaction for every lease credited meanwhile). `credit` is what "
+        "the indexer recorded from final events (a few blocks behind the chain). The account "
+        "sends `withdraw_calldata` to `escrow_address` from `address` itself: the escrow pays "
+        "only the caller's own credit, to `to`. Amounts are token units (6 decimals: "
+        "1,000,000 units = 1 USD). 400 `payments_bad_address` or `payments_bad_amount` for "
+        "bad input, 400 `payments_amount_above_credit` when `amount` exceeds the credit, 409 "
+        "`payments_not_deployed` before the contracts are deployed.",
+        parameters=[
+            OpenApiParameter(
+                "amount",
+                OpenApiTypes.STR,
+                description="Token units to withdraw; default the whole credit.",
+            ),
+            OpenApiParameter(
+                "to",
+                OpenApiTypes.STR,
+                description="Address to pay; default the account itself.",
+            ),
+        ],
+        responses={200: CreditOutputSerializer},
+    )
+    def get(self, request, address: str):
+        data = credits.credit_withdraw_instructions(
+            address=address,
+            amount=request.query_params.get("amount"),
+            to=request.query_params.get("to"),
+        )
+        return Response(CreditOutputSerializer(data).data)

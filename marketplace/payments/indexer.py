@@ -13,9 +13,10 @@ One run (beat, every few seconds):
      transaction;
   3. finality: events with CHAIN_CONFIRMATIONS confirmations become final and only then apply
      their effects (payments/services/chain_events.py): order funded → active, settled,
-     stakes, slashes, rewards. Effects apply in chain order, FINALIZE_BATCH events per database
-     transaction: a batch commits whole or not at all. Effects never need undoing because a
-     reorg deeper than the confirmation depth is refused, not followed.
+     escrow credits and accrued fees, stakes, slashes, rewards. Effects apply in chain order,
+     FINALIZE_BATCH events per database transaction: a batch commits whole or not at all.
+     Effects never need undoing because a reorg deeper than the confirmation depth is refused,
+     not followed.
 Chain calls happen outside database transactions; two overlapping runs are harmless because a
 cursor moves only if it still holds the value the run started from, and an event becomes final
 under its row lock, in one batch only.
@@ -52,6 +53,8 @@ INDEXED_CONTRACTS = {
         "LeaseSettled",
         "LeaseFailed",
         "LeaseReclaimed",
+        "CreditWithdrawn",
+        "FeesWithdrawn",
     ),
     "staking": (
         "Staked",
@@ -289,7 +292,9 @@ def _rows(
                 block_hash=log.block_hash,
                 args=args,
                 lease_id=args.get("leaseId", ""),
-                account=args.get("provider", ""),
+                # The wallet the event is about: a stake's provider, a withdrawal's account,
+                # the treasury that was paid fees.
+                account=args.get("provider") or args.get("account") or args.get("treasury", ""),
             )
         )
     return rows, blocks

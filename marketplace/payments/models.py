@@ -220,6 +220,40 @@ class Stake(TimestampedModel):
         ]
 
 
+class Credit(TimestampedModel):
+    """What the escrow owes one account, as its final events add up: the provider shares and
+    renter refunds LeaseSettled / LeaseFailed credited to it, less its CreditWithdrawn. Settlement
+    pays nobody directly (pull payments, see LeaseEscrow); the account withdraws when it likes.
+    Moved only by chain_events_finalize, inside the transaction that makes the event final, so
+    each event counts exactly once; a reorg rewinds only events that are not final yet."""
+
+    chain_id = models.PositiveBigIntegerField()
+    address = models.CharField(max_length=42)
+    amount = AmountField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "address"], name="one_credit_per_account"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address}@{self.chain_id}: {self.amount}"
+
+
+class AccruedFees(TimestampedModel):
+    """Platform fees the escrow holds for the treasury: the fees of final settlements less the
+    final FeesWithdrawn. One row per chain, moved like Credit."""
+
+    chain_id = models.PositiveBigIntegerField(unique=True)
+    amount = AmountField(default=0)
+
+    class Meta:
+        verbose_name_plural = "accrued fees"
+
+    def __str__(self) -> str:
+        return f"fees@{self.chain_id}: {self.amount}"
+
+
 class Slash(TimestampedModel):
     # Only a local chain reset deletes final events (services/deployment.py, chain_reset_forget).
     event = models.OneToOneField(ChainEvent, on_delete=models.CASCADE, related_name="slash")

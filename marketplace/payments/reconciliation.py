@@ -5,8 +5,11 @@ What is compared, for our deployment on the connected chain:
     state; for a settled order, the split in the chain's own LeaseSettled / LeaseFailed log
     (provider, fee, refund) against the order's amount_owed and escrow_amount;
   - escrow, per lease the chain knows and the database does not (a LeaseFunded log with no order);
-  - escrow token balance (token.balanceOf(escrow)) against the sum of the leases the database
-    holds as funded and not yet settled;
+  - escrow credits, per account (every renter and provider of a deposit, every account that
+    withdrew, every account with a Credit row): LeaseEscrow.credits(account) against the Credit
+    row, and LeaseEscrow.accruedFees() against the AccruedFees row;
+  - escrow token balance (token.balanceOf(escrow)) against what the database says the escrow
+    holds: the leases it holds as funded and not yet settled + all credits + accrued fees;
   - stakes: ProviderStaking.stakeOf(address) (staked and pending) against the Stake row, for every
     address with a stake row, a provider wallet, or a staking log;
   - slashes and rewards: the chain's Slashed / Rewarded logs against the Slash / Reward rows, both
@@ -43,8 +46,10 @@ from marketplace.payments import chain
 from marketplace.payments.genesis import ChainReset, chain_reset_check
 from marketplace.payments.indexer import INDEXED_CONTRACTS
 from marketplace.payments.models import (
+    AccruedFees,
     ChainEvent,
     ContractDeployment,
+    Credit,
     IndexerCursor,
     Reward,
     Slash,
@@ -67,7 +72,7 @@ _FUNDED_STATES = (State.FUNDED, State.STARTING, State.ACTIVE, State.COMPLETED, S
 @dataclass(frozen=True)
 class Difference:
     kind: str  # escrow_status, escrow_amount, escrow_split, escrow_unknown_lease, escrow_balance,
-    # stake, slash_missing, slash_extra, slash_mismatch, reward_missing, ...
+    # escrow_credit, escrow_fees, stake, slash_missing, slash_extra, slash_mismatch, ...
     subject: str  # what it is about: "order 12 lease 0xab…", "wallet 0x…"
     message: str
     detail: dict = field(default_factory=dict, compare=False, hash=False)
@@ -160,16 +165,22 @@ def _escrow_differences(w3: Web3, cid: int, block: int) -> list[Difference]:
     logs = _logs(
         w3,
         escrow,
-        ("LeaseFunded", "LeaseSettled", "LeaseFailed", "LeaseReclaimed"),
+        ("LeaseFunded", "LeaseSettled", "LeaseFailed", "LeaseReclaimed", "CreditWithdrawn"),
         deployed_at,
         block,
     )
     funded_on_chain: dict[str, int] = {}
     closes: dict[str, object] = {}
+    accounts: set[str] = set()  # every account the escrow may hold a credit for
     for log in logs:
+        if log["event"] == "CreditWithdrawn":
+            accounts.add(Web3.to_checksum_address(log["args"]["account"]))
+            continue
         lease = _hex(log["args"]["leaseId"])
         if log["event"] == "LeaseFunded":
             funded_on_chain[lease] = int(log["args"]["amount"])
+            accounts.add(Web3.to_checksum_address(log["args"]["renter"]))
+            accounts.add(Web3.to_checksum_address(log["args"]["provider"]))
         else:
             closes[lease] = log
 
@@ -285,6 +296,10 @@ def _escrow_differences(w3: Web3, cid: int, block: int) -> list[Difference]:
             )
         )
 
+    credit_diffs, owed = _credit_differences(escrow, cid, block, accounts)
+    diffs += credit_diffs
+    open_leases = expected_balance
+    expected_balance += owed
     balance = int(token.functions.balanceOf(escrow.address).call(block_identifier=block))
     if balance != expected_balance:
         diffs.append(
@@ -292,11 +307,49 @@ def _escrow_differences(w3: Web3, cid: int, block: int) -> list[Difference]:
                 "escrow_balance",
                 f"escrow {escrow.address}",
                 f"holds {balance} token units on chain; the database's funded, unsettled leases "
-                f"add up to {expected_balance} (off by {balance - expected_balance:+d})",
+                f"({open_leases}), credits and accrued fees ({owed}) add up to "
+                f"{expected_balance} (off by {balance - expected_balance:+d})",
                 {"chain": balance, "db": expected_balance},
             )
         )
     return diffs
+
+
+def _credit_differences(
+    escrow, cid: int, block: int, accounts: set[str]
+) -> tuple[list[Difference], int]:
+    """Each account's credit and the accrued fees, chain against database; also returns what the
+    database says the escrow owes in all (credits + fees), for the balance check."""
+    diffs: list[Difference] = []
+    rows = {
+        Web3.to_checksum_address(c.address): int(c.amount)
+        for c in Credit.objects.filter(chain_id=cid)
+    }
+    for address in sorted(accounts | set(rows)):
+        on_chain = int(escrow.functions.credits(address).call(block_identifier=block))
+        db = rows.get(address, 0)
+        if on_chain != db:
+            diffs.append(
+                Difference(
+                    "escrow_credit",
+                    f"account {address}",
+                    f"credited {on_chain} units on chain; the database has {db}",
+                    {"chain": on_chain, "db": db},
+                )
+            )
+    fees_row = AccruedFees.objects.filter(chain_id=cid).first()
+    db_fees = int(fees_row.amount) if fees_row else 0
+    chain_fees = int(escrow.functions.accruedFees().call(block_identifier=block))
+    if chain_fees != db_fees:
+        diffs.append(
+            Difference(
+                "escrow_fees",
+                f"escrow {escrow.address}",
+                f"accrued fees are {chain_fees} units on chain; the database has {db_fees}",
+                {"chain": chain_fees, "db": db_fees},
+            )
+        )
+    return diffs, sum(rows.values()) + db_fees
 
 
 # ------------------------------------------------------------------------------ staking

@@ -154,3 +154,22 @@ class StakingOutputSerializer(serializers.Serializer):
         allow_null=True,
         help_text="staking.withdraw(), valid after unlock_time; null when nothing is pending.",
     )
+
+
+class CreditOutputSerializer(serializers.Serializer):
+    chain_id = serializers.IntegerField()
+    escrow_address = serializers.CharField()
+    address = serializers.CharField()
+    credit = serializers.IntegerField(
+        help_text="Token units (6 decimals) the escrow holds for this account, as final "
+        "settlements credited and withdrawals took out."
+    )
+    withdraw_amount = serializers.IntegerField(
+        help_text="Token units the calldata withdraws (the `amount` parameter, default all)."
+    )
+    to = serializers.CharField(help_text="Where the withdrawal pays (the `to` parameter).")
+    withdraw_calldata = serializers.CharField(
+        allow_null=True,
+        help_text="escrow.withdraw(to, withdraw_amount), sent to escrow_address from `address` "
+        "itself; null when there is nothing to withdraw.",
+    )

@@ -15,4 +15,5 @@ urlpatterns = [
         apis.ProviderStakingApi.as_view(),
         name="provider-staking",
     ),
+    path("credits/<str:address>", apis.CreditApi.as_view(), name="credit"),
 ]

@@ -246,6 +246,10 @@ ENDPOINTS: dict[tuple[str, str], Callable[[Fixtures], Call]] = {
         f("deployed"),
         Call("GET", f"/api/v1/providers/{f('bob_provider').pk}/staking"),
     )[1],
+    ("GET", "/api/v1/credits/{id}"): lambda f: (
+        f("deployed"),
+        Call("GET", f"/api/v1/credits/{f('bob_provider').wallet_address}"),
+    )[1],
     # workloads: alice's on a lease of bob's agent's machine; the agent's side of them
     ("GET", "/api/v1/orders/{id}/workloads"): lambda f: Call(
         "GET", f"/api/v1/orders/{_workload(f).order_id}/workloads"

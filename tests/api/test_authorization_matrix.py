@@ -103,6 +103,8 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/v1/providers/{id}/chain"): (401, 200, 200, 200, 200, 401, 200),
     # The requirement and the calldata to stake are the owner's (and staff's) business.
     ("GET", "/api/v1/providers/{id}/staking"): (401, 404, 404, 200, 404, 401, 200),
+    # Escrow credits are public on chain; only the wallet's own key can withdraw one.
+    ("GET", "/api/v1/credits/{id}"): (401, 200, 200, 200, 200, 401, 200),
     # workloads: the renter's own (another renter and the provider owner get 404: a workload is
     # the renter's business); the agent's side only with the credential of the lease's machine
     ("GET", "/api/v1/orders/{id}/workloads"): (401, 200, 404, 404, 404, 401, 200),

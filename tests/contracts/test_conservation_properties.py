@@ -43,7 +43,10 @@ def test_escrow_conserves_money(chain, token, escrow, actors):
             self.start_balances = {a: token.functions.balanceOf(a).call() for a in payees}
             self.expected = dict(self.start_balances)
             self.leases: dict[int, dict] = {}
-            self.deposits = self.payouts = self.fees = self.refunds = 0
+            # What the escrow owes each payee (pull payments) and the fees it holds.
+            self.credits = {a: escrow.functions.credits(a).call() for a in payees}
+            self.accrued = escrow.functions.accruedFees().call()
+            self.deposits = self.paid_out = 0
 
         def teardown(self) -> None:
             chain.tester.revert_to_snapshot(self.snapshot)
@@ -64,12 +67,10 @@ def test_escrow_conserves_money(chain, token, escrow, actors):
                 fee,
                 lease["amount"] - cost,
             )
-            self.expected[lease["provider"]] += cost - fee
-            self.expected[actors.treasury] += fee
-            self.expected[lease["renter"]] += lease["amount"] - cost
-            self.payouts += cost - fee
-            self.fees += fee
-            self.refunds += lease["amount"] - cost
+            # Credited, not paid: no payee's token balance moves until it withdraws.
+            self.credits[lease["provider"]] += cost - fee
+            self.credits[lease["renter"]] += lease["amount"] - cost
+            self.accrued += fee
             lease["status"] = outcome
 
         @rule(
@@ -135,7 +136,7 @@ def test_escrow_conserves_money(chain, token, escrow, actors):
                     chosen.setdefault(n, seconds)
             if not chosen:
                 return
-            # Sorted by provider, as the backend sends them, to exercise aggregation.
+            # Sorted by provider, as the backend sends them (repeated payees hit warm slots).
             order = sorted(chosen, key=lambda n: self.leases[n]["provider"])
             receipt = chain.transact(
                 escrow.functions.settleBatch(
@@ -165,15 +166,51 @@ def test_escrow_conserves_money(chain, token, escrow, actors):
                 chain.transact(fn, lease["renter"])
                 lease["status"] = RECLAIMED
                 self.expected[lease["renter"]] += lease["amount"]
-                self.refunds += lease["amount"]
+                self.paid_out += lease["amount"]
+
+        @rule(
+            account=st.sampled_from(payees),
+            to=st.sampled_from(payees),
+            share=st.integers(0, 12),  # tenths of the credit; above 10 over-withdraws
+        )
+        def withdraw(self, account, to, share):
+            credit = self.credits[account]
+            amount = credit * share // 10 + (1 if share > 10 else 0)
+            fn = escrow.functions.withdraw(to, amount)
+            if amount == 0:
+                chain.expect_revert(fn, account, "NothingToWithdraw", escrow)
+            elif amount > credit:
+                assert chain.expect_revert(fn, account, "InsufficientCredit", escrow) == (
+                    credit,
+                    amount,
+                )
+            else:
+                chain.transact(fn, account)
+                self.credits[account] -= amount
+                self.expected[to] += amount
+                self.paid_out += amount
+
+        @rule(caller=st.sampled_from(payees))
+        def withdraw_fees(self, caller):
+            fn = escrow.functions.withdrawFees()
+            if self.accrued == 0:
+                chain.expect_revert(fn, caller, "NothingToWithdraw", escrow)
+                return
+            chain.transact(fn, caller)
+            self.expected[actors.treasury] += self.accrued
+            self.paid_out += self.accrued
+            self.accrued = 0
 
         @invariant()
         def conserved(self):
             held = token.functions.balanceOf(escrow.address).call()
-            assert self.deposits == self.payouts + self.fees + self.refunds + held
-            assert held == sum(
+            assert self.deposits == self.paid_out + held
+            open_amount = sum(
                 lease["amount"] for lease in self.leases.values() if lease["status"] in OPEN
             )
+            assert held == open_amount + sum(self.credits.values()) + self.accrued
+            assert {a: escrow.functions.credits(a).call() for a in payees} == self.credits
+            assert escrow.functions.accruedFees().call() == self.accrued
             assert {a: token.functions.balanceOf(a).call() for a in payees} == self.expected
 
     run_state_machine_as_test(EscrowMachine, settings=SETTINGS)

@@ -63,21 +63,25 @@ def renter_provider(n):
     return "0x" + f"{n:040x}"
 
 
-@pytest.mark.parametrize(
-    "attack",
-    [
-        ("settle", [lease_id(2), 10]),
-        ("fail", [lease_id(2), 10, b"\x00" * 32]),
-        ("settleBatch", [[lease_id(2)], [10]]),
-        ("reclaim", [lease_id(2)]),
-        ("fund", [lease_id(3), renter_provider(3), AMOUNT, RATE, DURATION]),
-    ],
-)
-def test_token_reentering_escrow_during_settle_is_refused(
+ESCROW_ATTACKS = [
+    ("settle", [lease_id(2), 10]),
+    ("fail", [lease_id(2), 10, b"\x00" * 32]),
+    ("settleBatch", [[lease_id(2)], [10]]),
+    ("reclaim", [lease_id(2)]),
+    ("fund", [lease_id(3), renter_provider(3), AMOUNT, RATE, DURATION]),
+    ("withdraw", [renter_provider(9), 1]),
+    ("withdrawFees", []),
+]
+
+
+@pytest.mark.parametrize("attack", ESCROW_ATTACKS)
+def test_token_reentering_escrow_during_withdraw_is_refused(
     chain, evil_token, evil_escrow, actors, attack
 ):
     fund(chain, evil_escrow, actors.alice, 1)
     fund(chain, evil_escrow, actors.alice, 2)
+    # 10 s of lease 1: alice is credited 600_000 - 10_000 = 590_000, the fee is 250.
+    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
     name, args = attack
     chain.transact(
         evil_token.functions.arm(evil_escrow.address, evil_escrow.encode_abi(name, args)),
@@ -85,13 +89,52 @@ def test_token_reentering_escrow_during_settle_is_refused(
     )
 
     chain.expect_revert(
-        evil_escrow.functions.settle(lease_id(1), 10),
-        actors.operator,
+        evil_escrow.functions.withdraw(actors.alice, 590_000),
+        actors.alice,
         "ReentrantCall",
         evil_escrow,
     )
-    assert evil_escrow.functions.getLease(lease_id(1)).call()[-1] == 1  # still Funded
+    assert evil_escrow.functions.credits(actors.alice).call() == 590_000
+    assert evil_escrow.functions.getLease(lease_id(2)).call()[-1] == 1  # still Funded
     assert evil_token.functions.balanceOf(evil_escrow.address).call() == 2 * AMOUNT
+
+
+@pytest.mark.parametrize("attack", ESCROW_ATTACKS)
+def test_token_reentering_escrow_during_withdraw_fees_is_refused(
+    chain, evil_token, evil_escrow, actors, attack
+):
+    fund(chain, evil_escrow, actors.alice, 1)
+    fund(chain, evil_escrow, actors.alice, 2)
+    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
+    name, args = attack
+    chain.transact(
+        evil_token.functions.arm(evil_escrow.address, evil_escrow.encode_abi(name, args)),
+        actors.mallory,
+    )
+
+    chain.expect_revert(
+        evil_escrow.functions.withdrawFees(), actors.carol, "ReentrantCall", evil_escrow
+    )
+    assert evil_escrow.functions.accruedFees().call() == 250
+    assert evil_token.functions.balanceOf(evil_escrow.address).call() == 2 * AMOUNT
+
+
+def test_settle_makes_no_call_a_token_could_reenter(chain, evil_token, evil_escrow, actors):
+    # Pull payments: settle, fail and settleBatch never call the token, so an armed token's
+    # attack never even runs (it would be refused by the lock, as above, if it did).
+    for n in (1, 2, 3):
+        fund(chain, evil_escrow, actors.alice, n)
+    chain.transact(
+        evil_token.functions.arm(
+            evil_escrow.address, evil_escrow.encode_abi("settle", [lease_id(1), 0])
+        ),
+        actors.mallory,
+    )
+    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
+    chain.transact(evil_escrow.functions.fail(lease_id(2), 10, b"\x01" * 32), actors.operator)
+    chain.transact(evil_escrow.functions.settleBatch([lease_id(3)], [10]), actors.operator)
+    assert evil_token.functions.armed().call()
+    assert evil_token.functions.balanceOf(evil_escrow.address).call() == 3 * AMOUNT
 
 
 def test_token_reentering_escrow_during_fund_is_refused(chain, evil_token, evil_escrow, actors):
@@ -110,18 +153,65 @@ def test_token_reentering_escrow_during_fund_is_refused(chain, evil_token, evil_
     )
 
 
-def test_control_harmless_token_callback_lets_settle_through(
+def test_control_harmless_token_callback_lets_withdraw_through(
     chain, evil_token, evil_escrow, actors
 ):
     fund(chain, evil_escrow, actors.alice, 1)
+    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
     chain.transact(
         evil_token.functions.arm(
             evil_escrow.address, evil_escrow.encode_abi("quote", [lease_id(1), 1])
         ),
         actors.mallory,
     )
-    chain.transact(evil_escrow.functions.settle(lease_id(1), 10), actors.operator)
+    chain.transact(evil_escrow.functions.withdraw(actors.alice, 590_000), actors.alice)
     assert not evil_token.functions.armed().call()
+    assert evil_escrow.functions.credits(actors.alice).call() == 0
+
+
+def test_a_receiver_that_reverts_does_not_block_a_batch(
+    chain, evil_token, evil_escrow, receiver, actors
+):
+    # The receiver is lease 1's provider and reverts whenever it is sent tokens (its hook
+    # re-enters the escrow, which the lock refuses). Under push payments it blocked the
+    # whole batch; with credits the batch goes through and only its own withdrawal fails.
+    chain.transact(
+        evil_escrow.functions.fund(lease_id(1), receiver.address, AMOUNT, RATE, DURATION),
+        actors.alice,
+    )
+    fund(chain, evil_escrow, actors.carol, 2)
+    chain.transact(evil_token.functions.setHookReceiver(receiver.address, True), actors.mallory)
+    chain.transact(
+        receiver.functions.setAttack(
+            evil_escrow.address, evil_escrow.encode_abi("reclaim", [lease_id(99)])
+        ),
+        actors.mallory,
+    )
+
+    chain.transact(
+        evil_escrow.functions.settleBatch([lease_id(1), lease_id(2)], [DURATION, 300]),
+        actors.operator,
+    )
+
+    # Lease 1: 600 s * 1_000 = 600_000; fee 15_000; provider 585_000. Lease 2: 300_000 billed,
+    # fee 7_500, provider 292_500 to renter_provider(2), carol's refund 300_000.
+    credits = evil_escrow.functions.credits
+    assert credits(receiver.address).call() == 585_000
+    assert credits(renter_provider(2)).call() == 292_500
+    assert credits(actors.carol).call() == 300_000
+    assert evil_escrow.functions.accruedFees().call() == 22_500
+    withdraw = evil_escrow.encode_abi("withdraw", [receiver.address, 585_000])
+    chain.expect_revert(
+        receiver.functions.execute(evil_escrow.address, withdraw),
+        actors.mallory,
+        "ReentrantCall",
+        evil_escrow,
+    )
+    assert credits(receiver.address).call() == 585_000
+    # Its credit is not lost: it can take it to an address that does receive.
+    withdraw = evil_escrow.encode_abi("withdraw", [actors.mallory, 585_000])
+    chain.transact(receiver.functions.execute(evil_escrow.address, withdraw), actors.mallory)
+    assert evil_token.functions.balanceOf(actors.mallory).call() == 585_000
 
 
 @pytest.mark.parametrize(

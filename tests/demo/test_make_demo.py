@@ -163,3 +163,32 @@ def test_the_demo_ends_reconciled(demo):
     out, _ = demo
     assert re.search(r"Reconciliation: python manage.py reconcile\n\s+0 differences\n", out)
     assert re.search(r"The demo took \d+s\.", out)
+
+
+def test_payees_withdraw_exactly_what_settlement_credited(demo):
+    out, db = demo
+    scene = _after(out, "Settlement paid nobody: it credited each lease's money in the escrow")
+    scene = scene.split("Reconciliation:")[0]
+    assert "python -m workers.renter withdraw --key-file" in scene
+    # bob's credit is his share of his two leases (the worker's and alice's CLI lease); alice's
+    # includes the full refunds of mallory's and chuck's never-served leases, 36,000 + 54,000.
+    refunds = [int(a["refundAmount"]) for a in _closes(db)]
+    assert {36_000, 54_000} <= set(refunds)
+    alice = sum(refunds)
+    assert f"alice  credited {Decimal(alice) / 10**6:.6f} USDC in the escrow" in scene
+    for who in ("bob", "alice", "treasury"):
+        pattern = rf"{who}\s+received ([0-9.]+) USDC, its credit was ([0-9.]+): (\w+)"
+        line = re.search(pattern, scene)
+        assert line and line.group(1) == line.group(2) and line.group(3) == "matches", who
+    assert re.search(rf"alice\s+received {Decimal(alice) / 10**6:.6f} USDC", scene)
+    credits = db.execute("select amount from payments_credit").fetchall()
+    assert credits and all(int(Decimal(str(amount))) == 0 for (amount,) in credits)
+    (fees,) = db.execute("select amount from payments_accruedfees").fetchone()
+    assert int(Decimal(str(fees))) == 0
+
+
+def _closes(db) -> list[dict]:
+    rows = db.execute(
+        "select args from payments_chainevent where name in ('LeaseSettled', 'LeaseFailed')"
+    ).fetchall()
+    return [json.loads(args) for (args,) in rows]

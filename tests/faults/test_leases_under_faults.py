@@ -37,7 +37,19 @@ from marketplace.payments.services.leases import leases_settle_overdue
 from marketplace.payments.services.transactions import transactions_confirm_pending
 from marketplace.providers.models import Machine
 from tests.factories import ListingFactory
-from tests.payments.helpers import ALICE, ALICE_KEY, BOB, USDC, make_order, sign_and_send
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    BOB_KEY,
+    USDC,
+    accrued_fees,
+    credit_of,
+    make_order,
+    sign_and_send,
+    withdraw_credit,
+    withdraw_fees,
+)
 from workers import chain_tasks
 from workers.tasks import machines_expire_heartbeats
 
@@ -266,6 +278,20 @@ def test_leases_settle_exactly_once_under_faults(broker, fault_anvil, workers, a
         for event in closes:
             assert int(event.args["providerAmount"]) == order.amount_owed - fee, order.pk
             assert int(event.args["refundAmount"]) == order.escrow_amount - order.amount_owed
+    # Settlement credited the payees (pull payments): nobody's tokens moved yet, the escrow holds
+    # every unit until each payee withdraws.
+    assert lost == 0 and doubled == 0
+    credits = {"alice": credit_of(address=ALICE), "bob": credit_of(address=BOB)}
+    refunds = sum(o.escrow_amount - o.amount_owed for o in orders)
+    assert credits == {"alice": refunds, "bob": expected["bob"]}
+    assert accrued_fees() == expected["treasury"]
+    assert balance(escrow.address) == refunds + expected["bob"] + expected["treasury"]
+    _reconcile_finds_nothing()
+
+    withdraw_credit(w3, BOB_KEY)
+    withdraw_credit(w3, ALICE_KEY)
+    withdraw_fees(w3, ALICE_KEY, escrow)
+    index()
     after = {"alice": balance(ALICE), "bob": balance(BOB), "treasury": balance(treasury)}
     moved = {who: after[who] - before[who] for who in after}
     escrow_left = balance(escrow.address)
@@ -273,18 +299,21 @@ def test_leases_settle_exactly_once_under_faults(broker, fault_anvil, workers, a
     print(
         f"\nleases run: {len(orders)}; faults injected: {dict(sorted(run.faults.items()))}; "
         f"worker processes started: {workers.started}\npayments lost: {lost}, doubled: {doubled}; "
-        f"escrow left holding {escrow_left} units; balances moved {moved}, expected "
-        f"{dict(expected)}; {elapsed:.0f}s; seed {seed}"
+        f"escrow left holding {escrow_left} units after withdrawals; balances moved {moved}, "
+        f"expected {dict(expected)}; {elapsed:.0f}s; seed {seed}"
     )
-    assert lost == 0 and doubled == 0
     assert escrow_left == 0
     assert moved == {
         "alice": expected["alice"],
         "bob": expected["bob"],
         "treasury": expected["treasury"],
     }
+    assert credit_of(address=ALICE) == credit_of(address=BOB) == accrued_fees() == 0
     assert sum(run.faults[k] for k in FAULTS) >= 1
+    _reconcile_finds_nothing()
 
+
+def _reconcile_finds_nothing() -> None:
     reconcile = (
         Path(__file__).resolve().parents[2]
         / "marketplace/payments/management/commands/reconcile.py"

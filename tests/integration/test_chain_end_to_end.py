@@ -18,7 +18,19 @@ from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.services.deployment import contracts_deploy
 from marketplace.payments.services.faucet import demo_renter_fund
 from tests.conftest import client_for
-from tests.payments.helpers import ALICE, ALICE_KEY, BOB, USDC, fund_with_instructions, make_order
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    BOB_KEY,
+    USDC,
+    accrued_fees,
+    credit_of,
+    fund_with_instructions,
+    make_order,
+    withdraw_credit,
+    withdraw_fees,
+)
 from workers.chain_tasks import lease_settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -63,6 +75,18 @@ def assert_settled_to_the_unit(order: Order, token, before: dict[str, int]) -> N
     order.refresh_from_db()
     assert order.state == Order.State.SETTLED
     fee = order.amount_owed * settings.PLATFORM_FEE_BPS // 10_000
+    # Credited (pull payments): the escrow still holds the deposit until the payees withdraw.
+    assert credit_of(address=BOB) == order.amount_owed - fee
+    assert credit_of(address=ALICE) == order.escrow_amount - order.amount_owed
+    assert accrued_fees() == fee
+    assert balances(token)["bob"] == before["bob"]
+    assert before["alice"] - balances(token)["alice"] == order.escrow_amount
+    w3 = chain.get_web3()
+    withdraw_credit(w3, BOB_KEY)
+    withdraw_credit(w3, ALICE_KEY)
+    withdraw_fees(w3, ALICE_KEY, chain.contract("escrow"))
+    index()
+    assert credit_of(address=BOB) == credit_of(address=ALICE) == accrued_fees() == 0
     after = balances(token)
     assert after["bob"] - before["bob"] == order.amount_owed - fee
     assert after["treasury"] - before["treasury"] == fee

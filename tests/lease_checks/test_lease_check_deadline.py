@@ -19,7 +19,14 @@ from marketplace.orders.models import Order
 from marketplace.payments.models import ChainEvent, ChainTransaction, Slash
 from marketplace.providers.models import Machine
 from tests.lease_checks.conftest import BOB_STAKE, index_final, run_committed
-from tests.payments.helpers import ALICE, BOB, token_balance
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    credit_of,
+    token_balance,
+    withdraw_credit,
+)
 from workers.tasks import machines_expire_heartbeats
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +62,7 @@ def _settled_on_chain(order: Order) -> ChainEvent:
 
 
 def test_a_machine_that_heartbeats_but_never_fetches_its_check_fails_the_lease_in_minutes(
-    checked_lease, agent, deployed, clock, settings
+    checked_lease, agent, chain_w3, deployed, clock, settings
 ):
     order = checked_lease
     passed_at = _lease_checks(order).get().committed_at
@@ -91,6 +98,10 @@ def test_a_machine_that_heartbeats_but_never_fetches_its_check_fails_the_lease_i
     assert int(failed.args["secondsUsed"]) == expected
     assert int(failed.args["refundAmount"]) == order.escrow_amount - order.amount_owed
     assert failed.args["reportHash"] == verdict.report_hash
+    # The refund is credited to alice (pull payments) and is hers once she withdraws it.
+    assert credit_of(address=ALICE) == order.escrow_amount - order.amount_owed
+    assert token_balance(deployed["token"], ALICE) == alice_before_settlement
+    withdraw_credit(chain_w3, ALICE_KEY)
     assert token_balance(deployed["token"], ALICE) == (
         alice_before_settlement + order.escrow_amount - order.amount_owed
     )

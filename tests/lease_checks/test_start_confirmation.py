@@ -19,7 +19,16 @@ from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.reconciliation import ESCROW_STATUS, reconcile
 from tests.conftest import client_for
 from tests.lease_checks.conftest import fund, index_final, listing_of, run_committed
-from tests.payments.helpers import ALICE, ALICE_KEY, BOB, make_order, sign_and_send, token_balance
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    credit_of,
+    make_order,
+    sign_and_send,
+    token_balance,
+    withdraw_credit,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -93,6 +102,11 @@ def test_a_start_that_never_lands_cancels_the_order_without_charging_the_renter(
     settled = ChainEvent.objects.get(name="LeaseSettled", lease_id=order.lease_id)
     assert int(settled.args["secondsUsed"]) == 0
     assert int(settled.args["refundAmount"]) == order.escrow_amount
+    # The whole deposit is credited back to alice, nothing to bob; her tokens come back when
+    # she withdraws.
+    assert (credit_of(address=ALICE), credit_of(address=BOB)) == (order.escrow_amount, 0)
+    assert token_balance(token, ALICE) == alice_before - order.escrow_amount
+    withdraw_credit(chain_w3, ALICE_KEY)
     assert token_balance(token, ALICE) == alice_before
     assert token_balance(token, BOB) == 0
     assert _history(order) == [

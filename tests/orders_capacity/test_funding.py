@@ -12,7 +12,15 @@ from marketplace.payments.reconciliation import reconcile
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services.faucet import demo_renter_fund
 from tests.orders_capacity.conftest import let_hold_expire, order, running
-from tests.payments.helpers import ALICE, ALICE_KEY, USDC, fund_with_instructions, token_balance
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    USDC,
+    credit_of,
+    fund_with_instructions,
+    token_balance,
+    withdraw_credit,
+)
 from tests.races.conftest import race
 
 State = Order.State
@@ -98,7 +106,14 @@ def test_a_deposit_for_accelerators_someone_else_took_comes_back_on_chain(
     assert not deposit.flagged  # a deposit on the order's own terms, not an anomaly
     settled = ChainEvent.objects.get(name="LeaseSettled", lease_id=alices.lease_id)
     assert int(settled.args["refundAmount"]) == alices.escrow_amount
+    # Refunded in full as a credit in the escrow (pull payments), hers once she withdraws.
+    assert credit_of(address=ALICE) == alices.escrow_amount
+    assert token_balance(token, ALICE) == alice_start - alices.escrow_amount
+    assert reconcile().differences == []
+    withdraw_credit(chain_w3, ALICE_KEY)
+    index()
     assert token_balance(token, ALICE) == alice_start
+    assert credit_of(address=ALICE) == 0
     assert reconcile().differences == []
 
 

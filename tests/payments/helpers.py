@@ -55,6 +55,36 @@ def token_balance(token, address: str) -> int:
     return token.functions.balanceOf(address).call()
 
 
+def credit_of(*, address: str) -> int:
+    """The account's escrow credit as the database recorded it (final events only)."""
+    from marketplace.payments.credits import account_credit
+    from marketplace.payments.models import ContractDeployment
+
+    cid = ContractDeployment.objects.get(name="escrow").chain_id
+    return account_credit(cid=cid, address=address)
+
+
+def accrued_fees() -> int:
+    from marketplace.payments.models import AccruedFees
+
+    row = AccruedFees.objects.first()
+    return int(row.amount) if row else 0
+
+
+def withdraw_credit(w3: Web3, key: str, **params) -> dict:
+    """The account signs the withdrawal the credits endpoint hands it; returns the instructions."""
+    from marketplace.payments.credits import credit_withdraw_instructions
+
+    plan = credit_withdraw_instructions(address=address_of(key), **params)
+    sign_and_send(w3, key, plan["escrow_address"], plan["withdraw_calldata"])
+    return plan
+
+
+def withdraw_fees(w3: Web3, key: str, escrow) -> None:
+    """Anyone may pay the accrued fees to the treasury; `key` pays the gas."""
+    sign_and_send(w3, key, escrow.address, escrow.encode_abi("withdrawFees", []))
+
+
 def record_verdict(
     *,
     machine_id: int,

@@ -28,12 +28,16 @@ from tests.payments.helpers import (
     BOB,
     BOB_KEY,
     USDC,
+    accrued_fees,
     announce_verdict,
+    credit_of,
     fund_with_instructions,
     make_order,
     record_verdict,
     sign_and_send,
     token_balance,
+    withdraw_credit,
+    withdraw_fees,
 )
 
 pytestmark = pytest.mark.django_db
@@ -178,9 +182,59 @@ def test_settlement_pays_out_what_the_database_says(
     assert int(settled.args["providerAmount"]) == owed - fee
     assert int(settled.args["feeAmount"]) == fee
     assert int(settled.args["refundAmount"]) == order.escrow_amount - owed
+    # Settlement credits (pull payments); each payee's tokens move only when it withdraws.
+    assert credit_of(address=BOB) == owed - fee
+    assert credit_of(address=ALICE) == order.escrow_amount - owed
+    assert accrued_fees() == fee
+    assert token_balance(token, BOB) == 0
+    assert token_balance(token, ALICE) == alice_start - order.escrow_amount
+
+    withdraw_credit(chain_w3, BOB_KEY)
+    withdraw_credit(chain_w3, ALICE_KEY)
+    withdraw_fees(chain_w3, ALICE_KEY, deployed["escrow"])
+    index()
     assert token_balance(token, BOB) == owed - fee
     assert token_balance(token, treasury) == fee
     assert token_balance(token, ALICE) == alice_start - owed
+    assert credit_of(address=BOB) == credit_of(address=ALICE) == accrued_fees() == 0
+    assert token_balance(token, deployed["escrow"].address) == 0
+
+
+def test_a_reorged_withdrawal_leaves_the_credit_as_the_chain_has_it(
+    chain_w3, deployed, alice, order, eager, django_capture_on_commit_callbacks, settings
+):
+    _run_lease(chain_w3, alice, order, 600, django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        order_services.order_complete(order_id=order.pk)
+    index()
+    order.refresh_from_db()
+    credited = order.amount_owed - order.amount_owed * settings_fee_bps() // 10_000
+    assert credit_of(address=BOB) == credited > 0
+
+    settings.CHAIN_CONFIRMATIONS = 3
+    tester = chain_w3.provider.ethereum_tester
+    before = tester.take_snapshot()
+    withdraw_credit(chain_w3, BOB_KEY, amount="1000")
+    index()
+    withdrawn = ChainEvent.objects.get(name="CreditWithdrawn")
+    assert not withdrawn.is_final and withdrawn.account == BOB
+    assert credit_of(address=BOB) == credited  # not final yet: no effect
+
+    # The withdrawal's block is replaced by a fork without it: the credit never moved.
+    tester.revert_to_snapshot(before)
+    tester.mine_blocks(3)
+    result = index()
+    assert result.rewound_to is not None and result.rewound_to < withdrawn.block_number
+    assert not ChainEvent.objects.filter(name="CreditWithdrawn").exists()
+    assert credit_of(address=BOB) == credited
+    assert deployed["escrow"].functions.credits(BOB).call() == credited
+
+    # Withdrawn again on the new branch, final after three blocks: now it counts, once.
+    withdraw_credit(chain_w3, BOB_KEY, amount="1000")
+    tester.mine_blocks(3)
+    index()
+    assert credit_of(address=BOB) == credited - 1_000
+    assert deployed["escrow"].functions.credits(BOB).call() == credited - 1_000
 
 
 def settings_fee_bps() -> int:
@@ -226,6 +280,8 @@ def test_funding_after_cancellation_is_refunded_in_full(
     assert int(ChainEvent.objects.get(name="LeaseSettled").args["refundAmount"]) == (
         order.escrow_amount
     )
+    assert credit_of(address=ALICE) == order.escrow_amount
+    withdraw_credit(chain_w3, ALICE_KEY)
     assert token_balance(deployed["token"], ALICE) == alice_start
 
 

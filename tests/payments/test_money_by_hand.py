@@ -22,9 +22,14 @@ from tests.payments.helpers import (
     ALICE,
     ALICE_KEY,
     BOB,
+    BOB_KEY,
+    accrued_fees,
+    credit_of,
     fund_with_instructions,
     sign_and_send,
     token_balance,
+    withdraw_credit,
+    withdraw_fees,
 )
 
 pytestmark = pytest.mark.django_db
@@ -134,9 +139,27 @@ def test_on_demand_settlement_pays_the_amounts_worked_out_by_hand(
     assert int(settled.args["providerAmount"]) == 23_323
     assert int(settled.args["feeAmount"]) == 2_591
     assert int(settled.args["refundAmount"]) == 49_686
+    # Credited, not paid: 75,600 stays in escrow until the payees withdraw.
+    assert (credit_of(address=BOB), credit_of(address=ALICE), accrued_fees()) == (
+        23_323,
+        49_686,
+        2_591,
+    )
+    assert token_balance(token, BOB) == 0
+    assert token_balance(token, ALICE) == alice_start - 75_600
+    # bob takes 10,000 now and the other 13,323 later; alice her whole refund; anyone pays the
+    # fees to the treasury.
+    withdraw_credit(chain_w3, BOB_KEY, amount="10000")
+    index()
+    assert (credit_of(address=BOB), token_balance(token, BOB)) == (13_323, 10_000)
+    withdraw_credit(chain_w3, BOB_KEY)
+    withdraw_credit(chain_w3, ALICE_KEY)
+    withdraw_fees(chain_w3, BOB_KEY, deployed["escrow"])
+    index()
     assert token_balance(token, BOB) == 23_323
     assert token_balance(token, treasury) == 2_591
     assert token_balance(token, ALICE) == alice_start - 25_914
+    assert (credit_of(address=BOB), credit_of(address=ALICE), accrued_fees()) == (0, 0, 0)
     order.refresh_from_db()
     assert (order.state, order.billable_seconds, order.amount_owed) == ("settled", 1_234, 25_914)
 

@@ -146,6 +146,41 @@ def test_a_tampered_stake_is_named(market, capsys):
     assert any(line.startswith(f"stake: wallet {BOB}: staked {40 * USDC} ") for line in lines)
 
 
+def test_a_tampered_escrow_credit_is_named(market, capsys):
+    from django.db.models import F
+
+    from marketplace.payments.models import Credit
+
+    on_chain = market["escrow"].functions.credits(BOB).call()
+    assert on_chain > 0  # bob's share of the settled lease, not yet withdrawn
+    Credit.objects.filter(address=BOB).update(amount=F("amount") + 7)
+    code, lines = reconcile_output(capsys)
+    assert code != 0
+    kinds = {line.split(":")[0]: line for line in lines}
+    assert kinds["escrow_credit"] == (
+        f"escrow_credit: account {BOB}: credited {on_chain} units on chain; the database has "
+        f"{on_chain + 7}"
+    )
+    assert "off by -7)" in kinds["escrow_balance"]
+
+
+def test_tampered_accrued_fees_are_named(market, capsys):
+    from django.db.models import F
+
+    from marketplace.payments.models import AccruedFees
+
+    on_chain = market["escrow"].functions.accruedFees().call()
+    AccruedFees.objects.update(amount=F("amount") - 5)
+    code, lines = reconcile_output(capsys)
+    assert code != 0
+    kinds = {line.split(":")[0]: line for line in lines}
+    assert (
+        f"accrued fees are {on_chain} units on chain; the database has {on_chain - 5}"
+        in (kinds["escrow_fees"])
+    )
+    assert "off by +5)" in kinds["escrow_balance"]
+
+
 def test_a_settle_on_chain_the_database_never_saw_is_named(market, chain_w3, capsys):
     running = market["running"]
     escrow = market["escrow"]
@@ -164,7 +199,9 @@ def test_a_settle_on_chain_the_database_never_saw_is_named(market, chain_w3, cap
     kinds = {line.split(":")[0]: line for line in lines}
     assert f"order {running.pk} " in kinds["escrow_status"]
     assert "status on chain is settled" in kinds["escrow_status"]
-    # The refund left escrow, so the token balance is short by exactly the running deposit.
+    # The settle credited alice the whole deposit (the credits agree with the chain), while the
+    # database still counts that deposit as an open lease too: the token balance is short of
+    # what it expects by exactly the running deposit.
     assert f"off by -{running.escrow_amount}" in kinds["escrow_balance"]
 
 

@@ -1,4 +1,4 @@
-"""python -m workers.renter {login,search,order,fund,run,workloads,logs,stop,receipt}
+"""python -m workers.renter {login,search,order,fund,run,workloads,logs,stop,receipt,withdraw}
 
 From search to results in five commands:
     python -m workers.renter search --min-free 1 --sort price_per_tflop_hour
@@ -6,6 +6,10 @@ From search to results in five commands:
     python -m workers.renter fund 34 --key-file ~/.renter-key
     python -m workers.renter run 34 --dir examples/train --result out -- python3 train.py
     python -m workers.renter receipt 34
+    python -m workers.renter withdraw --key-file ~/.renter-key
+
+Settlement credits refunds (and a provider's earnings) in the escrow instead of paying them out:
+`withdraw` takes them, signed with the wallet's own key (a provider's wallet key works the same).
 """
 
 from __future__ import annotations
@@ -171,7 +175,7 @@ def _private_key(args: argparse.Namespace) -> str:
             raise CliError(f"cannot read the key file: {exc}") from None
     key = os.environ.get("RENTER_PRIVATE_KEY")
     if not key:
-        raise CliError("give --key-file PATH or set RENTER_PRIVATE_KEY to sign the deposit")
+        raise CliError("give --key-file PATH or set RENTER_PRIVATE_KEY to sign the transaction")
     return key.strip()
 
 
@@ -224,6 +228,35 @@ def cmd_fund(args: argparse.Namespace) -> int:
     _wait_receipt(rpc, fund, args.timeout)
     print(f"  fund    {fund}")
     return _wait_active(api, args.order, args.timeout, quiet=args.quiet)
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    try:
+        from eth_account import Account
+    except ImportError:
+        raise CliError(
+            "withdraw needs eth-account: pip install -r workers/renter/requirements.txt"
+        ) from None
+    api = _api(args)
+    account = Account.from_key(_private_key(args))
+    params = {"amount": str(args.amount) if args.amount else None, "to": args.to}
+    plan = api.get(f"/credits/{account.address}", params={k: v for k, v in params.items() if v})
+    if not plan["withdraw_calldata"]:
+        print(f"{account.address} has no credit to withdraw")
+        return 0
+    rpc = args.rpc or os.environ.get("CHAIN_RPC_URL") or "http://127.0.0.1:8545"
+    chain_id = int(_rpc(rpc, "eth_chainId", []), 16)
+    if chain_id != plan["chain_id"]:
+        raise CliError(f"{rpc} is chain {chain_id}; the escrow is on {plan['chain_id']}")
+    nonce = int(_rpc(rpc, "eth_getTransactionCount", [account.address, "pending"]), 16)
+    tx = _send(rpc, account, chain_id, plan["escrow_address"], plan["withdraw_calldata"], nonce)
+    _wait_receipt(rpc, tx, args.timeout)
+    print(
+        f"withdrew {_usd(plan['withdraw_amount'])} of {_usd(plan['credit'])} credited to "
+        f"{account.address}, paid to {plan['to']}"
+    )
+    print(f"  withdraw {tx}")
+    return 0
 
 
 def _wait_active(api: Api, order_id: int, timeout: float, *, quiet: bool) -> int:
@@ -445,6 +478,8 @@ def cmd_receipt(args: argparse.Namespace) -> int:
     settlement = chain.get("settlement_tx")
     if settlement:
         print(f"  settlement tx {settlement.get('tx_hash')} ({settlement.get('status')})")
+    if order["state"] == "settled" and order["refund_amount"]:
+        print("  the refund is credited to your wallet in the escrow: `withdraw` takes it")
     return 0
 
 
@@ -530,6 +565,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("receipt", help="what was billed and refunded, with the chain transactions")
     p.add_argument("order", type=int)
     p.set_defaults(func=cmd_receipt)
+
+    p = sub.add_parser(
+        "withdraw", help="take the refunds (or earnings) settlement credited to your wallet"
+    )
+    p.add_argument("--key-file", help="a file holding the private key (else $RENTER_PRIVATE_KEY)")
+    p.add_argument("--amount", type=int, help="token units (default: the whole credit)")
+    p.add_argument("--to", help="pay this address instead of the wallet itself")
+    p.add_argument("--rpc", help="chain node URL (else $CHAIN_RPC_URL)")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_withdraw)
     return parser
 
 

@@ -1,20 +1,29 @@
 """The effects of final chain events, applied by the indexer in chain order, a batch per database
-transaction: deposits activate orders, settlements close them, slashes and rewards are recorded,
-stakes are replayed."""
+transaction: deposits activate orders, settlements close them and credit the lease's provider
+and renter (and the platform's fees), withdrawals take credits back out, slashes and rewards are
+recorded, stakes are replayed."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from web3 import Web3
 
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import receivers
-from marketplace.payments.models import ChainEvent, ChainTransaction, Reward, Slash
+from marketplace.payments.models import (
+    AccruedFees,
+    ChainEvent,
+    ChainTransaction,
+    Credit,
+    Reward,
+    Slash,
+)
 from marketplace.payments.selectors import provider_for_wallet
 from marketplace.payments.services.enqueue import task_enqueue
 from marketplace.payments.services.stakes import STAKE_EVENTS, stakes_recompute
@@ -31,8 +40,9 @@ def _flag(event: ChainEvent, reason: str) -> None:
 
 class _Batch:
     """What the events of one finalize batch share: which lease ids have an order at all (one
-    query, not one per deposit nobody ordered), provider wallets looked up once, and the payout
-    rows written together at the end."""
+    query, not one per deposit nobody ordered), provider wallets looked up once, the parties of
+    the leases it settles, and the payout rows and credit movements written together at the
+    end."""
 
     def __init__(self, events: list[ChainEvent]) -> None:
         # An order exists before its lease can be funded (the lease id comes from the order), so
@@ -44,6 +54,26 @@ class _Batch:
         )
         self.providers: dict[str, Provider | None] = {}
         self.payouts: list[Slash | Reward] = []
+        # (chain id, account) → units credited (+) or withdrawn (−) by this batch; chain id →
+        # fees accrued (+) or paid to the treasury (−).
+        self.credits: dict[tuple[int, str], int] = defaultdict(int)
+        self.fees: dict[int, int] = defaultdict(int)
+        # A settlement's LeaseSettled / LeaseFailed names amounts, not payees (fewer bytes of
+        # log in the hot path): the payees are the renter and provider of the lease's deposit,
+        # which is always an earlier event of the same escrow (final, or in this batch).
+        closed = {
+            (e.address, e.lease_id)
+            for e in events
+            if e.name in ("LeaseSettled", "LeaseFailed") and e.lease_id
+        }
+        self.parties: dict[tuple[str, str], tuple[str, str]] = {}
+        if closed:
+            for address, lease, args in ChainEvent.objects.filter(
+                name="LeaseFunded",
+                chain_id=events[0].chain_id,
+                lease_id__in={lease for _, lease in closed},
+            ).values_list("address", "lease_id", "args"):
+                self.parties[(address, lease)] = (args["renter"], args["provider"])
 
     def order(self, event: ChainEvent) -> Order | None:
         # Read fresh: an earlier event of the same batch may have moved this order on.
@@ -110,7 +140,26 @@ def _lease_started(event: ChainEvent, batch: _Batch) -> None:
     order_services.order_activate(order_id=order.pk)
 
 
+def _credit_split(event: ChainEvent, batch: _Batch) -> bool:
+    """Credits a settlement's split, as the escrow did, whatever the order's state: the money
+    moved on chain all the same. False when the lease's deposit is unknown here."""
+    parties = batch.parties.get((event.address, event.lease_id))
+    if parties is None:
+        return False
+    renter, provider = parties
+    args, cid = event.args, event.chain_id
+    batch.credits[(cid, provider)] += int(args["providerAmount"])
+    batch.credits[(cid, renter)] += int(args["refundAmount"])
+    batch.fees[cid] += int(args["feeAmount"])
+    return True
+
+
 def _lease_closed(event: ChainEvent, batch: _Batch) -> None:
+    if not _credit_split(event, batch):
+        # Cannot happen with our escrow (settle needs a funded lease); reconciliation would
+        # then report the credits as different.
+        _flag(event, "no deposit is indexed for this lease: its credits are not recorded")
+        return
     order = batch.order(event)
     if order is None:
         _flag(event, "no order has this lease id")
@@ -138,6 +187,36 @@ def _lease_reclaimed(event: ChainEvent, batch: _Batch) -> None:
         _flag(event, f"reclaimed while the order is {order.state if order else 'unknown'}")
 
 
+def _credit_withdrawn(event: ChainEvent, batch: _Batch) -> None:
+    batch.credits[(event.chain_id, event.args["account"])] -= int(event.args["amount"])
+
+
+def _fees_withdrawn(event: ChainEvent, batch: _Batch) -> None:
+    batch.fees[event.chain_id] -= int(event.args["amount"])
+
+
+def _credits_apply(batch: _Batch) -> None:
+    """The batch's credit movements, one UPDATE per account (in a fixed order, so concurrent
+    batches lock rows alike; only one batch holds a given event anyway)."""
+    now = timezone.now()
+    moves = sorted((key, delta) for key, delta in batch.credits.items() if delta)
+    if moves:
+        Credit.objects.bulk_create(
+            [Credit(chain_id=cid, address=address) for (cid, address), _ in moves],
+            ignore_conflicts=True,
+        )
+        for (cid, address), delta in moves:
+            Credit.objects.filter(chain_id=cid, address=address).update(
+                amount=F("amount") + delta, updated_at=now
+            )
+    for cid, delta in sorted(batch.fees.items()):
+        if delta:
+            AccruedFees.objects.get_or_create(chain_id=cid)
+            AccruedFees.objects.filter(chain_id=cid).update(
+                amount=F("amount") + delta, updated_at=now
+            )
+
+
 def _payout(event: ChainEvent, batch: _Batch) -> None:
     model = Slash if event.name == "Slashed" else Reward
     batch.payouts.append(
@@ -158,6 +237,8 @@ _HANDLERS = {
     "LeaseSettled": _lease_closed,
     "LeaseFailed": _lease_closed,
     "LeaseReclaimed": _lease_reclaimed,
+    "CreditWithdrawn": _credit_withdrawn,
+    "FeesWithdrawn": _fees_withdrawn,
     "Slashed": _payout,
     "Rewarded": _payout,
 }
@@ -211,6 +292,7 @@ def chain_events_finalize(*, event_ids: list[int]) -> int:
             # An event is final once, so its payout row is new; the conflict guard is the
             # unique event key, kept as a second lock.
             model.objects.bulk_create(rows, ignore_conflicts=True)
+        _credits_apply(batch)
         # A stake is the replay of all its wallet's final events (the batch's included now):
         # replaying once after the batch gives what replaying after each event would have left.
         for cid in {cid for cid, _ in wallets}:

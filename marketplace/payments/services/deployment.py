@@ -14,9 +14,11 @@ from contracts.deploy import (
 )
 from marketplace.payments import chain, genesis
 from marketplace.payments.models import (
+    AccruedFees,
     ChainEvent,
     ChainTransaction,
     ContractDeployment,
+    Credit,
     IndexedBlock,
     IndexerCursor,
     Stake,
@@ -120,9 +122,9 @@ def contracts_deploy(
 
 @transaction.atomic
 def chain_reset_forget(*, cid: int) -> None:
-    """Forgets what we knew of a local chain that was reset: its transactions, blocks, events
-    and stakes describe money that no longer exists, and a fresh chain replays identical
-    transactions (same hashes, same log positions). Never on a real chain."""
+    """Forgets what we knew of a local chain that was reset: its transactions, blocks, events,
+    stakes and escrow credits describe money that no longer exists, and a fresh chain replays
+    identical transactions (same hashes, same log positions). Never on a real chain."""
     if not chain.is_local_chain(cid):
         raise chain.ChainError(f"chain {cid} lost our contracts; refusing to forget its history")
     ChainTransaction.objects.filter(chain_id=cid).exclude(
@@ -132,6 +134,8 @@ def chain_reset_forget(*, cid: int) -> None:
     IndexedBlock.objects.filter(chain_id=cid).delete()
     ChainEvent.objects.filter(chain_id=cid).delete()
     Stake.objects.filter(chain_id=cid).delete()
+    Credit.objects.filter(chain_id=cid).delete()
+    AccruedFees.objects.filter(chain_id=cid).delete()
 
 
 def _fund_reward_pool(w3: Web3, cid: int, generation: int, amount: int) -> None:
