@@ -126,6 +126,9 @@ SCOPES = [
         deselect=(
             "tests/collateral/test_collateral_before_capacity.py::"
             "test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts",
+            # Runs node_modules/.bin/anvil from the tree root, which mutmut's copy (mutants/)
+            # does not hold; the same stake path runs on the in-process chain in the others.
+            "tests/collateral/test_agent_stake_cli.py",
         ),
         redis_db=5,
     ),

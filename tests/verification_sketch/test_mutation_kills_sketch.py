@@ -112,3 +112,15 @@ def test_the_int8_conv_reference_at_sampled_pixels_is_the_plain_integer_chain():
     sketches = x_l.astype(np.int64) @ v.reshape(8, spec.sketch_width)
     expected = _python_conv_chain(spec, SEED)
     assert sketches.tolist() == [expected[u] for u in units.tolist()]
+
+
+def test_given_units_outside_the_job_are_dropped_before_checking():
+    from workers.kernels.chain_run import chain_compute
+    from workers.verification.sketch import sketch_payload, sketch_verify
+
+    spec = MatmulChainSpec(n=64, layers=1, rows=16)
+    payload = sketch_payload(spec, SEED, chain_compute(spec, SEED))
+    # Units are rows 0..15: 16 (== spec.units) and -1 are not units of this job.
+    report = sketch_verify(spec, SEED, payload, units=[3, 16, -1, 15, 3])
+    assert (report.passed, report.reason) == (True, None)
+    assert report.document["units"] == [3, 15]
