@@ -16,8 +16,13 @@ import pytest
 
 from workers.kernels import Conv2dSpec, MatmulSpec, compute
 from workers.kernels import generator as generator_module
-from workers.kernels.generator import conv_inputs, generate, generate_cupy
-from workers.verification import answer_verify, challenge_create, commitment_create
+from workers.kernels.generator import conv_inputs, generate, generate_cupy, generate_torch
+from workers.verification import (
+    answer_verify,
+    challenge_answer,
+    challenge_create,
+    commitment_create,
+)
 from workers.verification.merkle import build_tree, build_tree_from_array
 from workers.verification.protocol import (
     VerificationReport,
@@ -145,3 +150,28 @@ def test_a_non_finite_json_constant_is_named_in_the_failure_detail():
 def test_a_bad_time_names_the_argument_that_was_wrong(server, agent, message):
     with pytest.raises(ValueError, match=message):
         throughput_flops_per_second(MATMUL, server, agent)
+
+
+def test_a_conv_answer_failing_the_projection_says_which_identity_failed():
+    spec = Conv2dSpec(2, 3, 4, 9, 8, 3, stride=1, padding=1)
+    output = compute(spec, SEED)
+    root, tree = commitment_create(spec, output)
+    challenge = challenge_create(spec, sample_count=2)
+    answer = challenge_answer(spec, output, tree, challenge)
+    answer["y"][-1] += 1
+    report = answer_verify(spec, SEED, root, challenge, answer)
+    assert (report.reason, report.detail) == (
+        "projection_failed",
+        "y != conv(X, sum_o r_o W[o])",
+    )
+
+
+@pytest.mark.parametrize("dtype_name", ["int8", "float16", "int32"])
+def test_the_torch_generator_returns_the_dtype_asked_for(dtype_name):
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    got = generate_torch(SEED, "A", 100, device="cpu", dtype=dtype)
+    assert got.dtype == dtype
+    assert got.shape == (100,)
+    np.testing.assert_array_equal(got.to(torch.int64).numpy(), generate(SEED, "A", 100))
