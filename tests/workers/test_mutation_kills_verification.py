@@ -16,7 +16,14 @@ import pytest
 
 from workers.kernels import Conv2dSpec, MatmulSpec, compute
 from workers.kernels import generator as generator_module
-from workers.kernels.generator import conv_inputs, generate, generate_cupy, generate_torch
+from workers.kernels.generator import (
+    conv_inputs,
+    generate,
+    generate_cupy,
+    generate_into,
+    generate_torch,
+    tensor_key,
+)
 from workers.verification import (
     answer_verify,
     challenge_answer,
@@ -26,6 +33,7 @@ from workers.verification import (
 from workers.verification.merkle import build_tree, build_tree_from_array
 from workers.verification.protocol import (
     VerificationReport,
+    document_hash,
     report_hash,
     throughput_flops_per_second,
 )
@@ -113,14 +121,17 @@ def test_the_cupy_generator_writes_the_same_elements_as_numpy(monkeypatch):
 def test_an_empty_merkle_tree_is_refused_with_its_message():
     with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
         build_tree([])
-    with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
-        build_tree_from_array(np.zeros((0, 4), dtype=np.int64))
 
 
 def test_a_proof_of_a_leaf_outside_the_tree_names_the_range():
     tree = build_tree([b"a", b"b", b"c"])
     with pytest.raises(IndexError, match=r"^leaf 3 out of range 0\.\.2$"):
         tree.proof(3)
+
+
+def test_a_tree_from_an_array_without_rows_is_refused_with_its_message():
+    with pytest.raises(ValueError, match="^a Merkle tree needs at least one leaf$"):
+        build_tree_from_array(np.zeros((0, 4), dtype=np.int64))
 
 
 def test_a_tree_from_an_array_that_is_not_2d_is_refused_with_its_message():
@@ -175,3 +186,69 @@ def test_the_torch_generator_returns_the_dtype_asked_for(dtype_name):
     assert got.dtype == dtype
     assert got.shape == (100,)
     np.testing.assert_array_equal(got.to(torch.int64).numpy(), generate(SEED, "A", 100))
+
+
+def test_the_tensor_key_is_the_first_8_digest_bytes_little_endian():
+    digest = hashlib.sha256(
+        b"gpu-marketplace/kernels/v2\x00" + bytes.fromhex(SEED) + b"\x00" + b"A"
+    ).digest()
+    assert tensor_key(SEED, "A") == int.from_bytes(digest[:8], "little")
+    assert tensor_key(SEED, "A") != int.from_bytes(digest[:8], "big")
+
+
+def test_generate_into_starts_at_element_0_unless_told():
+    into = generate_into(SEED, "A", np.empty(8, dtype=np.int8))
+    np.testing.assert_array_equal(into, generate(SEED, "A", 8))
+    np.testing.assert_array_equal(
+        generate_into(SEED, "A", np.empty(8, dtype=np.int8), start=1), generate(SEED, "A", 9)[1:]
+    )
+
+
+@pytest.mark.parametrize("start", [1, 2, 3, 5, 33])
+def test_a_run_of_whole_bytes_starting_inside_a_byte_is_read_from_the_right_values(start):
+    # 4 values per byte: a start that is not a multiple of 4 with a count that is must not
+    # take the whole-byte shortcut.
+    np.testing.assert_array_equal(
+        generate(SEED, "A", 8, start=start), generate(SEED, "A", start + 8)[start:]
+    )
+
+
+def test_document_hashes_escape_non_ascii_text():
+    expected = hashlib.sha256(b'{"detail":"caf\\u00e9"}').hexdigest()
+    assert document_hash({"detail": "caf\u00e9"}) == expected
+
+
+@pytest.mark.parametrize(
+    "indices", [[0, 48], [0, -1], [0, True], [0, 1.0]], ids=["past", "negative", "bool", "float"]
+)
+def test_a_challenge_with_an_index_outside_the_leaves_is_refused(indices):
+    spec = MatmulSpec(48, "fp32")
+    output = compute(spec, SEED)
+    _, tree = commitment_create(spec, output)
+    challenge = {"r": [1] * spec.r_length, "indices": indices}
+    with pytest.raises(ValueError, match="^challenge indices must be distinct leaf indices$"):
+        challenge_answer(spec, output, tree, challenge)
+
+
+def test_a_leaf_index_that_is_not_an_integer_is_named():
+    output = compute(MATMUL, SEED)
+    root, tree = commitment_create(MATMUL, output)
+    challenge = challenge_create(MATMUL, sample_count=2)
+    answer = challenge_answer(MATMUL, output, tree, challenge)
+    answer["rows"][0]["index"] = str(answer["rows"][0]["index"])
+    report = answer_verify(MATMUL, SEED, root, challenge, answer)
+    assert (report.reason, report.detail) == ("malformed_answer", "leaf index must be an integer")
+
+
+def test_y_inconsistent_with_a_sampled_row_names_the_row():
+    output = compute(MATMUL, SEED)
+    root, tree = commitment_create(MATMUL, output)
+    challenge = challenge_create(MATMUL, sample_count=4)
+    answer = challenge_answer(MATMUL, output, tree, challenge)
+    i = challenge["indices"][0]
+    answer["y"][i] += 1
+    report = answer_verify(MATMUL, SEED, root, challenge, answer)
+    assert (report.reason, report.detail) == (
+        "y_inconsistent",
+        f"y[{i}] differs from committed row {i} . r",
+    )
