@@ -281,6 +281,13 @@ def run_mutmut(
     }
     (dest / ".run").mkdir(exist_ok=True)
     (dest / ".run" / "template.sqlite3").unlink(missing_ok=True)
+    # mutmut's own copy (mutants/, where the tests run) holds only `also_copy`; the chain tests
+    # start node_modules/.bin/anvil from the tree root (mutmut never deletes mutants/).
+    if (REPO / "node_modules").exists():
+        (dest / "mutants").mkdir(exist_ok=True)
+        link = dest / "mutants" / "node_modules"
+        if not link.exists():
+            link.symlink_to(REPO / "node_modules")
     mutmut = REPO / ".venv" / "bin" / "mutmut"
     # mutmut draws its own progress line (mutants done, killed, survived) on the terminal.
     subprocess.run(
