@@ -130,3 +130,58 @@ def test_a_shortfall_is_what_is_missing_and_free_stake_never_goes_negative():
     assert state.unstakable == 0
     one_short = _state(staked=100, locked=36, machines_required=50, adding_required=15)
     assert (one_short.free, one_short.shortfall, one_short.covered) == (64, 1, False)
+
+
+def test_the_lock_target_sums_the_leases_until_the_last_window_ends(alice, listing, settings):
+    # provider_lock_target with its clock given (the on-chain test calls it twice a second
+    # apart and is left out of the mutation run). Leases pinned by hand: 75,600 units, 3
+    # accelerators, one hour: 133,390 locked each (see the lease_lock case above).
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.orders import services as order_services
+    from marketplace.orders.models import Order
+    from marketplace.payments.collateral_services import provider_lock_target
+
+    settings.COLLATERAL_ENFORCED = False  # no stake here: only the target is under test
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    provider_id = listing.machine.provider_id
+    assert provider_lock_target(provider_id=provider_id, now=t0) == (0, 0)
+    orders = [
+        order_services.order_create(
+            renter=alice,
+            listing_id=listing.pk,
+            pricing_mode="on_demand",
+            accelerators=1,
+            hours=1,
+            idempotency_key=f"lock-target-{i}",
+        )[0]
+        for i in range(3)
+    ]
+    pinned = {"escrow_amount": 75_600, "accelerators": 3, "duration_seconds": 3_600}
+    # Running since t0 + 10 min: locked until max(start, now) + 1 h + the 2-day window.
+    Order.objects.filter(pk=orders[0].pk).update(
+        state=Order.State.ACTIVE,
+        funded_at=t0,
+        started_at=t0 + timedelta(minutes=10),
+        **pinned,
+    )
+    # Ended at t0 + 30 min after running: locked until its end + the window.
+    Order.objects.filter(pk=orders[1].pk).update(
+        state=Order.State.COMPLETED,
+        funded_at=t0,
+        started_at=t0 + timedelta(minutes=5),
+        ended_at=t0 + timedelta(minutes=30),
+        **pinned,
+    )
+    # Never funded: locks nothing.
+    Order.objects.filter(pk=orders[2].pk).update(**pinned)
+    now = t0 + timedelta(hours=1)
+    window = timedelta(days=2)
+    amount, until = provider_lock_target(provider_id=provider_id, now=now)
+    assert amount == 2 * 133_390
+    assert until == int((now + timedelta(hours=1) + window).timestamp())
+    # Before the running lease started, its window runs from its start, not from now.
+    early = t0 + timedelta(minutes=1)
+    assert provider_lock_target(provider_id=provider_id, now=early)[1] == int(
+        (t0 + timedelta(minutes=10) + timedelta(hours=1) + window).timestamp()
+    )
