@@ -185,3 +185,49 @@ def test_the_lock_target_sums_the_leases_until_the_last_window_ends(alice, listi
     assert provider_lock_target(provider_id=provider_id, now=early)[1] == int(
         (t0 + timedelta(minutes=10) + timedelta(hours=1) + window).timestamp()
     )
+
+
+def test_only_a_penalised_failure_inside_the_period_costs_a_machine_its_reward(
+    alice, listing, settings, monkeypatch
+):
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.benchmarks.models import Verdict
+    from marketplace.orders import services as order_services
+    from marketplace.orders.models import Order
+    from marketplace.payments import rewards
+    from tests.payments.helpers import record_verdict
+
+    settings.COLLATERAL_ENFORCED = False
+    # Stake is collateral's question, tested with the chain; here only the period's rules.
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    order = order_services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=2,
+        hours=4,
+        idempotency_key="reward-period",
+    )[0]
+    Order.objects.filter(pk=order.pk).update(state=Order.State.ACTIVE, funded_at=t0, started_at=t0)
+    machine_id = listing.machine_id
+
+    def paid():
+        found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+        return [(r.provider_id, r.amount) for r in found]
+
+    # 2 accelerators x 3,600 s of the period x 10,000 per accelerator-hour = 20,000.
+    expected = [(listing.machine.provider_id, 20_000)]
+    assert paid() == expected
+    before = record_verdict(machine_id=machine_id, key="before", report_hash="0x" + "1" * 64)
+    Verdict.objects.filter(pk=before.pk).update(created_at=t0 + timedelta(minutes=30))
+    unpenalised = record_verdict(
+        machine_id=machine_id, key="mild", report_hash="0x" + "2" * 64, penalised=False
+    )
+    Verdict.objects.filter(pk=unpenalised.pk).update(created_at=start + timedelta(minutes=5))
+    assert paid() == expected
+    inside = record_verdict(machine_id=machine_id, key="inside", report_hash="0x" + "3" * 64)
+    Verdict.objects.filter(pk=inside.pk).update(created_at=start + timedelta(minutes=10))
+    assert paid() == []
