@@ -19,7 +19,14 @@ from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services.deployment import contracts_deploy
 from marketplace.payments.services.faucet import demo_renter_fund
 from tests.integration.test_chain_end_to_end import balances
-from tests.payments.helpers import ALICE, ALICE_KEY, USDC, fund_with_instructions, make_order
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    USDC,
+    fund_with_instructions,
+    make_order,
+)
 from tests.races.conftest import race
 from workers import chain_tasks
 
@@ -48,8 +55,9 @@ def test_one_lease_settled_by_concurrent_workers_pays_once(
 ):
     contracts_deploy(reward_pool=0)
     demo_renter_fund(address=ALICE, amount=100 * USDC)
-    token = chain.contract("token")
+    token, escrow = chain.contract("token"), chain.contract("escrow")
     before = balances(token)
+    credits_before = _credits(escrow)
     order = make_order(renter=alice, listing=listing, key=f"race-settle-{racers}")
     fund_with_instructions(
         live_anvil, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
@@ -87,9 +95,24 @@ def test_one_lease_settled_by_concurrent_workers_pays_once(
     )
     settled_topic = events.get().tx_hash
     assert sum(1 for log in receipt_logs if log["transactionHash"].to_0x_hex() == settled_topic)
-    after = balances(token)
+    after, credits_after = balances(token), _credits(escrow)
     fee = order.amount_owed * settings.PLATFORM_FEE_BPS // 10_000
     assert order.amount_owed == USED_SECONDS * order.rate_per_second
-    assert after["bob"] - before["bob"] == order.amount_owed - fee
-    assert after["treasury"] - before["treasury"] == fee
-    assert before["alice"] - after["alice"] == order.amount_owed
+    # Settlement credits once (pull payments): bob's share, alice's refund, the fee accrued.
+    assert credits_after["bob"] - credits_before["bob"] == order.amount_owed - fee
+    assert credits_after["alice"] - credits_before["alice"] == (
+        order.escrow_amount - order.amount_owed
+    )
+    assert credits_after["fees"] - credits_before["fees"] == fee
+    # No token moved at settlement: alice paid the deposit at funding, nobody was paid yet.
+    assert after["bob"] == before["bob"] and after["treasury"] == before["treasury"]
+    assert before["alice"] - after["alice"] == order.escrow_amount
+
+
+def _credits(escrow) -> dict[str, int]:
+    """What the escrow holds for bob and alice, and the fees it accrued, on chain."""
+    return {
+        "bob": escrow.functions.credits(BOB).call(),
+        "alice": escrow.functions.credits(ALICE).call(),
+        "fees": escrow.functions.accruedFees().call(),
+    }
