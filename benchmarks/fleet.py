@@ -260,8 +260,8 @@ class Fleet:
         self.heartbeats = self.heartbeat_errors = self.poll_errors = 0
         # Polls answered: each counts as the machine's heartbeat on the server.
         self.polls = 0
-        # Per machine, when the server last recorded it alive (the start of its last answered
-        # heartbeat or poll), as workers/agent's AgentApi.server_saw_at.
+        # Per machine, when the server last recorded it alive (its last heartbeat sent, or its
+        # last poll answered), as workers/agent's AgentApi.server_saw_at.
         self.saw_at: dict[int, float] = {}
         self.created: dict[int, float] = {}
         self.received: dict[int, float] = {}
@@ -336,7 +336,6 @@ class Fleet:
         attempt = 0
         while not self.stopping:
             self.waiting.add(machine_id)
-            sent = time.monotonic()
             try:
                 async with session.get(
                     f"{self.url}/api/v1/agent/jobs/next", params={"wait": "25"}, headers=headers
@@ -354,7 +353,8 @@ class Fleet:
             attempt = 0
             if status in (200, 204):
                 self.polls += 1
-                self.saw_at[machine_id] = max(self.saw_at.get(machine_id, sent), sent)
+                answered = time.monotonic()
+                self.saw_at[machine_id] = max(self.saw_at.get(machine_id, answered), answered)
             if status == 200:
                 job = json.loads(body)
                 self.received.setdefault(job["id"], time.monotonic())

@@ -341,9 +341,6 @@ BENCHMARK_LONG_POLL_MAX_SECONDS = _positive_int("BENCHMARK_LONG_POLL_MAX_SECONDS
 # The ASGI agent channel (marketplace/asgi.py): threads per web process for its database reads,
 # however many agents wait (each waiting agent is a coroutine, not a thread).
 AGENT_CHANNEL_DB_THREADS = max(1, _positive_int("AGENT_CHANNEL_DB_THREADS", 8))
-# How long a channel process remembers an agent credential it found valid (0: never). A revoked
-# credential keeps working on the channel's polls and heartbeats for at most this long.
-AGENT_CREDENTIAL_CACHE_SECONDS = env.float("AGENT_CREDENTIAL_CACHE_SECONDS", default=10.0)
 # Heartbeats are buffered in Redis and written to the database in bulk this often: a small
 # fraction of the heartbeat timeout, so the database's last-seen times lag by seconds.
 HEARTBEAT_FLUSH_SECONDS = max(1, _positive_int("HEARTBEAT_FLUSH_SECONDS", 10))

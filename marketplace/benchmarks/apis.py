@@ -23,6 +23,7 @@ from marketplace.benchmarks.serializers import (
     SketchInputSerializer,
     WaitQuerySerializer,
 )
+from marketplace.core.db_pool import in_db_thread
 from marketplace.core.exceptions import error_body
 from marketplace.providers import services as provider_services
 from marketplace.providers.apis import AgentApiMixin, agent_channel_serve
@@ -141,6 +142,8 @@ class AgentJobNextApi(AgentApiMixin, APIView):
         data, how = wakeups.wait_sync(
             machine_id, _wait_seconds(request), partial(_job_to_deliver, machine_id)
         )
+        if data is None:
+            provider_services.machine_seen_waiting(machine_id=machine_id)
         return _next_response(data, how)
 
 
@@ -242,6 +245,8 @@ async def agent_job_next_channel(request):
         data, how = await wakeups.wait_async(
             machine_id, _wait_seconds(drf_request), partial(_job_to_deliver, machine_id)
         )
+        if data is None:
+            await in_db_thread(provider_services.machine_seen_waiting, machine_id=machine_id)
         return _next_response(data, how)
 
     return await agent_channel_serve(AgentJobNextApi, request, handle)

@@ -4,7 +4,8 @@ count.
 DRF's SimpleRateThrottle keeps a list of timestamps that it reads, extends and writes back. Two
 requests served at the same moment (two threads, or two workers on one Redis) read the same list
 and one write is lost, so a burst passes several times the limit. CountingRateThrottle counts with
-the cache's add() and incr() instead, which Redis runs atomically (SET NX, INCR): no count is lost.
+one INCR in Redis instead (with the window's expiry set atomically by whoever opens it): no count
+is lost.
 
 The window opens at a key's first request and lasts the rate's period; within it at most N
 requests pass. That is a fixed window, so a client may get N at the end of one window and N at the
@@ -40,19 +41,12 @@ class CountingRateThrottle(SimpleRateThrottle):
         return True
 
     def _count(self) -> int:
-        while True:
-            self.cache.add(self.key, 0, timeout=self.duration)
-            try:
-                count = self.cache.incr(self.key)
-            except ValueError:  # the window ended between add() and incr(): open the next one
-                continue
-            break
+        # One round trip: INCR, and the window's expiry set by whoever opens it, atomically in
+        # Redis. (It was SET NX, EXISTS, INCR, and EXPIRE on a window's first request: a
+        # quarter of the agent channel's CPU at 5,000 agents.)
+        count = self.cache.incr_in_window(self.key, seconds=int(self.duration))
         if count == 1:
             self.cache.set(f"{self.key}:opened", self.now, timeout=self.duration)
-            # Django's incr() checks that the key exists, then INCRs: a key that expired in
-            # between is recreated by INCR with no expiry, which would lock the client out for
-            # good. Whoever opens a window therefore (re)sets its expiry.
-            self.cache.touch(self.key, timeout=self.duration)
         return count
 
     def wait(self):

@@ -1,12 +1,13 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from marketplace.accounts.models import User
 from marketplace.core.errors import NotFoundError
-from marketplace.providers.models import Machine, Provider
+from marketplace.providers.models import AgentCredential, Machine, Provider
 
 
 def provider_list_for(*, user: User) -> QuerySet[Provider]:
@@ -39,3 +40,18 @@ def machines_with_stale_heartbeat() -> QuerySet[Machine]:
     return Machine.objects.exclude(state=Machine.State.OFFLINE).filter(
         last_heartbeat_at__lt=deadline
     )
+
+
+def agent_credential_machine_id(*, key_hash: str) -> int | None:
+    """The machine of a live (unrevoked) agent credential, or None. One statement written out
+    rather than built by the ORM: the agent channel runs it on every poll and heartbeat, and
+    building the ORM query (select_related, ordering) cost more CPU than running it."""
+    q = connection.ops.quote_name
+    sql = (
+        f"SELECT {q('machine_id')} FROM {q(AgentCredential._meta.db_table)} "
+        f"WHERE {q('key_hash')} = %s AND {q('revoked_at')} IS NULL"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [key_hash])
+        row = cursor.fetchone()
+    return None if row is None else row[0]

@@ -190,6 +190,15 @@ def machine_heartbeat(*, machine_id: int) -> Machine:
     return machine
 
 
+def machine_seen_waiting(*, machine_id: int) -> None:
+    """A poll for work that waited its full time without finding any: the agent was there
+    until now. Recorded as its end's heartbeat, so that the server's last sight of an idle
+    agent is never older than one poll, and the agent, which counts a poll as a heartbeat
+    when its answer arrives, needs no heartbeat of its own. (A machine seen at the poll's
+    start cannot have gone offline during the wait: the timeout is longer than any wait.)"""
+    heartbeats.heartbeat_record(machine_id=machine_id, at=timezone.now())
+
+
 def machine_seen_polling(*, machine_id: int, state: str) -> bool:
     """An agent's poll for work counts as its heartbeat (the agent skips the heartbeat call
     while it polls, which halves a waiting fleet's requests). `state` is the machine's state as

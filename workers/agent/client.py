@@ -136,8 +136,9 @@ def _check(status: int, data: Any) -> Any:
 class AgentApi:
     transport: Transport
     prefix: str = "/api/v1"
-    # When (time.monotonic()) the server last recorded this machine as alive: the start of the
-    # last heartbeat or poll for work it answered (a poll counts as a heartbeat on the server).
+    # When (time.monotonic()) the server last recorded this machine as alive: when the last
+    # heartbeat was sent, or when the last poll for work was answered (the server records a poll
+    # as a heartbeat at its start and, if it found nothing, again at its end).
     server_saw_at: float = field(default=float("-inf"), compare=False)
 
     def _seen_since(self, sent: float) -> None:
@@ -165,9 +166,8 @@ class AgentApi:
         return answer
 
     def next_job(self, wait: int) -> dict | None:
-        sent = time.monotonic()
         answer = self._call("GET", "/agent/jobs/next", params={"wait": wait})
-        self._seen_since(sent)
+        self._seen_since(time.monotonic())
         return answer
 
     def commit(self, job_id: int, body: bytes) -> dict:
