@@ -55,8 +55,12 @@ def collateral_sync() -> int:
 def provider_lock_target(*, provider_id: int, now: datetime | None = None) -> tuple[int, int]:
     """(amount, until) the staking contract should hold for the provider's leases: the sum of
     the locks of the leases still inside their window, until the latest of those windows ends
-    (a running lease's window ends its full duration plus the dispute window after its start).
-    (0, 0) when none."""
+    (a running lease's window ends its full duration plus the dispute window after its start;
+    a funded lease not yet started counts from the latest start its order allows,
+    ORDER_START_DEADLINE_SECONDS after funding). (0, 0) when none.
+
+    The target depends on the leases only, never on the clock: one counted from `now` moved
+    every second, so each call sent a new lock transaction for the same leases."""
     now = now or timezone.now()
     window = timedelta(seconds=settings.COLLATERAL_DISPUTE_WINDOW_SECONDS)
     amount, until = 0, 0
@@ -67,8 +71,13 @@ def provider_lock_target(*, provider_id: int, now: datetime | None = None) -> tu
             order = Order.objects.only("started_at", "funded_at", "duration_seconds").get(
                 pk=lease.order_id
             )
-            begins = order.started_at or order.funded_at or now
-            ends = max(begins, now) + timedelta(seconds=order.duration_seconds) + window
+            if order.started_at is not None:
+                begins = order.started_at
+            elif order.funded_at is not None:
+                begins = order.funded_at + timedelta(seconds=settings.ORDER_START_DEADLINE_SECONDS)
+            else:  # locks are taken at funding, so only a row changed meanwhile lands here
+                begins = now
+            ends = begins + timedelta(seconds=order.duration_seconds) + window
         amount += lease.locked
         until = max(until, int(ends.timestamp()))
     return amount, until

@@ -158,7 +158,7 @@ def test_the_lock_target_sums_the_leases_until_the_last_window_ends(alice, listi
         for i in range(3)
     ]
     pinned = {"escrow_amount": 75_600, "accelerators": 3, "duration_seconds": 3_600}
-    # Running since t0 + 10 min: locked until max(start, now) + 1 h + the 2-day window.
+    # Running since t0 + 10 min: locked until its start + 1 h + the 2-day window.
     Order.objects.filter(pk=orders[0].pk).update(
         state=Order.State.ACTIVE,
         funded_at=t0,
@@ -179,12 +179,17 @@ def test_the_lock_target_sums_the_leases_until_the_last_window_ends(alice, listi
     window = timedelta(days=2)
     amount, until = provider_lock_target(provider_id=provider_id, now=now)
     assert amount == 2 * 133_390
-    assert until == int((now + timedelta(hours=1) + window).timestamp())
-    # Before the running lease started, its window runs from its start, not from now.
-    early = t0 + timedelta(minutes=1)
-    assert provider_lock_target(provider_id=provider_id, now=early)[1] == int(
-        (t0 + timedelta(minutes=10) + timedelta(hours=1) + window).timestamp()
+    running_ends = int((t0 + timedelta(minutes=10) + timedelta(hours=1) + window).timestamp())
+    assert until == running_ends
+    # The target does not move with the clock (it did: a new lock transaction per call).
+    assert provider_lock_target(provider_id=provider_id, now=now + timedelta(seconds=1)) == (
+        amount,
+        until,
     )
+    # Funded, not started: counted from the latest start its order allows (funding + 600 s).
+    Order.objects.filter(pk=orders[0].pk).update(started_at=None, state=Order.State.STARTING)
+    waiting_ends = int((t0 + timedelta(seconds=600) + timedelta(hours=1) + window).timestamp())
+    assert provider_lock_target(provider_id=provider_id, now=now)[1] == waiting_ends
 
 
 def test_only_a_penalised_failure_inside_the_period_costs_a_machine_its_reward(
