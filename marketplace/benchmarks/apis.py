@@ -142,7 +142,7 @@ class AgentJobNextApi(AgentApiMixin, APIView):
         data, how = wakeups.wait_sync(
             machine_id, _wait_seconds(request), partial(_job_to_deliver, machine_id)
         )
-        if data is None:
+        if data is None and how == wakeups.FOUND_LAST:  # waited in vain; a read records itself
             provider_services.machine_seen_waiting(machine_id=machine_id)
         return _next_response(data, how)
 
@@ -245,7 +245,7 @@ async def agent_job_next_channel(request):
         data, how = await wakeups.wait_async(
             machine_id, _wait_seconds(drf_request), partial(_job_to_deliver, machine_id)
         )
-        if data is None:
+        if data is None and how == wakeups.FOUND_LAST:  # waited in vain; a read records itself
             await in_db_thread(provider_services.machine_seen_waiting, machine_id=machine_id)
         return _next_response(data, how)
 
