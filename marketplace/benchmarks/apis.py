@@ -30,7 +30,14 @@ from marketplace.providers.apis import AgentApiMixin, agent_channel_serve
 from marketplace.providers.models import Machine
 from workers.verification import MAX_ANSWER_BYTES
 
-_WAIT = OpenApiParameter("wait", int, description="Long-poll for up to this many seconds (0..25)")
+_WAIT = OpenApiParameter(
+    "wait",
+    int,
+    description=(
+        "Long-poll for up to this many seconds (0..25). A wait of 5 s or more ends at 70-100% of"
+        " it, at a moment of the machine's own, so a fleet's polls do not arrive in waves."
+    ),
+)
 # Says how a long poll ended: "initial" (found at once), "event" (woken by the job's change),
 # "timeout" (the wait ran out). For operators and tests, not for agents.
 WAIT_HEADER = "Agent-Wait"

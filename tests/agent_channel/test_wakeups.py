@@ -88,7 +88,7 @@ def test_sixty_four_waiting_agents_hold_no_threads_and_other_agents_are_served(
     agents = [make_agent() for _ in range(64)]
     other_machine, other = make_agent()
     with ThreadPoolExecutor(64) as pool:
-        waiting = [pool.submit(_long_poll, session, channel.url, 20) for _, session in agents]
+        waiting = [pool.submit(_long_poll, session, channel.url, 25) for _, session in agents]
         wait_until(
             lambda: all(subscribers(redis_client, m.pk) == 1 for m, _ in agents),
             what="64 subscriptions",
