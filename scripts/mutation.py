@@ -119,15 +119,10 @@ SCOPES = [
             "tests/payments/test_indexer.py",
             "tests/lease_checks/test_lease_check_deadline.py",
         ),
-        # Fails when a second passes between its two provider_lock_send calls (a loaded box):
-        # a funded lease not yet started is locked until max(start, now) + its duration, so
-        # the target, and with it the transaction, moves with the clock. Reported, not fixed
-        # here; the lock's other tests still reach provider_lock_send.
         deselect=(
-            "tests/collateral/test_collateral_before_capacity.py::"
-            "test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts",
-            # Runs node_modules/.bin/anvil from the tree root, which mutmut's copy (mutants/)
-            # does not hold; the same stake path runs on the in-process chain in the others.
+            # The agent's stake command in a subprocess on Anvil (tens of seconds a run): the
+            # mutants are not reached there, and the same stake path runs in process in the
+            # others.
             "tests/collateral/test_agent_stake_cli.py",
         ),
         redis_db=5,
