@@ -88,3 +88,40 @@ def test_a_flush_never_moves_last_seen_backwards(make_agent):
     heartbeats.heartbeats_flush()
 
     assert Machine.objects.get(pk=machine.pk).last_heartbeat_at == newer
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_a_flush_writes_every_machine_and_touches_credentials_once_a_minute(
+    make_agent, batch_size, django_assert_max_num_queries
+):
+    """Five machines, flushed in one batch (the engine's batch size) or in batches of two:
+    each row gets its own time; a credential used 10 s ago keeps that use (touched at most once
+    a minute), one used 2 minutes ago or never is touched; a revoked one never is."""
+    machines = [make_agent()[0] for _ in range(5)]
+    now = timezone.now()
+    Machine.objects.update(last_heartbeat_at=now - timedelta(hours=1))
+    seen = {m.pk: now - timedelta(seconds=i) for i, m in enumerate(machines)}
+    for pk, at in seen.items():
+        heartbeats.heartbeat_record(machine_id=pk, at=at)
+    seen = heartbeats.machines_last_seen(machine_ids=seen)  # as buffered (a float timestamp)
+    recent, stale, never, revoked = (m.pk for m in machines[1:])
+    AgentCredential.objects.filter(machine_id=recent).update(
+        last_used_at=now - timedelta(seconds=10)
+    )
+    AgentCredential.objects.filter(machine_id=stale).update(last_used_at=now - timedelta(minutes=2))
+    AgentCredential.objects.filter(machine_id=never).update(last_used_at=None)
+    AgentCredential.objects.filter(machine_id=revoked).update(
+        last_used_at=None, revoked_at=now - timedelta(hours=1)
+    )
+
+    # Per batch: two UPDATEs, and the transaction's BEGIN and COMMIT where the engine counts them.
+    with django_assert_max_num_queries(4 * 3 if batch_size == 2 else 4):
+        assert heartbeats.heartbeats_flush(batch_size=batch_size) == 5
+
+    rows = dict(Machine.objects.filter(pk__in=seen).values_list("pk", "last_heartbeat_at"))
+    assert rows == seen
+    used = dict(AgentCredential.objects.values_list("machine_id", "last_used_at"))
+    assert used[recent] == now - timedelta(seconds=10)
+    assert used[stale] == seen[stale] and used[never] == seen[never]
+    assert used[revoked] is None
+    assert heartbeats.machines_last_seen(machine_ids=seen) == {}
