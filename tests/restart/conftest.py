@@ -37,6 +37,8 @@ class ChainScript:
             "CHAIN_RPC_URL": self.url,
             "CHAIN_STATE_FILE": str(self.state_file),
             "CHAIN_CONFIRMATIONS": "1",
+            # Four blocks a second: every step here waits for blocks, and none depends on pace.
+            "CHAIN_BLOCK_SECONDS": "0.25",
             # alice plays the demo renter that chain.sh funds.
             "DEMO_RENTER_ADDRESS": ALICE,
             "DEMO_RENTER_FUNDS": str(100 * USDC),
