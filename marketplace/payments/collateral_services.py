@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 from web3 import Web3
 
@@ -41,13 +40,13 @@ def providers_sync_searchable(*, provider_ids: Iterable[int]) -> int:
 
 def collateral_sync() -> int:
     """Beat: every provider that has a listed machine or a searchable listing, re-derived. Locks
-    end DISPUTE_WINDOW after a lease, with no event to react to; a few queries per provider."""
+    end DISPUTE_WINDOW after a lease, with no event to react to; a few queries per provider.
+    (A listing can only become searchable on a listed machine, and one that is searchable now
+    may have to stop being so: those two sets are every listing whose answer can change.)"""
     provider_ids = set(
         Machine.objects.filter(state=Machine.State.LISTED).values_list("provider_id", flat=True)
     ) | set(
-        Listing.objects.filter(Q(is_searchable=True) | Q(status=Listing.Status.ACTIVE))
-        .values_list("provider_id", flat=True)
-        .distinct()
+        Listing.objects.filter(is_searchable=True).values_list("provider_id", flat=True).distinct()
     )
     return providers_sync_searchable(provider_ids=provider_ids)
 
@@ -68,15 +67,11 @@ def provider_lock_target(*, provider_id: int, now: datetime | None = None) -> tu
         if lease.locked_until is not None:
             ends = lease.locked_until
         else:
-            order = Order.objects.only("started_at", "funded_at", "duration_seconds").get(
-                pk=lease.order_id
+            # provider_lease_locks returns funded orders only, and funded_at is never cleared.
+            order = Order.objects.get(pk=lease.order_id)
+            begins = order.started_at or order.funded_at + timedelta(
+                seconds=settings.ORDER_START_DEADLINE_SECONDS
             )
-            if order.started_at is not None:
-                begins = order.started_at
-            elif order.funded_at is not None:
-                begins = order.funded_at + timedelta(seconds=settings.ORDER_START_DEADLINE_SECONDS)
-            else:  # locks are taken at funding, so only a row changed meanwhile lands here
-                begins = now
             ends = begins + timedelta(seconds=order.duration_seconds) + window
         amount += lease.locked
         until = max(until, int(ends.timestamp()))

@@ -294,3 +294,82 @@ def test_the_staking_endpoint_needs_no_chain_node_only_recorded_contracts(bob_cl
     response = bob_client.get(f"/api/v1/providers/{bob_machine.provider_id}/staking")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "payments_not_deployed"
+
+
+def test_the_on_chain_lock_is_recorded_confirmed_once_and_released_when_the_window_ends(
+    chain_w3,
+    deployed,
+    rich_alice,
+    bob_client,
+    bob_machine,
+    alice,
+    eager,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+):
+    """The lock's transaction row says what it is (`stake_lock`, what operators filter on);
+    a repeat with the lock confirmed touches no chain; one whose confirmation was never
+    recorded (a worker killed after sending) is confirmed, not resent; and once the lease's
+    dispute window is over the lock is released on chain (lock 0 until 0), once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.payments import chain
+    from marketplace.payments.collateral_services import provider_lock_send
+    from marketplace.payments.models import ChainTransaction
+    from tests.payments.helpers import BOB
+
+    provider = bob_machine.provider_id
+    bob_stakes(
+        chain_w3,
+        bob_client.get(
+            f"/api/v1/providers/{provider}/staking",
+            {"amount": str(ONE_GPU + ONE_HOUR_LEASE_LOCK)},
+        ).json(),
+    )
+    listing_id = bob_client.post(
+        "/api/v1/listings", publish_body(bob_machine.pk), format="json"
+    ).json()["id"]
+    renter = client_for(alice)
+    order_id = renter.post(
+        "/api/v1/orders",
+        _order_body(listing_id),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="collateral-lock-lifecycle",
+    ).json()["id"]
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, renter.get(f"/api/v1/orders/{order_id}/funding").json()
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        index()
+    staking = deployed["staking"]
+    [lock] = ChainTransaction.objects.filter(provider_id=provider, purpose="stake_lock")
+    assert lock.status == ChainTransaction.Status.CONFIRMED
+    assert staking.functions.lockOf(BOB).call()[0] == ONE_HOUR_LEASE_LOCK
+
+    # Confirmed and unchanged: nothing reaches the chain (here, a chain that would fail).
+    def unreachable(*args, **kwargs):
+        raise chain.TransientChainError("the node is down")
+
+    with monkeypatch.context() as down:
+        down.setattr(chain, "confirm", unreachable)
+        down.setattr(chain, "send_call", unreachable)
+        assert provider_lock_send(provider_id=provider).pk == lock.pk
+
+    # Sent, its confirmation never recorded: confirmed now, not sent again.
+    ChainTransaction.objects.filter(pk=lock.pk).update(status=ChainTransaction.Status.PENDING)
+    again = provider_lock_send(provider_id=provider)
+    assert (again.pk, again.status) == (lock.pk, ChainTransaction.Status.CONFIRMED)
+
+    # The lease ran and ended three days ago: past the two-day window, nothing is locked.
+    Order.objects.filter(pk=order_id).update(
+        state=Order.State.SETTLED,
+        started_at=timezone.now() - timedelta(days=3, hours=1),
+        ended_at=timezone.now() - timedelta(days=3),
+    )
+    release = provider_lock_send(provider_id=provider)
+    assert release.pk != lock.pk and release.purpose == "stake_lock"
+    assert release.status == ChainTransaction.Status.CONFIRMED
+    assert staking.functions.lockOf(BOB).call() == [0, 0]
+    assert provider_lock_send(provider_id=provider).pk == release.pk  # released once

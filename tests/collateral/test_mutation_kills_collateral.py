@@ -236,3 +236,151 @@ def test_only_a_penalised_failure_inside_the_period_costs_a_machine_its_reward(
     inside = record_verdict(machine_id=machine_id, key="inside", report_hash="0x" + "3" * 64)
     Verdict.objects.filter(pk=inside.pk).update(created_at=start + timedelta(minutes=10))
     assert paid() == []
+
+
+# --- stakes replayed from events (marketplace/payments/services/stakes.py) ---------------------
+
+CID = 31337
+CAROL = "0x" + "c0" * 20
+DAVE = "0x" + "d0" * 20
+
+
+def test_a_withdrawal_empties_what_was_pending_and_its_unlock_time():
+    from marketplace.payments.services.stakes import _stake_replay
+
+    events = [
+        ("Staked", "100", None),
+        ("UnstakeRequested", "40", "1767225600"),
+        ("Withdrawn", "40", None),
+        ("Staked", "5", None),
+    ]
+    # 100 staked, 40 moved to pending until 1767225600, withdrawn (pending and unlock back to
+    # 0), then 5 more: 60 + 5 staked, nothing pending.
+    assert _stake_replay(events) == (65, 0, 0)
+
+
+def _staking_event(account: str, name: str, block: int, **args) -> None:
+    from marketplace.payments.models import ChainEvent
+
+    ChainEvent.objects.create(
+        chain_id=CID,
+        contract="staking",
+        address="0x" + "5a" * 20,
+        name=name,
+        tx_hash="0x" + f"{block:064x}",
+        log_index=0,
+        block_number=block,
+        block_hash="0x" + f"{block:064x}",
+        args={k: str(v) for k, v in args.items()},
+        account=account,
+        is_final=True,
+    )
+
+
+@pytest.mark.django_db
+def test_a_stake_is_replayed_from_its_own_wallets_events_only():
+    """carol's and dave's events sit side by side; recomputing carol's stake reads hers only,
+    returns hers only, and what it returns is what the database now holds."""
+    from marketplace.payments.models import Stake
+    from marketplace.payments.services.stakes import stake_recompute, stakes_recompute
+
+    _staking_event(CAROL, "Staked", 1, amount=70)
+    _staking_event(DAVE, "Staked", 2, amount=900)
+    _staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
+    Stake.objects.create(chain_id=CID, address=DAVE, staked=1)  # stale, and not carol's business
+
+    carol = stake_recompute(cid=CID, address=CAROL)
+    assert (carol.staked, carol.pending, carol.unlock_time) == (50, 20, 1_767_225_600)
+
+    _staking_event(CAROL, "Staked", 4, amount=5)
+    returned = stakes_recompute(cid=CID, addresses=[CAROL])
+    assert list(returned) == [CAROL]
+    stored = Stake.objects.get(chain_id=CID, address=CAROL)
+    assert (stored.staked, stored.pending) == (55, 20)
+    assert returned[CAROL].updated_at == stored.updated_at  # the row as written, not stale
+    assert Stake.objects.get(chain_id=CID, address=DAVE).staked == 1  # untouched
+
+
+# --- what a provider must cover, and the beat that re-derives it --------------------------------
+
+
+@pytest.mark.django_db
+def test_an_offline_machine_counts_toward_collateral_only_if_it_was_listed(bob_provider):
+    """A listed machine that drops offline still needs its cover (it comes back listed); one
+    that was only verified when it dropped does not."""
+    from marketplace.payments.collateral import provider_collateral
+    from marketplace.providers.models import Machine
+    from tests.factories import MachineFactory
+
+    State = Machine.State
+    listed = MachineFactory(provider=bob_provider, state=State.LISTED, accelerator_count=1)
+    was_listed = MachineFactory(
+        provider=bob_provider, state=State.OFFLINE, resume_state=State.LISTED, accelerator_count=2
+    )
+    MachineFactory(
+        provider=bob_provider, state=State.OFFLINE, resume_state=State.VERIFIED, accelerator_count=4
+    )
+    MachineFactory(provider=bob_provider, state=State.VERIFIED, accelerator_count=8)
+
+    state = provider_collateral(provider_id=bob_provider.pk)
+    assert [m.machine_id for m in state.machines] == [listed.pk, was_listed.pk]
+    # 50 + 25 per accelerator: 75 + 100 USDC.
+    assert state.machines_required == 175 * USDC
+
+
+@pytest.mark.django_db
+def test_the_collateral_beat_takes_an_uncovered_provider_out_of_search_and_counts_its_machines(
+    bob_provider,
+):
+    """bob has a listed machine on no stake (his stake was slashed away, say) whose listing is
+    still searchable, and a verified one with no listing; another provider has nothing listed.
+    The beat looks at bob's one listed machine and takes its listing out of search."""
+    from marketplace.listings.models import Listing
+    from marketplace.payments.collateral_services import collateral_sync
+    from tests.factories import ListingFactory, MachineFactory, ProviderFactory
+
+    shown = ListingFactory(machine__provider=bob_provider, is_searchable=True)
+    MachineFactory(provider=bob_provider)
+    MachineFactory(provider=ProviderFactory())
+
+    assert collateral_sync() == 1
+    assert Listing.objects.get(pk=shown.pk).is_searchable is False
+
+
+# --- rewards (marketplace/payments/services/rewarding.py) ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_reward_that_reverts_is_logged_by_provider_and_the_others_are_still_paid(
+    chain_w3, deployed, monkeypatch, caplog
+):
+    """The pool drained between its read and the first send: that reward reverts, the warning
+    names the provider and the reason for an operator, and the second provider is still paid."""
+    import logging
+    from datetime import UTC, datetime
+
+    from marketplace.payments import chain, rewards
+    from marketplace.payments.rewards import ProviderReward
+    from marketplace.payments.services import rewarding
+
+    owed = [
+        ProviderReward(provider_id=7, wallet_address=CAROL, amount=10),
+        ProviderReward(provider_id=8, wallet_address=DAVE, amount=20),
+    ]
+    monkeypatch.setattr(rewards, "rewards_for_period", lambda **kwargs: owed)
+    paid = []
+
+    def send_call(fn, *, idempotency_key, **kwargs):
+        if idempotency_key.startswith("reward:7:"):
+            raise chain.TransactionReverted("RewardPoolEmpty()")
+        paid.append(idempotency_key)
+        return idempotency_key
+
+    monkeypatch.setattr(chain, "send_call", send_call)
+    with caplog.at_level(logging.WARNING, logger=rewarding.__name__):
+        sent = rewarding.providers_reward(now=datetime(2026, 1, 5, 12, 0, 1, tzinfo=UTC))
+
+    assert sent == paid and [key.split(":")[1] for key in paid] == ["8"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "reward for provider 7 not sent: RewardPoolEmpty()"
+    ]
