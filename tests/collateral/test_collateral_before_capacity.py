@@ -30,6 +30,32 @@ def _searchable_ids(client) -> set[int]:
     return {row["id"] for row in client.get("/api/v1/listings").json()["results"]}
 
 
+def _bob_leases_one_gpu_for_an_hour(chain_w3, bob_client, bob_machine, alice, capture, key):
+    """bob stakes his machine's cover plus one lease's lock and lists it; alice orders one GPU
+    for an hour and funds it. Returns (provider id, listing id, alice's client, order id)."""
+    provider = bob_machine.provider_id
+    bob_stakes(
+        chain_w3,
+        bob_client.get(
+            f"/api/v1/providers/{provider}/staking",
+            {"amount": str(ONE_GPU + ONE_HOUR_LEASE_LOCK)},
+        ).json(),
+    )
+    listing_id = bob_client.post(
+        "/api/v1/listings", publish_body(bob_machine.pk), format="json"
+    ).json()["id"]
+    renter = client_for(alice)
+    order_id = renter.post(
+        "/api/v1/orders", _order_body(listing_id), format="json", HTTP_IDEMPOTENCY_KEY=key
+    ).json()["id"]
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, renter.get(f"/api/v1/orders/{order_id}/funding").json()
+    )
+    with capture(execute=True):
+        index()  # the deposit: the lease's lock goes on chain after commit
+    return provider, listing_id, renter, order_id
+
+
 @pytest.fixture
 def bob_client(bob):
     return client_for(bob)
@@ -243,29 +269,14 @@ def test_a_funded_lease_locks_the_stake_on_chain_and_unstaking_below_it_reverts(
     from marketplace.payments.collateral_services import provider_lock_send
     from tests.payments.helpers import BOB, BOB_KEY, sign_and_send
 
-    provider = bob_machine.provider_id
-    bob_stakes(
+    provider, listing_id, renter, _ = _bob_leases_one_gpu_for_an_hour(
         chain_w3,
-        bob_client.get(
-            f"/api/v1/providers/{provider}/staking",
-            {"amount": str(ONE_GPU + ONE_HOUR_LEASE_LOCK)},
-        ).json(),
+        bob_client,
+        bob_machine,
+        alice,
+        django_capture_on_commit_callbacks,
+        key="collateral-order-1",
     )
-    listing_id = bob_client.post(
-        "/api/v1/listings", publish_body(bob_machine.pk), format="json"
-    ).json()["id"]
-    renter = client_for(alice)
-    order_id = renter.post(
-        "/api/v1/orders",
-        _order_body(listing_id),
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="collateral-order-1",
-    ).json()["id"]
-    fund_with_instructions(
-        chain_w3, ALICE_KEY, renter.get(f"/api/v1/orders/{order_id}/funding").json()
-    )
-    with django_capture_on_commit_callbacks(execute=True):
-        index()  # the deposit: the lease's lock goes on chain after commit
     staking = deployed["staking"]
     locked, until = staking.functions.lockOf(BOB).call()
     assert locked == ONE_HOUR_LEASE_LOCK and until > 0
@@ -320,29 +331,14 @@ def test_the_on_chain_lock_is_recorded_confirmed_once_and_released_when_the_wind
     from marketplace.payments.models import ChainTransaction
     from tests.payments.helpers import BOB
 
-    provider = bob_machine.provider_id
-    bob_stakes(
+    provider, _, _, order_id = _bob_leases_one_gpu_for_an_hour(
         chain_w3,
-        bob_client.get(
-            f"/api/v1/providers/{provider}/staking",
-            {"amount": str(ONE_GPU + ONE_HOUR_LEASE_LOCK)},
-        ).json(),
+        bob_client,
+        bob_machine,
+        alice,
+        django_capture_on_commit_callbacks,
+        key="collateral-lock-lifecycle",
     )
-    listing_id = bob_client.post(
-        "/api/v1/listings", publish_body(bob_machine.pk), format="json"
-    ).json()["id"]
-    renter = client_for(alice)
-    order_id = renter.post(
-        "/api/v1/orders",
-        _order_body(listing_id),
-        format="json",
-        HTTP_IDEMPOTENCY_KEY="collateral-lock-lifecycle",
-    ).json()["id"]
-    fund_with_instructions(
-        chain_w3, ALICE_KEY, renter.get(f"/api/v1/orders/{order_id}/funding").json()
-    )
-    with django_capture_on_commit_callbacks(execute=True):
-        index()
     staking = deployed["staking"]
     [lock] = ChainTransaction.objects.filter(provider_id=provider, purpose="stake_lock")
     assert lock.status == ChainTransaction.Status.CONFIRMED
