@@ -78,15 +78,6 @@ def machines_last_seen_overlay(machines: Iterable) -> None:
             machine.last_heartbeat_at = at
 
 
-# Machines per flush statement. PostgreSQL takes a batch as two array parameters, so one
-# statement carries a whole fleet (up to this many machines) and the statement count per flush
-# stays the same from 50 machines to 10,000. SQLite has no arrays: a CASE with a WHEN per
-# machine, which grows quadratically in evaluation, hence small batches there (it serves `make
-# run`'s few machines, not fleets).
-FLUSH_BATCH = {"postgresql": 10_000}
-FLUSH_BATCH_DEFAULT = 500
-
-
 def heartbeats_flush(*, batch_size: int | None = None) -> int:
     """Beat: writes the buffered last-seen times, one UPDATE per batch of machines (and one for
     their agent credentials' last use, which heartbeats stand for on the agent channel). A time
@@ -96,8 +87,8 @@ def heartbeats_flush(*, batch_size: int | None = None) -> int:
     client = _redis()
     raw = client.hgetall(KEY)
     entries = sorted((int(k), v) for k, v in raw.items())
-    size = batch_size or FLUSH_BATCH.get(connection.vendor, FLUSH_BATCH_DEFAULT)
-    write = _write_batch_postgresql if connection.vendor == "postgresql" else _write_batch_orm
+    write, default_size = _FLUSH_WRITERS.get(connection.vendor, _FLUSH_WRITER_DEFAULT)
+    size = batch_size or default_size
     for start in range(0, len(entries), size):
         batch = entries[start : start + size]
         with transaction.atomic():
@@ -153,3 +144,12 @@ def _write_batch_postgresql(batch: list[tuple[int, datetime]], *, touched_before
                   AND (c.last_used_at IS NULL OR c.last_used_at < %s)""",
             [_EPOCH, ids, seen, touched_before],
         )
+
+
+# How each engine writes a batch, and machines per batch. PostgreSQL takes a batch as two array
+# parameters, so one statement carries a whole fleet (up to 10,000 machines) and the statement
+# count per flush stays the same from 50 machines to 10,000. SQLite has no arrays: a CASE with a
+# WHEN per machine, which grows quadratically in evaluation, hence small batches there (it
+# serves `make run`'s few machines, not fleets).
+_FLUSH_WRITERS = {"postgresql": (_write_batch_postgresql, 10_000)}
+_FLUSH_WRITER_DEFAULT = (_write_batch_orm, 500)
