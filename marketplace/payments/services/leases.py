@@ -24,15 +24,23 @@ def _lease_bytes(order: Order) -> bytes:
     return bytes(HexBytes(order.lease_id))
 
 
+def _order_or_none(order_id: int, *, task: str) -> Order | None:
+    """The order a chain task names, or None (with a warning) for one this database never had:
+    another database's broker leftovers (`make clean-run`, a killed worker). Nothing to do for
+    it, and retrying would not change that."""
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        logger.warning("%s: no order %s; dropping the task", task, order_id)
+    return order
+
+
 def lease_start(*, order_id: int) -> ChainTransaction | None:
     """Marks the lease started on chain, which ends the renter's right to reclaim it. Sent for a
     `starting` order; the order becomes active only when the indexer sees LeaseStarted final
     (chain_events._lease_started), so a renter is never served while the deposit is still
     reclaimable."""
-    order = Order.objects.filter(pk=order_id).first()
+    order = _order_or_none(order_id, task="lease_start")
     if order is None:
-        # Another database's broker leftovers (`make clean-run`, a killed worker): as lease_settle.
-        logger.warning("lease_start: no order %s; dropping the task", order_id)
         return None
     if order.state != Order.State.STARTING:
         return None
@@ -56,11 +64,8 @@ def lease_settle(*, order_id: int) -> ChainTransaction | None:
     report hash of its verdict); cancelled after funding → settle(0), a full refund; never
     funded → nothing. The DB learns the outcome only from the indexed LeaseSettled/LeaseFailed
     event."""
-    order = Order.objects.filter(pk=order_id).first()
+    order = _order_or_none(order_id, task="lease_settle")
     if order is None:
-        # A message for an order this database never had (another database's broker leftovers):
-        # nothing to settle, and retrying would not change that.
-        logger.warning("lease_settle: no order %s; dropping the task", order_id)
         return None
     if order.state not in Order.AWAITS_SETTLEMENT:
         return None
