@@ -288,9 +288,17 @@ def test_a_stake_is_replayed_from_its_own_wallets_events_only():
     _staking_event(DAVE, "Staked", 2, amount=900)
     _staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
     Stake.objects.create(chain_id=CID, address=DAVE, staked=1)  # stale, and not carol's business
+    # carol's stake on another chain (the same key staked on a testnet, say) is another row.
+    Stake.objects.create(chain_id=CID + 1, address=CAROL, staked=3)
 
     carol = stake_recompute(cid=CID, address=CAROL)
-    assert (carol.staked, carol.pending, carol.unlock_time) == (50, 20, 1_767_225_600)
+    assert (carol.chain_id, carol.staked, carol.pending, carol.unlock_time) == (
+        CID,
+        50,
+        20,
+        1_767_225_600,
+    )
+    assert Stake.objects.get(chain_id=CID + 1, address=CAROL).staked == 3
 
     _staking_event(CAROL, "Staked", 4, amount=5)
     returned = stakes_recompute(cid=CID, addresses=[CAROL])
@@ -326,6 +334,78 @@ def test_an_offline_machine_counts_toward_collateral_only_if_it_was_listed(bob_p
     assert [m.machine_id for m in state.machines] == [listed.pk, was_listed.pk]
     # 50 + 25 per accelerator: 75 + 100 USDC.
     assert state.machines_required == 175 * USDC
+
+
+@pytest.mark.django_db
+def test_a_machine_is_covered_for_its_verified_devices_or_its_declared_ones_before_any_are(
+    bob_provider,
+):
+    """Measured devices decide the requirement (one measured of eight declared is one); a
+    machine with none measured yet counts what it declared, never fewer than one."""
+    from marketplace.payments.collateral import provider_collateral
+    from marketplace.providers.models import Machine
+    from tests.factories import MachineFactory
+
+    Listed = Machine.State.LISTED
+    MachineFactory(
+        provider=bob_provider, state=Listed, accelerator_count=8, verified_device_count=2
+    )
+    MachineFactory(
+        provider=bob_provider, state=Listed, accelerator_count=4, verified_device_count=0
+    )
+    MachineFactory(
+        provider=bob_provider, state=Listed, accelerator_count=0, verified_device_count=0
+    )
+
+    state = provider_collateral(provider_id=bob_provider.pk)
+    assert [m.accelerators for m in state.machines] == [2, 4, 1]
+    # 50 + 25 per accelerator: 100 + 150 + 75 USDC.
+    assert state.machines_required == 325 * USDC
+
+
+@pytest.mark.django_db
+def test_the_collateral_beat_looks_at_listed_machines_and_searchable_listings_of_every_provider(
+    settings,
+):
+    """carol stakes enough and has a listed machine whose listing is out of search (stale):
+    the beat puts it back. dave's machine is no longer listed but its listing still shows: the
+    beat takes it out. erin's verified machine and hidden listing are not looked at. Ids are
+    set far apart (machines from 9,000,001, listings from 9,100,001), so a provider id is never
+    also a machine's or a listing's."""
+    from web3 import Web3
+
+    from marketplace.listings.models import Listing
+    from marketplace.payments.collateral_services import collateral_sync
+    from marketplace.payments.models import ContractDeployment, Stake
+    from marketplace.providers.models import Machine
+    from tests.factories import ListingFactory, MachineFactory, ProviderFactory
+
+    ContractDeployment.objects.create(
+        chain_id=CID, name="staking", address="0x" + "5a" * 20, block_number=1, tx_hash="0x01"
+    )
+    carol, dave, erin = (ProviderFactory(wallet_address=w) for w in (CAROL, DAVE, "0x" + "e0" * 20))
+    Stake.objects.create(
+        chain_id=CID, address=Web3.to_checksum_address(CAROL), staked=10_000 * USDC
+    )
+    machines = [
+        MachineFactory(pk=9_000_001 + i, provider=p, state=state)
+        for i, (p, state) in enumerate(
+            [
+                (carol, Machine.State.LISTED),
+                (dave, Machine.State.OFFLINE),
+                (erin, Machine.State.VERIFIED),
+            ]
+        )
+    ]
+    hidden, shown, untouched = (
+        ListingFactory(pk=9_100_001 + i, machine=m, provider=m.provider, is_searchable=searchable)
+        for i, (m, searchable) in enumerate(zip(machines, (False, True, False), strict=True))
+    )
+
+    # carol's machine and dave's: two looked at.
+    assert collateral_sync() == 2
+    searchable = dict(Listing.objects.values_list("pk", "is_searchable"))
+    assert searchable == {hidden.pk: True, shown.pk: False, untouched.pk: False}
 
 
 @pytest.mark.django_db
@@ -384,3 +464,105 @@ def test_a_reward_that_reverts_is_logged_by_provider_and_the_others_are_still_pa
     assert [r.getMessage() for r in caplog.records] == [
         "reward for provider 7 not sent: RewardPoolEmpty()"
     ]
+
+
+@pytest.mark.django_db
+def test_a_provider_paid_rewards_but_never_locked_has_no_lock_to_release(bob_provider, monkeypatch):
+    """bob's only transactions are rewards paid to him: with no lease to lock for, there is
+    no earlier lock to replace, so nothing is sent (a lock of (0, 0) would be a wasted
+    transaction per beat)."""
+    from marketplace.payments import chain
+    from marketplace.payments.collateral_services import provider_lock_send
+    from marketplace.payments.models import ChainTransaction
+
+    ChainTransaction.objects.create(
+        chain_id=CID,
+        sender="0x" + "11" * 20,
+        nonce=0,
+        purpose="provider_reward",
+        idempotency_key=f"reward:{bob_provider.pk}:1767225600",
+        raw_tx="0x00",
+        tx_hash="0x" + "ee" * 32,
+        status=ChainTransaction.Status.CONFIRMED,
+        provider=bob_provider,
+    )
+
+    def no_chain(*args, **kwargs):
+        raise AssertionError("provider_lock_send reached the chain")
+
+    monkeypatch.setattr(chain, "send_call", no_chain)
+    monkeypatch.setattr(chain, "contract", no_chain)
+    assert provider_lock_send(provider_id=bob_provider.pk) is None
+
+
+def _bob_serves_two_gpus(listing, alice, *, key: str, started, ended=None, billable=None):
+    from marketplace.orders import services as order_services
+    from marketplace.orders.models import Order
+
+    order = order_services.order_create(
+        renter=alice,
+        listing_id=listing.pk,
+        pricing_mode="on_demand",
+        accelerators=2,
+        hours=4,
+        idempotency_key=key,
+    )[0]
+    Order.objects.filter(pk=order.pk).update(
+        state=Order.State.ACTIVE if ended is None else Order.State.SETTLED,
+        funded_at=started,
+        started_at=started,
+        ended_at=ended,
+        billable_seconds=billable,
+    )
+    return Order.objects.get(pk=order.pk)
+
+
+def test_a_lease_that_served_nothing_in_the_period_is_not_in_the_report(
+    alice, listing, settings, monkeypatch
+):
+    """One lease served the whole period; another was stopped the second it started. The
+    reward's report lists only the first: a lease of 0 s is no service to report."""
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.payments import rewards
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    served = _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+    stopped_at = start + timedelta(minutes=30)
+    _bob_serves_two_gpus(listing, alice, key="stopped", started=stopped_at, ended=stopped_at)
+
+    (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert reward.leases == [(served.lease_id, 2, 3_600)]
+    assert reward.amount == 20_000  # 2 x 3,600 s x 10,000 per accelerator-hour
+
+
+def test_with_the_requirement_off_any_stake_earns_and_none_does_not(alice, listing, settings):
+    """COLLATERAL_ENFORCED off waives the cover, never the stake: bob, who served the whole
+    period, earns nothing on 0 staked and his full reward on 1 unit."""
+    from datetime import UTC, datetime, timedelta
+
+    from web3 import Web3
+
+    from marketplace.payments import rewards
+    from marketplace.payments.models import ContractDeployment, Stake
+
+    settings.COLLATERAL_ENFORCED = False
+    ContractDeployment.objects.create(
+        chain_id=CID, name="staking", address="0x" + "5a" * 20, block_number=1, tx_hash="0x01"
+    )
+    wallet = Web3.to_checksum_address(listing.machine.provider.wallet_address)
+    stake = Stake.objects.create(chain_id=CID, address=wallet, staked=0)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+
+    def paid():
+        found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+        return [r.amount for r in found]
+
+    assert paid() == []
+    Stake.objects.filter(pk=stake.pk).update(staked=1)
+    assert paid() == [20_000]

@@ -132,6 +132,8 @@ def test_rewards_are_per_served_accelerator_second_by_hand(
     sent = rewarding.providers_reward(now=end + timedelta(seconds=1))
     assert rewarding.providers_reward(now=end + timedelta(seconds=1))  # resent: same transaction
     assert len(sent) == 1
+    # The row names what it pays and whom, for the admin and for reconciliation.
+    assert (sent[0].purpose, sent[0].provider_id) == ("provider_reward", bob_provider.pk)
     index()
     reward = Reward.objects.get()
     assert reward.amount == 12_116 and reward.address == BOB

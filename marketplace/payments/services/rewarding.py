@@ -29,8 +29,7 @@ def providers_reward(*, now: datetime | None = None) -> list[ChainTransaction]:
     report hash is keccak of the canonical list of leases counted. One transaction per provider
     and period ("reward:<provider>:<period start>")."""
     start, end = reward_period(now=now or timezone.now())
-    w3 = chain.get_web3()
-    staking = chain.contract("staking", w3)
+    staking = chain.contract("staking")
     pool = staking.functions.rewardPool().call()
     sent = []
     for reward in rewards.rewards_for_period(start=start, end=end, pool=pool):
@@ -45,7 +44,6 @@ def providers_reward(*, now: datetime | None = None) -> list[ChainTransaction]:
                     idempotency_key=f"reward:{reward.provider_id}:{int(start.timestamp())}",
                     purpose="provider_reward",
                     provider_id=reward.provider_id,
-                    w3=w3,
                 )
             )
         except chain.TransactionReverted as exc:
