@@ -65,10 +65,11 @@ demo: install
 
 # Mutation testing (mutmut) of the modules that money and trust rest on; prints, per module,
 # mutants, killed, survived and equivalent beside the 90% target. Not part of `make test`: it
-# takes tens of minutes on 2 cores. `make mutation SCOPES=verification` runs one scope.
+# takes tens of minutes on 2 cores. `make mutation SCOPES=verification` runs one scope;
+# MUTATION_ARGS passes options (`--sample 20`, `--show-survivors`; `--help` lists them).
 mutation: install
 	bash scripts/ensure_redis.sh
-	$(BIN)/python scripts/mutation.py $(SCOPES)
+	$(BIN)/python scripts/mutation.py $(SCOPES) $(MUTATION_ARGS)
 
 clean-run:
 	rm -rf .run db.sqlite3
