@@ -252,3 +252,228 @@ def test_y_inconsistent_with_a_sampled_row_names_the_row():
         "y_inconsistent",
         f"y[{i}] differs from committed row {i} . r",
     )
+
+
+# --- second sample (seed 20261201) ------------------------------------------------------------
+
+
+def test_the_torch_generator_computes_every_tensor_on_the_device_asked_for():
+    """On PyTorch's `meta` device (shapes, no data): one tensor left on the host makes torch
+    refuse the mix, as it does on a GPU, so this runs the GPU's device handling on any
+    machine."""
+    import torch
+
+    got = generate_torch(SEED, "A", 1_000, device="meta", dtype=torch.int8)
+    assert (got.device.type, got.shape, got.dtype) == ("meta", (1_000,), torch.int8)
+
+
+def test_challenge_weights_at_the_bound_are_accepted_and_beyond_it_refused():
+    from workers.verification.protocol import R_BOUND
+
+    output = compute(MATMUL, SEED)
+    _, tree = commitment_create(MATMUL, output)
+    assert R_BOUND == 2**20
+    edge = [2**20, -(2**20)] + [0] * (MATMUL.r_length - 2)
+    answer = challenge_answer(MATMUL, output, tree, {"r": edge, "indices": [0]})
+    assert answer["y"][0] == int(output[0, 0]) * 2**20 - int(output[0, 1]) * 2**20
+    for beyond in (2**20 + 1, -(2**20) - 1):
+        challenge = {"r": [beyond] + [0] * (MATMUL.r_length - 1), "indices": [0]}
+        with pytest.raises(ValueError, match=r"^challenge r entries must be ints in -1048576"):
+            challenge_answer(MATMUL, output, tree, challenge)
+
+
+def test_an_answers_integer_vector_is_bounded_inclusively_and_names_a_non_integer():
+    from workers.verification.protocol import MalformedAnswer, _int_vector
+
+    np.testing.assert_array_equal(_int_vector([-5, 5, 0], 3, 5, "y"), [-5, 5, 0])
+    for beyond in ([-6, 0, 0], [0, 6, 0]):
+        with pytest.raises(MalformedAnswer, match="^y has a value beyond the possible bound 5$"):
+            _int_vector(beyond, 3, 5, "y")
+    with pytest.raises(MalformedAnswer, match="^leaf values must contain only integers$"):
+        _int_vector([1, 2.0, 3], 3, 5, "leaf values")
+
+
+@pytest.mark.parametrize("root", ["AB" * 32, "ab" * 31, None], ids=["upper", "short", "null"])
+def test_a_malformed_root_is_named_in_the_failure_detail(root):
+    output = compute(MATMUL, SEED)
+    _, tree = commitment_create(MATMUL, output)
+    challenge = challenge_create(MATMUL, sample_count=2)
+    answer = challenge_answer(MATMUL, output, tree, challenge)
+    report = answer_verify(MATMUL, SEED, root, challenge, answer)
+    assert (report.passed, report.reason, report.detail) == (
+        False,
+        "malformed_commitment",
+        "root must be 64 lowercase hex characters",
+    )
+
+
+CONV = Conv2dSpec(2, 3, 4, 9, 8, 3, stride=1, padding=1)
+
+
+def test_a_passing_report_counts_exactly_the_checks_its_kind_of_job_runs():
+    # matmul, 4 rows sampled: 4 proofs, 4 rows recomputed, y checked against each, one
+    # Freivalds check; none of conv2d's checks.
+    output = compute(MATMUL, SEED)
+    root, tree = commitment_create(MATMUL, output)
+    challenge = challenge_create(MATMUL, sample_count=4)
+    report = answer_verify(
+        MATMUL, SEED, root, challenge, challenge_answer(MATMUL, output, tree, challenge)
+    )
+    assert report.passed
+    assert report.checks == {
+        "proofs_verified": 4,
+        "rows_recomputed": 4,
+        "planes_recomputed": 0,
+        "y_rows_consistent": 4,
+        "y_images_consistent": 0,
+        "freivalds": 1,
+        "projection": 0,
+    }
+    # conv2d, planes 0 and 5 of 2 images x 4 output channels (no image has all 4 sampled):
+    # 2 proofs, 2 planes recomputed, one projection check; none of matmul's.
+    output = compute(CONV, SEED)
+    root, tree = commitment_create(CONV, output)
+    challenge = {"r": challenge_create(CONV, sample_count=2)["r"], "indices": [0, 5]}
+    report = answer_verify(
+        CONV, SEED, root, challenge, challenge_answer(CONV, output, tree, challenge)
+    )
+    assert report.passed
+    assert report.checks == {
+        "proofs_verified": 2,
+        "rows_recomputed": 0,
+        "planes_recomputed": 2,
+        "y_rows_consistent": 0,
+        "y_images_consistent": 0,
+        "freivalds": 0,
+        "projection": 1,
+    }
+
+
+def test_the_verifiers_own_draws_follow_the_verifier_seed_so_a_verdict_can_be_replayed():
+    """A conv answer whose y is wrong for one image that holds no sampled plane: it is caught
+    only when the verifier's own draw (4 of 16 images) includes that image. With the verifier's
+    seed given, each verdict is the same every time it is replayed."""
+    spec = Conv2dSpec(16, 2, 2, 5, 5, 3, stride=1, padding=1)
+    output = compute(spec, SEED)
+    root, tree = commitment_create(spec, output)
+    challenge = {"r": challenge_create(spec, sample_count=1)["r"], "indices": [0]}  # image 0
+    answer = challenge_answer(spec, output, tree, challenge)
+    answer["y"][7 * 25] += 1  # image 7's first output pixel (5 x 5 pixels per image)
+
+    def verdicts():
+        return [
+            answer_verify(spec, SEED, root, challenge, answer, verifier_seed=s).reason
+            for s in range(40)
+        ]
+
+    first = verdicts()
+    assert set(first) == {None, "projection_failed"}  # caught by some draws, not all
+    assert verdicts() == first
+
+
+@pytest.mark.parametrize("k", [True, 1.5, "3", -1])
+def test_the_detection_probability_takes_only_a_non_negative_integer_sample_count(k):
+    from workers.verification.protocol import detection_probability
+
+    with pytest.raises(ValueError, match="^k must be a non-negative integer$"):
+        detection_probability(0.5, k)
+
+
+# --- whole functions of the second sample's survivors --------------------------------------
+
+
+def test_a_passing_report_publishes_the_document_its_hash_is_of():
+    output = compute(MATMUL, SEED)
+    root, tree = commitment_create(MATMUL, output)
+    challenge = {"r": [3] * 16, "indices": [5, 2]}
+    report = answer_verify(
+        MATMUL, SEED, root, challenge, challenge_answer(MATMUL, output, tree, challenge)
+    )
+    assert (report.passed, report.reason, report.detail) == (True, None, "all checks passed")
+    checks = {
+        "proofs_verified": 2,
+        "rows_recomputed": 2,
+        "planes_recomputed": 0,
+        "y_rows_consistent": 2,
+        "y_images_consistent": 0,
+        "freivalds": 1,
+        "projection": 0,
+    }
+    assert report.document == {
+        "version": 1,
+        "spec": {"kind": "matmul", "n": 16, "precision": "fp32"},
+        "seed": SEED,
+        "root": root,
+        "challenge": {"r": [3] * 16, "indices": [5, 2]},
+        "outcome": {"passed": True, "reason": None, "checks": checks},
+    }
+    canonical = json.dumps(report.document, sort_keys=True, separators=(",", ":"))
+    assert report.report_hash == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_a_proof_that_does_not_verify_names_its_leaf():
+    output = compute(MATMUL, SEED)
+    root, tree = commitment_create(MATMUL, output)
+    challenge = {"r": [1] * 16, "indices": [6, 9]}
+    answer = challenge_answer(MATMUL, output, tree, challenge)
+    answer["rows"][1]["proof"] = answer["rows"][0]["proof"]  # leaf 9 with leaf 6's proof
+    report = answer_verify(MATMUL, SEED, root, challenge, answer)
+    assert (report.reason, report.detail) == (
+        "merkle_proof_invalid",
+        "proof for leaf 9 does not verify",
+    )
+
+
+@pytest.mark.parametrize(
+    "challenge, message",
+    [
+        (["r", "indices"], "^challenge must be \\{'r': \\[...\\], 'indices': \\[...\\]\\}$"),
+        ({"r": [1] * 16}, "^challenge must be \\{'r': \\[...\\], 'indices': \\[...\\]\\}$"),
+        ({"r": tuple([1] * 16), "indices": [0]}, "^challenge r must have 16 entries$"),
+        ({"r": [1] * 15, "indices": [0]}, "^challenge r must have 16 entries$"),
+        ({"r": [1] * 16, "indices": []}, "^challenge indices must be distinct leaf indices$"),
+        ({"r": [1] * 16, "indices": (0, 1)}, "^challenge indices must be distinct leaf indices$"),
+        ({"r": [1] * 16, "indices": [0, 0]}, "^challenge indices must be distinct leaf indices$"),
+    ],
+    ids=["list", "no-indices", "r-tuple", "r-short", "no-index", "indices-tuple", "repeated"],
+)
+def test_a_malformed_challenge_is_refused_with_what_is_wrong(challenge, message):
+    output = compute(MATMUL, SEED)
+    _, tree = commitment_create(MATMUL, output)
+    with pytest.raises(ValueError, match=message):
+        challenge_answer(MATMUL, output, tree, challenge)
+
+
+def test_an_answer_vector_of_the_wrong_length_names_the_length():
+    from workers.verification.protocol import MalformedAnswer, _int_vector
+
+    with pytest.raises(MalformedAnswer, match="^y must be a list of 3 integers$"):
+        _int_vector([1, 2], 3, 5, "y")
+    with pytest.raises(MalformedAnswer, match="^y must be a list of 3 integers$"):
+        _int_vector((1, 2, 3), 3, 5, "y")
+
+
+@pytest.mark.parametrize("fraction", [-0.01, 1.01, 2.0])
+def test_the_detection_probability_takes_a_fraction_between_0_and_1(fraction):
+    from workers.verification.protocol import detection_probability
+
+    with pytest.raises(ValueError, match=r"^skipped_fraction must be in \[0, 1\]$"):
+        detection_probability(fraction, 4)
+
+
+def test_the_detection_probability_of_no_samples_is_0_and_of_a_whole_cheat_is_1():
+    from workers.verification.protocol import detection_probability
+
+    assert detection_probability(0.5, 0) == 0.0
+    assert detection_probability(1.0, 1) == 1.0
+    assert detection_probability(0.5, 3) == 0.875  # 1 - 0.5**3
+
+
+def test_the_torch_generator_refuses_a_big_endian_machine_and_says_why(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(sys, "byteorder", "big")
+    with pytest.raises(
+        RuntimeError, match="^the torch generator reads int64 words as little-endian bytes$"
+    ):
+        generate_torch(SEED, "A", 8, device="cpu", dtype=torch.int8)
