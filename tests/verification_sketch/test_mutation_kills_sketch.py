@@ -124,3 +124,31 @@ def test_given_units_outside_the_job_are_dropped_before_checking():
     report = sketch_verify(spec, SEED, payload, units=[3, 16, -1, 15, 3])
     assert (report.passed, report.reason) == (True, None)
     assert report.document["units"] == [3, 15]
+
+
+# --- second sample (seed 20261201) ------------------------------------------------------------
+
+
+def test_a_parsed_payload_is_digested_as_its_canonical_json():
+    from workers.verification.sketch import payload_digest
+
+    payload = {"values": "AAEC", "version": 2, "kind": "sketch"}
+    # Sorted keys, no spaces: the bytes the agent's raw body would have been.
+    canonical = b'{"kind":"sketch","values":"AAEC","version":2}'
+    assert payload_digest(payload) == hashlib.sha256(canonical).hexdigest()
+    assert payload_digest(canonical.decode()) == hashlib.sha256(canonical).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "terms, dtype", [(1_023, np.float32), (1_024, np.float32), (1_025, np.float64)]
+)
+def test_an_exact_product_of_up_to_1024_terms_is_one_float32_product(terms, dtype):
+    """Up to 1,024 terms of int8 x int8 (each |term| <= 127 * 127, the sum < 2**24) fp32 is
+    exact, so one sgemm; beyond, chunks summed in float64. The sum is 127 * 127 * terms."""
+    from workers.kernels.chain import exact_matmul_np
+
+    x = np.full((2, terms), 127, dtype=np.float32)
+    b = np.full((terms, 3), 127, dtype=np.float32)
+    got = exact_matmul_np(x, b)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.full((2, 3), 16_129 * terms))
