@@ -1,0 +1,296 @@
+"""Tests written to kill mutation-testing survivors in the settlement scope: the effects of final
+chain events (marketplace/payments/services/chain_events.py) and a lease's settlement and the
+overdue sweep (marketplace/payments/services/leases.py).
+
+Most use plain database rows: orders made by the order services and moved to the state under
+test, chain events written as the indexer stores them, and chain_events_finalize called
+directly. Only a settlement that is really sent runs on the in-process chain
+(tests/payments/conftest.py). Every expected figure and message is written out by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from marketplace.orders import services as order_services
+from marketplace.orders.models import Order
+from marketplace.payments import receivers
+from marketplace.payments.indexer import index
+from marketplace.payments.models import ChainEvent, ChainTransaction
+from marketplace.payments.selectors import order_funding_instructions
+from marketplace.payments.services import leases
+from marketplace.payments.services.chain_events import chain_events_finalize
+from tests.payments.helpers import ALICE, ALICE_KEY, BOB, fund_with_instructions, make_order
+
+pytestmark = pytest.mark.django_db
+
+CID = 31337
+ESCROW = "0x" + "e5" * 20
+UNKNOWN_LEASE = "0x" + "ab" * 32
+
+
+def _event(name: str, *, lease_id: str, block: int, is_final: bool = False, **args) -> ChainEvent:
+    """An escrow log as the indexer stores it: one per block here, its uints as strings."""
+    return ChainEvent.objects.create(
+        chain_id=CID,
+        contract="escrow",
+        address=ESCROW,
+        name=name,
+        tx_hash="0x" + f"{block:064x}",
+        log_index=0,
+        block_number=block,
+        block_hash="0x" + f"{block + 1_000:064x}",
+        args={k: v if isinstance(v, str) else str(v) for k, v in args.items()},
+        lease_id=lease_id,
+        is_final=is_final,
+    )
+
+
+def _funded(order: Order, *, block: int) -> ChainEvent:
+    """The lease's deposit, final: it names the parties a settlement credits."""
+    return _event(
+        "LeaseFunded",
+        lease_id=order.lease_id,
+        block=block,
+        is_final=True,
+        renter=ALICE,
+        provider=BOB,
+        amount=order.escrow_amount,
+    )
+
+
+def _order_in(state: str, *, alice, listing, key: str, **fields) -> Order:
+    """An order moved straight to `state` (and `fields`), as its earlier transitions leave it."""
+    order = make_order(renter=alice, listing=listing, key=key)
+    Order.objects.filter(pk=order.pk).update(state=state, **fields)
+    return Order.objects.get(pk=order.pk)
+
+
+# --- chain_events: what a final event does ------------------------------------------------------
+
+
+def test_a_settlement_for_zero_seconds_of_a_lease_billed_zero_is_not_flagged(alice, listing):
+    """A lease that ended as it started was billed 0 s; the escrow settling it for 0 s agrees."""
+    order = _order_in(
+        Order.State.COMPLETED,
+        alice=alice,
+        listing=listing,
+        key="zero-seconds",
+        ended_at=timezone.now(),
+        billable_seconds=0,
+        amount_owed=0,
+    )
+    _funded(order, block=10)
+    settled = _event(
+        "LeaseSettled",
+        lease_id=order.lease_id,
+        block=11,
+        secondsUsed=0,
+        providerAmount=0,
+        refundAmount=order.escrow_amount,
+        feeAmount=0,
+    )
+
+    assert chain_events_finalize(event_ids=[settled.pk]) == 1
+
+    settled.refresh_from_db()
+    assert (settled.is_final, settled.flagged, settled.flag_reason) == (True, False, "")
+    assert settled.order_id == order.pk
+    assert Order.objects.get(pk=order.pk).state == Order.State.SETTLED
+
+
+def test_a_reclaim_after_the_order_was_cancelled_is_not_flagged(alice, listing):
+    order = _order_in(
+        Order.State.CANCELLED,
+        alice=alice,
+        listing=listing,
+        key="reclaimed-after-cancel",
+        ended_at=timezone.now(),
+        billable_seconds=0,
+        amount_owed=0,
+    )
+    reclaimed = _event("LeaseReclaimed", lease_id=order.lease_id, block=20)
+
+    assert chain_events_finalize(event_ids=[reclaimed.pk]) == 1
+
+    reclaimed.refresh_from_db()
+    assert (reclaimed.is_final, reclaimed.flagged, reclaimed.flag_reason) == (True, False, "")
+    assert reclaimed.order_id == order.pk
+    assert Order.objects.get(pk=order.pk).state == Order.State.CANCELLED
+
+
+def test_a_start_for_a_lease_no_order_has_is_flagged_as_such(db):
+    started = _event("LeaseStarted", lease_id=UNKNOWN_LEASE, block=30)
+
+    assert chain_events_finalize(event_ids=[started.pk]) == 1
+
+    started.refresh_from_db()
+    assert (started.is_final, started.flagged) == (True, True)
+    assert started.flag_reason == "no order has this lease id"
+    assert started.order_id is None
+
+
+def test_our_transaction_is_confirmed_at_the_block_of_its_final_event(alice, listing):
+    order = _order_in(Order.State.STARTING, alice=alice, listing=listing, key="start-confirmed")
+    started = _event("LeaseStarted", lease_id=order.lease_id, block=40)
+    # The `start` this service sent: mined as far as its task saw, not yet confirmed.
+    ChainTransaction.objects.create(
+        chain_id=CID,
+        sender="0x" + "11" * 20,
+        nonce=7,
+        to_address=ESCROW,
+        purpose="lease_start",
+        idempotency_key=f"start:{order.pk}",
+        raw_tx="0x00",
+        tx_hash=started.tx_hash,
+        status=ChainTransaction.Status.MINED,
+        order=order,
+    )
+
+    assert chain_events_finalize(event_ids=[started.pk]) == 1
+
+    tx = ChainTransaction.objects.get(idempotency_key=f"start:{order.pk}")
+    assert tx.status == ChainTransaction.Status.CONFIRMED
+    # The block of the event: number 40, hash 40 + 1,000 = 1,040 = 0x410 (see _event).
+    assert tx.block_number == 40
+    assert tx.block_hash == "0x" + "0" * 61 + "410"
+    assert Order.objects.get(pk=order.pk).state == Order.State.ACTIVE
+
+
+def test_only_funded_and_started_leases_of_known_orders_update_the_stake_lock(
+    alice, listing, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A batch of three: a deposit nobody ordered (flagged, no order), the start of one order,
+    the settlement of another. Only the start moves a lease's stake lock; the settlement's
+    order already asked for that when it ended (order_ended)."""
+    asked = []
+    monkeypatch.setattr(
+        receivers, "lease_locks_update", lambda *, order_ids: asked.append(order_ids)
+    )
+    starting = _order_in(Order.State.STARTING, alice=alice, listing=listing, key="lock-start")
+    ended = _order_in(
+        Order.State.COMPLETED,
+        alice=alice,
+        listing=listing,
+        key="lock-settle",
+        ended_at=timezone.now(),
+        billable_seconds=60,
+        amount_owed=60,
+    )
+    _funded(ended, block=50)
+    stranger = _event(
+        "LeaseFunded", lease_id=UNKNOWN_LEASE, block=51, renter=ALICE, provider=BOB, amount=1
+    )
+    started = _event("LeaseStarted", lease_id=starting.lease_id, block=52)
+    settled = _event(
+        "LeaseSettled",
+        lease_id=ended.lease_id,
+        block=53,
+        secondsUsed=60,
+        providerAmount=0,
+        refundAmount=0,
+        feeAmount=0,
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert chain_events_finalize(event_ids=[stranger.pk, started.pk, settled.pk]) == 3
+
+    assert asked == [[starting.pk]]
+    # The settlement was applied all the same (to its order, unflagged).
+    settled.refresh_from_db()
+    assert (settled.order_id, settled.flagged) == (ended.pk, False)
+
+
+# --- leases: settling one lease ------------------------------------------------------------------
+
+
+def test_settling_an_order_this_database_never_had_warns_under_the_task_name(db, caplog):
+    with caplog.at_level(logging.WARNING, logger=leases.__name__):
+        assert leases.lease_settle(order_id=987654) is None
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "lease_settle: no order 987654; dropping the task"
+    ]
+
+
+def _failed_without_a_verdict(alice, listing) -> Order:
+    order = _order_in(Order.State.ACTIVE, alice=alice, listing=listing, key="failed-no-verdict")
+    return order_services.order_fail(order_id=order.pk, reason="failed re-verification")
+
+
+def test_a_failed_lease_without_a_verdict_raises_naming_the_order(deployed, alice, listing):
+    order = _failed_without_a_verdict(alice, listing)
+
+    with pytest.raises(leases.VerdictPending, match=rf"^failed order {order.pk} has no verdict$"):
+        leases.lease_settle(order_id=order.pk)
+
+
+def test_a_failed_lease_without_a_verdict_logs_an_error_naming_the_order(
+    deployed, alice, listing, caplog
+):
+    order = _failed_without_a_verdict(alice, listing)
+
+    with (
+        caplog.at_level(logging.ERROR, logger=leases.__name__),
+        pytest.raises(leases.VerdictPending),
+    ):
+        leases.lease_settle(order_id=order.pk)
+
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, f"lease_settle: failed order {order.pk} has no verdict yet; retrying")
+    ]
+
+
+def test_a_cancelled_funded_lease_is_refunded_although_another_lease_was_reclaimed(
+    chain_w3, deployed, rich_alice, alice, listing
+):
+    order = make_order(renter=alice, listing=listing)
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
+    )
+    index()  # LeaseFunded final → starting (its `start` would be sent on commit)
+    order_services.order_cancel(order_id=order.pk, reason="start never final")
+    # Some other renter took her deposit back: nothing to do with this lease.
+    _event("LeaseReclaimed", lease_id=UNKNOWN_LEASE, block=60, is_final=True)
+
+    tx = leases.lease_settle(order_id=order.pk)
+
+    assert tx is not None
+    assert (tx.purpose, tx.idempotency_key, tx.order_id) == (
+        "lease_settle",
+        f"settle:{order.pk}",
+        order.pk,
+    )
+    assert tx.status == ChainTransaction.Status.CONFIRMED
+
+
+# --- leases: the overdue sweep --------------------------------------------------------------------
+
+
+def test_the_overdue_sweep_resends_every_ended_unsettled_lease_in_pk_order(
+    alice, listing, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr("workers.chain_tasks.lease_settle.delay", lambda *a: sent.append(a))
+    now = timezone.now()
+
+    def ended(state: str, key: str, seconds_ago: int | None) -> Order:
+        at = None if seconds_ago is None else now - timedelta(seconds=seconds_ago)
+        return _order_in(state, alice=alice, listing=listing, key=key, ended_at=at)
+
+    # Created in pk order; the overdue three ended in the opposite order (900, 600, 300 s ago).
+    completed = ended(Order.State.COMPLETED, "overdue-completed", 300)
+    cancelled = ended(Order.State.CANCELLED, "overdue-cancelled", 600)
+    failed = ended(Order.State.FAILED, "overdue-failed", 900)
+    ended(Order.State.SETTLED, "already-settled", 900)  # nothing left to send
+    ended(Order.State.COMPLETED, "just-ended", 60)  # 60 s < the default 120 s: not yet
+    ended(Order.State.ACTIVE, "still-running", None)
+
+    ids = leases.leases_settle_overdue()
+
+    assert ids == [completed.pk, cancelled.pk, failed.pk]
+    assert sent == [(completed.pk,), (cancelled.pk,), (failed.pk,)]
