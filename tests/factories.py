@@ -2,6 +2,7 @@ import factory
 
 from marketplace.accounts.models import User
 from marketplace.listings.models import Listing
+from marketplace.payments.models import ChainEvent
 from marketplace.providers.models import Machine, Provider
 
 WALLETS = [
@@ -77,3 +78,30 @@ class ListingFactory(factory.django.DjangoModelFactory):
     region = "eu-west"
     price_per_hour = 2_498_400
     interruptible_floor_per_hour = 1_000_800
+
+
+class ChainEventFactory(factory.django.DjangoModelFactory):
+    """A contract log as the indexer stores it: final unless told, one per block (its hashes
+    derived from the block number), its uint arguments as decimal strings."""
+
+    class Meta:
+        model = ChainEvent
+
+    chain_id = 31337
+    contract = "escrow"
+    address = "0x" + "e5" * 20
+    name = "LeaseFunded"
+    block_number = factory.Sequence(lambda n: n + 1)
+    tx_hash = factory.LazyAttribute(lambda e: "0x" + f"{e.block_number:064x}")
+    log_index = 0
+    block_hash = factory.LazyAttribute(lambda e: "0x" + f"{e.block_number + 1_000:064x}")
+    args = factory.LazyFunction(dict)
+    is_final = True
+
+    @classmethod
+    def _adjust_kwargs(cls, **kwargs):
+        kwargs["args"] = {
+            key: value if isinstance(value, str) else str(value)
+            for key, value in kwargs["args"].items()
+        }
+        return kwargs

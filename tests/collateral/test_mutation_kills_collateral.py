@@ -259,34 +259,22 @@ def test_a_withdrawal_empties_what_was_pending_and_its_unlock_time():
     assert _stake_replay(events) == (65, 0, 0)
 
 
-def _staking_event(account: str, name: str, block: int, **args) -> None:
-    from marketplace.payments.models import ChainEvent
-
-    ChainEvent.objects.create(
-        chain_id=CID,
-        contract="staking",
-        address="0x" + "5a" * 20,
-        name=name,
-        tx_hash="0x" + f"{block:064x}",
-        log_index=0,
-        block_number=block,
-        block_hash="0x" + f"{block:064x}",
-        args={k: str(v) for k, v in args.items()},
-        account=account,
-        is_final=True,
-    )
-
-
 @pytest.mark.django_db
 def test_a_stake_is_replayed_from_its_own_wallets_events_only():
     """carol's and dave's events sit side by side; recomputing carol's stake reads hers only,
     returns hers only, and what it returns is what the database now holds."""
     from marketplace.payments.models import Stake
     from marketplace.payments.services.stakes import stake_recompute, stakes_recompute
+    from tests.factories import ChainEventFactory
 
-    _staking_event(CAROL, "Staked", 1, amount=70)
-    _staking_event(DAVE, "Staked", 2, amount=900)
-    _staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
+    def staking_event(account, name, block, **args):
+        ChainEventFactory(
+            contract="staking", account=account, name=name, block_number=block, args=args
+        )
+
+    staking_event(CAROL, "Staked", 1, amount=70)
+    staking_event(DAVE, "Staked", 2, amount=900)
+    staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
     Stake.objects.create(chain_id=CID, address=DAVE, staked=1)  # stale, and not carol's business
     # carol's stake on another chain (the same key staked on a testnet, say) is another row.
     Stake.objects.create(chain_id=CID + 1, address=CAROL, staked=3)
@@ -300,7 +288,7 @@ def test_a_stake_is_replayed_from_its_own_wallets_events_only():
     )
     assert Stake.objects.get(chain_id=CID + 1, address=CAROL).staked == 3
 
-    _staking_event(CAROL, "Staked", 4, amount=5)
+    staking_event(CAROL, "Staked", 4, amount=5)
     returned = stakes_recompute(cid=CID, addresses=[CAROL])
     assert list(returned) == [CAROL]
     stored = Stake.objects.get(chain_id=CID, address=CAROL)

@@ -19,7 +19,7 @@ from marketplace.orders.models import Order
 from marketplace.orders.services import order_mark_funded
 from marketplace.payments.models import ChainEvent
 from marketplace.providers.models import Machine
-from tests.factories import ListingFactory, MachineFactory
+from tests.factories import ChainEventFactory, ListingFactory, MachineFactory
 from tests.payments.helpers import make_order
 
 pytestmark = pytest.mark.django_db
@@ -30,21 +30,14 @@ DAY2 = datetime(2026, 3, 9, 23, 59, 59, tzinfo=UTC)
 
 
 def _settled(n: int, at, provider: int, fee: int, refund: int, *, name="LeaseSettled", final=True):
-    event = ChainEvent.objects.create(
-        chain_id=31337,
-        contract="escrow",
-        address="0x" + "e" * 40,
+    event = ChainEventFactory(
         name=name,
-        tx_hash="0x" + f"{n:064x}",
-        log_index=0,
         block_number=n,
-        block_hash="0x" + "b" * 64,
-        # As the indexer stores uint256 arguments: decimal strings.
         args={
-            "secondsUsed": "1",
-            "providerAmount": str(provider),
-            "feeAmount": str(fee),
-            "refundAmount": str(refund),
+            "secondsUsed": 1,
+            "providerAmount": provider,
+            "feeAmount": fee,
+            "refundAmount": refund,
         },
         is_final=final,
     )

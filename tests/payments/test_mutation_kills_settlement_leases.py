@@ -24,6 +24,7 @@ from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import leases
 from marketplace.payments.services.chain_events import chain_events_finalize
+from tests.factories import ChainEventFactory
 from tests.payments.helpers import ALICE, ALICE_KEY, BOB, fund_with_instructions, make_order
 
 pytestmark = pytest.mark.django_db
@@ -34,19 +35,9 @@ UNKNOWN_LEASE = "0x" + "ab" * 32
 
 
 def _event(name: str, *, lease_id: str, block: int, is_final: bool = False, **args) -> ChainEvent:
-    """An escrow log as the indexer stores it: one per block here, its uints as strings."""
-    return ChainEvent.objects.create(
-        chain_id=CID,
-        contract="escrow",
-        address=ESCROW,
-        name=name,
-        tx_hash="0x" + f"{block:064x}",
-        log_index=0,
-        block_number=block,
-        block_hash="0x" + f"{block + 1_000:064x}",
-        args={k: v if isinstance(v, str) else str(v) for k, v in args.items()},
-        lease_id=lease_id,
-        is_final=is_final,
+    """An escrow log of this lease as the indexer stores it, not final unless told."""
+    return ChainEventFactory(
+        name=name, lease_id=lease_id, block_number=block, is_final=is_final, args=args
     )
 
 

@@ -3,10 +3,10 @@ on them; nobody about anyone else's, through deliveries or through the API."""
 
 from marketplace.dashboard.services import machine_staff_reinstate, machine_staff_suspend
 from marketplace.orders import services as order_services
-from marketplace.payments.models import ChainEvent, Slash
+from marketplace.payments.models import Slash
 from marketplace.webhooks.models import WebhookDelivery
 from tests.conftest import client_for
-from tests.factories import ListingFactory
+from tests.factories import ChainEventFactory, ListingFactory
 from tests.webhooks.conftest import Receiver, endpoint_for, running_lease, scan_and_deliver
 
 HASH = "0x" + "ab" * 32
@@ -57,17 +57,7 @@ def test_machine_suspension_reinstatement_and_slash_reach_the_owner_only(
         endpoint_for(bob, bob_r.url)
         machine_staff_suspend(machine_id=listing.machine_id, staff=staff, reason="bad fans")
         machine_staff_reinstate(machine_id=listing.machine_id, staff=staff, reason="fans fixed")
-        event = ChainEvent.objects.create(
-            chain_id=31337,
-            contract="staking",
-            address="0x" + "11" * 20,
-            name="Slashed",
-            tx_hash=HASH,
-            log_index=0,
-            block_number=7,
-            block_hash=HASH,
-            is_final=True,
-        )
+        event = ChainEventFactory(contract="staking", name="Slashed", block_number=7)
         slash = Slash.objects.create(
             event=event,
             address=bob_provider.wallet_address,
