@@ -246,16 +246,15 @@ def configure(dest: Path, scope: Scope) -> None:
         )
 
 
-def sync_tests(dest: Path, scope: Scope) -> None:
-    """For --resume: the scope's current test files into the existing copy (and mutmut's own
-    copy of it, mutants/), so that tests written since the copy was made run against the
-    mutants; mutmut collects coverage for new tests only."""
+def sync_tests(dest: Path) -> None:
+    """For --resume: the current tests/ tree into the existing copy (and mutmut's own copy of
+    it, mutants/), so that tests written since the copy was made run against the mutants; the
+    whole tree, not only the scope's selection, because new tests import new shared helpers
+    (tests/factories.py, conftests). mutmut collects coverage for new tests only."""
     for root in (dest, dest / "mutants"):
         shutil.copy2(REPO / "scripts" / "mutation_conftest.py", root / "conftest.py")
-    for selection in scope.tests:
-        source = REPO / selection
-        files = sorted(source.rglob("*.py")) if source.is_dir() else [source]
-        for path in files:
+    for path in sorted((REPO / "tests").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
             rel = path.relative_to(REPO)
             for root in (dest, dest / "mutants"):
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -604,7 +603,7 @@ def main() -> int:
             names = tuple(args.only)
             rerun: tuple[str, ...] = ()
             if args.resume and dest.exists():
-                sync_tests(dest, scope)
+                sync_tests(dest)
                 if args.rerun_survivors:
                     rerun = survivors_to_rerun(dest)
             else:

@@ -554,3 +554,171 @@ def test_with_the_requirement_off_any_stake_earns_and_none_does_not(alice, listi
     assert paid() == []
     Stake.objects.filter(pk=stake.pk).update(staked=1)
     assert paid() == [20_000]
+
+
+# --- third sample (seed 20261202) ---------------------------------------------------------------
+
+
+def test_an_ended_lease_stays_locked_until_the_dispute_window_after_its_end(
+    alice, listing, settings
+):
+    """bob's lease ran an hour and ended an hour ago: it locks his stake until two days (the
+    dispute window) after it ended, not after its full term from its start."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.payments.collateral import provider_lease_locks
+    from marketplace.payments.collateral_services import provider_lock_target
+
+    settings.COLLATERAL_ENFORCED = False  # the order is taken without a stake; locks still count
+    now = timezone.now().replace(microsecond=0)
+    ended = now - timedelta(hours=1)
+    order = _bob_serves_two_gpus(
+        listing, alice, key="ended", started=ended - timedelta(hours=1), ended=ended, billable=3_600
+    )
+    provider_id = listing.machine.provider_id
+
+    (lock,) = provider_lease_locks(provider_id=provider_id, now=now)
+    assert (lock.order_id, lock.locked_until) == (order.pk, ended + timedelta(days=2))
+    assert provider_lock_target(provider_id=provider_id, now=now)[1] == int(
+        (ended + timedelta(days=2)).timestamp()
+    )
+
+
+@pytest.mark.django_db
+def test_another_providers_rejected_machine_does_not_raise_this_ones_requirement(bob_provider):
+    from marketplace.payments.collateral import provider_collateral, provider_rejected_machines
+    from marketplace.providers.models import Machine
+    from tests.factories import MachineFactory
+    from tests.payments.helpers import record_verdict
+
+    MachineFactory(provider=bob_provider, state=Machine.State.LISTED, verified_device_count=1)
+    cheat = MachineFactory(state=Machine.State.LISTED)  # another provider's
+    record_verdict(machine_id=cheat.pk, key="cheat", report_hash="0x" + "c" * 64)
+
+    assert provider_rejected_machines(provider_id=bob_provider.pk) == 0
+    assert provider_rejected_machines(provider_id=cheat.provider_id) == 1
+    # 50 + 25 x 1 accelerator, times (1 + 0 rejections): 75 USDC.
+    assert provider_collateral(provider_id=bob_provider.pk).machines_required == 75 * USDC
+
+
+def test_a_lease_of_one_second_in_the_period_is_reported_and_rewarded(
+    alice, listing, settings, monkeypatch
+):
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.payments import rewards
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    # Started the second before the period ends: 1 s of it served.
+    order = _bob_serves_two_gpus(
+        listing, alice, key="one-second", started=end - timedelta(seconds=1)
+    )
+
+    (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert reward.leases == [(order.lease_id, 2, 1)]
+    assert reward.amount == 5  # 2 x 1 s x 10,000 / 3,600 = 5.56, rounded down
+
+
+def test_a_pool_that_covers_one_unit_still_pays_it(alice, listing, settings, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.payments import rewards
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+
+    # 20,000 earned, a pool of 1: 20,000 x 1 // 20,000 = 1 unit, paid.
+    found = rewards.rewards_for_period(start=start, end=end, pool=1, now=now)
+    assert [r.amount for r in found] == [1]
+
+
+@pytest.mark.django_db
+def test_the_effects_sweep_never_looks_at_passed_verdicts(bob_provider, monkeypatch):
+    """Passed verdicts never have effects (one per benchmark job: most of them). The sweep asks
+    only about the failed one, or each passed verdict would cost a claim every minute forever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.benchmarks.models import Verdict
+    from marketplace.payments.services import slashing
+    from tests.factories import MachineFactory
+    from tests.payments.helpers import record_verdict
+
+    machine = MachineFactory(provider=bob_provider)
+    for key in ("ok-1", "ok-2"):
+        record_verdict(machine_id=machine.pk, key=key, report_hash="0x" + "a" * 64, passed=True)
+    failed = record_verdict(machine_id=machine.pk, key="bad", report_hash="0x" + "b" * 64)
+    Verdict.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    asked = []
+
+    def claim(*, verdict_id):
+        asked.append(verdict_id)
+        return True
+
+    monkeypatch.setattr(slashing, "verdict_enqueue_effects", claim)
+    assert slashing.verdicts_enqueue_effects_due() == [failed.pk]
+    assert asked == [failed.pk]
+
+
+@pytest.mark.django_db
+def test_a_stake_is_replayed_in_block_order_and_from_the_staking_contract_only():
+    """carol's events were indexed out of order (the indexer writes a range's logs as they come)
+    and their log indices run backwards: the replay follows the blocks. Events of the same
+    names from another of our contracts are not stake events (none has such names today: the
+    escrow's pull payment is CreditWithdrawn; the replay must not depend on that staying so)."""
+    from marketplace.payments.services.stakes import stake_recompute
+    from tests.factories import ChainEventFactory
+
+    ChainEventFactory(
+        contract="staking",
+        account=CAROL,
+        name="Withdrawn",
+        block_number=3,
+        log_index=0,
+        args={"amount": 40},
+    )
+    ChainEventFactory(
+        contract="staking",
+        account=CAROL,
+        name="Staked",
+        block_number=1,
+        log_index=5,
+        args={"amount": 100},
+    )
+    ChainEventFactory(
+        contract="staking",
+        account=CAROL,
+        name="UnstakeRequested",
+        block_number=2,
+        log_index=3,
+        args={"amount": 40, "unlockTime": 1_767_225_600},
+    )
+    ChainEventFactory(
+        contract="escrow",
+        account=CAROL,
+        name="Withdrawn",
+        block_number=4,
+        log_index=1,
+        args={"amount": 7},
+    )
+    ChainEventFactory(
+        contract="escrow",
+        account=CAROL,
+        name="Staked",
+        block_number=5,
+        log_index=1,
+        args={"amount": 1_000},
+    )
+
+    # 100 staked, 40 of it requested until 1767225600, then withdrawn: 60 staked, none pending.
+    stake = stake_recompute(cid=CID, address=CAROL)
+    assert (stake.staked, stake.pending, stake.unlock_time) == (60, 0, 0)

@@ -477,3 +477,35 @@ def test_the_torch_generator_refuses_a_big_endian_machine_and_says_why(monkeypat
         RuntimeError, match="^the torch generator reads int64 words as little-endian bytes$"
     ):
         generate_torch(SEED, "A", 8, device="cpu", dtype=torch.int8)
+
+
+# --- third sample (seed 20261202) ---------------------------------------------------------------
+
+
+def test_a_conv_image_with_every_plane_sampled_ties_y_to_the_commitment():
+    # Planes 0-3 are all of image 0's 4 output channels: y[0] is checked against them.
+    output = compute(CONV, SEED)
+    root, tree = commitment_create(CONV, output)
+    challenge = {"r": challenge_create(CONV, sample_count=4)["r"], "indices": [0, 1, 2, 3]}
+    report = answer_verify(
+        CONV, SEED, root, challenge, challenge_answer(CONV, output, tree, challenge)
+    )
+    assert report.passed
+    assert report.checks == {
+        "proofs_verified": 4,
+        "rows_recomputed": 0,
+        "planes_recomputed": 4,
+        "y_rows_consistent": 0,
+        "y_images_consistent": 1,
+        "freivalds": 0,
+        "projection": 1,
+    }
+
+
+def test_the_answer_size_limit_is_what_an_honest_answer_can_take():
+    from workers.verification.protocol import answer_size_limit
+
+    # n = 16: y has 16 integers, each row 16, each proof at most 4 siblings (16 leaves).
+    # 20 characters an integer: y 320; a row 16 x 20 + 4 x 70 + 100 = 700; 2 rows 1,400;
+    # plus 1,024 for the JSON around them: 2,744 bytes.
+    assert answer_size_limit(MATMUL, {"indices": [0, 1]}) == 2_744
