@@ -12,27 +12,51 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.utils import timezone
 from web3.exceptions import Web3RPCError
 
+from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
+from marketplace.orders.models import Order
 from marketplace.payments import chain, indexer
-from marketplace.payments.indexer import DeepReorg, index
+from marketplace.payments.genesis import ChainReset
+from marketplace.payments.indexer import DeepReorg, _Decoder, _Log, _rows, _Watched, index
 from marketplace.payments.models import (
     ChainEvent,
     ChainTransaction,
     ContractDeployment,
+    Credit,
     IndexedBlock,
+    IndexerCursor,
+    Reward,
+    Slash,
     Stake,
 )
-from marketplace.payments.reconciliation import reconcile
+from marketplace.payments.reconciliation import (
+    Difference,
+    ReconcileResult,
+    reconcile,
+    reconcile_alert,
+)
 from marketplace.payments.selectors import (
     order_chain_state,
+    order_failure_report_hash,
     order_funding_instructions,
     provider_chain_state,
     provider_stake_available,
 )
+from tests.conftest import client_for
+from tests.factories import ChainEventFactory
 from tests.indexer.helpers import fund_lease
-from tests.payments.helpers import ALICE_KEY, BOB, USDC, fund_with_instructions, make_order
+from tests.payments.helpers import (
+    ALICE,
+    ALICE_KEY,
+    BOB,
+    USDC,
+    fund_with_instructions,
+    make_order,
+    record_verdict,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -220,3 +244,318 @@ def test_a_stake_on_another_chain_is_not_available_on_this_one():
     Stake.objects.create(chain_id=31337, address=wallet, staked=7 * USDC, pending=3 * USDC)
     # 7 USDC staked + 3 USDC pending = 10,000,000 units, this chain's row only.
     assert provider_stake_available(cid=31337, address=wallet) == 10_000_000
+
+
+# --- third sample (seed 20261202) ---
+
+
+def test_an_unknown_provider_s_chain_state_is_a_404_saying_so(alice):
+    response = client_for(alice).get("/api/v1/providers/999999/chain")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "payments_provider_not_found",
+            "message": "No such provider.",
+            "detail": {},
+        }
+    }
+
+
+def test_a_failed_lease_cites_its_own_verdict_not_the_latest_failure(alice, listing):
+    """Two leases failed by two verdicts: the first lease's settlement cites the first verdict's
+    report, although a later verdict failed another lease."""
+    first = make_order(renter=alice, listing=listing, key="failed-first")
+    second = make_order(renter=alice, listing=listing, key="failed-second")
+    Order.objects.filter(pk__in=[first.pk, second.pk]).update(state=Order.State.FAILED)
+    record_verdict(
+        machine_id=listing.machine_id, key="71", report_hash="0x" + "71" * 32, orders=[first]
+    )
+    record_verdict(
+        machine_id=listing.machine_id, key="72", report_hash="0x" + "72" * 32, orders=[second]
+    )
+
+    assert order_failure_report_hash(order=first) == "0x" + "71" * 32
+    assert order_failure_report_hash(order=second) == "0x" + "72" * 32
+
+
+def test_a_credit_only_the_database_has_is_named_with_both_figures_and_the_balance(
+    chain_w3, deployed
+):
+    """The database credits alice 5 units the escrow never credited: the credit and the escrow's
+    token balance both disagree, each difference carrying the chain's and the database's
+    figure."""
+    index()
+    cid = chain.chain_id(chain_w3)
+    Credit.objects.create(chain_id=cid, address=ALICE, amount=5)
+
+    diffs = reconcile().differences
+
+    escrow = deployed["escrow"].address
+    assert [d.line() for d in diffs] == [
+        f"escrow_credit: account {ALICE}: credited 0 units on chain; the database has 5",
+        # No lease is open; the escrow holds 0 units, the database expects its 5-unit credit.
+        f"escrow_balance: escrow {escrow}: holds 0 token units on chain; the database's "
+        "funded, unsettled leases (0), credits and accrued fees (5) add up to 5 (off by -5)",
+    ]
+    assert [d.detail for d in diffs] == [{"chain": 0, "db": 5}, {"chain": 0, "db": 5}]
+
+
+def test_slashes_and_rewards_indexed_on_another_chain_are_not_compared_with_this_one(
+    chain_w3, deployed
+):
+    index()
+    cid = chain.chain_id(chain_w3)
+    # A slash and a reward of another chain, indexed at block 1 (at or below this chain's final
+    # block): this chain has neither, and must not report them as extra.
+    for n, (name, model) in enumerate((("Slashed", Slash), ("Rewarded", Reward)), start=1):
+        event = ChainEventFactory(
+            chain_id=cid + 1,
+            contract="staking",
+            address="0x" + "5a" * 20,
+            name=name,
+            block_number=1,
+            log_index=n,
+            args={"provider": BOB, "amount": 10 * USDC, "reportHash": "0x" + "61" * 32},
+        )
+        model.objects.create(
+            event=event,
+            address=BOB,
+            amount=10 * USDC,
+            report_hash="0x" + "61" * 32,
+            tx_hash=event.tx_hash,
+        )
+
+    assert reconcile().differences == []
+
+
+def test_a_node_without_state_at_the_block_read_is_a_transient_error(
+    chain_w3, deployed, monkeypatch
+):
+    """Anvil restarted from a state file answers a read at an older block with BlockOutOfRange:
+    worth retrying once the indexer has made a block after the restart final."""
+    block = chain_w3.eth.block_number
+    error = {
+        "code": -32000,
+        "message": f"BlockOutOfRangeError: block height is 3 but requested was {block}",
+    }
+
+    def no_state(*args, **kwargs):
+        raise Web3RPCError(str(error), rpc_response={"error": error})
+
+    monkeypatch.setattr(chain_w3.eth, "call", no_state)
+
+    with pytest.raises(chain.TransientChainError) as refused:
+        reconcile(block=block)
+
+    assert str(refused.value) == (
+        f"the node has no state at block {block} (restarted from a state file?); it will once "
+        "the indexer has made a block after the restart final: retry in a few seconds"
+    )
+    assert isinstance(refused.value.__cause__, Web3RPCError)
+
+
+def test_reconciling_against_a_reset_chain_counts_no_alert_seen_and_leaves_them_open(db):
+    open_alert = Alert.objects.create(
+        kind="reconcile:stake",
+        fingerprint=Difference("stake", f"wallet {BOB}", "").fingerprint,
+        message="stake: wallet …",
+        last_seen_at=timezone.now(),
+    )
+    reset = ChainReset(
+        chain_id=31337, url="http://node", reason="another genesis", recorded_genesis="0x01"
+    )
+
+    counts = reconcile_alert(result=ReconcileResult(31337, None, [], reset=reset))
+
+    assert counts == {"opened": 0, "seen": 0, "resolved": 0}
+    open_alert.refresh_from_db()
+    assert open_alert.resolved_at is None
+
+
+def test_a_difference_seen_again_updates_its_open_alert(db):
+    """Reconciled twice, the same credit difference (its figure moved from 5 to 7) is one
+    alert, carrying what the second run saw."""
+    subject = f"account {ALICE}"
+    before = Difference(
+        "escrow_credit",
+        subject,
+        "credited 0 units on chain; the database has 5",
+        {"chain": 0, "db": 5},
+    )
+    after = Difference(
+        "escrow_credit",
+        subject,
+        "credited 0 units on chain; the database has 7",
+        {"chain": 0, "db": 7},
+    )
+
+    first = reconcile_alert(result=ReconcileResult(31337, 10, [before]))
+    opened = Alert.objects.get()
+    second = reconcile_alert(result=ReconcileResult(31337, 11, [after]))
+
+    assert (first, second) == (
+        {"opened": 1, "seen": 0, "resolved": 0},
+        {"opened": 0, "seen": 1, "resolved": 0},
+    )
+    alert = Alert.objects.get()
+    assert alert.pk == opened.pk and alert.resolved_at is None
+    assert alert.message == (
+        f"escrow_credit: account {ALICE}: credited 0 units on chain; the database has 7"
+    )
+    assert alert.detail == {
+        "chain": 0,
+        "db": 7,
+        "subject": subject,
+        "chain_id": 31337,
+        "block": 11,
+    }
+    assert alert.last_seen_at > opened.last_seen_at
+
+
+# --- third sample (seed 20261202), continued ---
+
+
+def test_a_reorg_on_one_chain_keeps_the_blocks_indexed_on_another(chain_w3):
+    tester = chain_w3.provider.ethereum_tester
+    tester.mine_blocks(3)
+    cid = chain.chain_id(chain_w3)
+    # This chain's block 2 no longer has the stored hash: it rewinds to block 1.
+    IndexedBlock.objects.create(chain_id=cid, number=2, hash=BOGUS_HASH, is_final=False)
+    # Another chain's block 5, above that fork: nothing to do with this chain's reorg.
+    IndexedBlock.objects.create(chain_id=cid + 1, number=5, hash="0x" + "c5" * 32, is_final=False)
+
+    result = index(chain_w3)
+
+    assert result.rewound_to == 1
+    assert list(IndexedBlock.objects.values_list("chain_id", "number", "hash")) == [
+        (cid + 1, 5, "0x" + "c5" * 32)
+    ]
+
+
+_LEASE_STARTED_ABI = {
+    "type": "event",
+    "name": "LeaseStarted",
+    "inputs": [{"name": "leaseId", "type": "bytes32", "indexed": True}],
+}
+
+
+def test_a_log_at_the_block_a_contract_is_indexed_up_to_is_not_taken_again():
+    """The escrow's cursor stands at block 10: its log in block 10 is already stored; only the
+    one in block 11 is new."""
+    topic = b"\x5a" * 32  # the event's topic0, as the watcher knows it
+    watched = [_Watched("escrow", "0x" + "e5" * 20, 1, 10, {topic: _LEASE_STARTED_ABI})]
+    logs = [
+        _Log(
+            "0x" + "e5" * 20,
+            (topic, bytes([n]) * 32),
+            b"",
+            n,
+            "0x" + f"{n:02x}" * 32,
+            "0x" + f"{n + 0x30:02x}" * 32,
+            0,
+        )
+        for n in (10, 11)
+    ]
+
+    rows, blocks = _rows(_Decoder(), 31337, watched, logs)
+
+    assert [(r.block_number, r.name, r.lease_id) for r in rows] == [
+        (11, "LeaseStarted", "0x" + "0b" * 32)
+    ]
+    assert blocks == {11: "0x" + "0b" * 32}
+
+
+def test_a_node_answering_a_log_below_the_range_asked_for_stops_the_run(
+    chain_w3, settings, monkeypatch
+):
+    """Asked for blocks 101..108, the node also answers a log of block 100: it cannot be trusted
+    with the range, and nothing of it is stored."""
+    settings.CHAIN_INDEXER_MAX_BLOCKS = 8
+    tester = chain_w3.provider.ethereum_tester
+    assert chain_w3.eth.block_number <= 108
+    tester.mine_blocks(108 - chain_w3.eth.block_number)  # the head is block 108
+    cid = chain.chain_id(chain_w3)
+    # An escrow deployed at block 101: its cursor starts at block 100.
+    ContractDeployment.objects.create(
+        chain_id=cid,
+        name="escrow",
+        address="0x" + "12" * 20,
+        block_number=101,
+        tx_hash="0x" + "34" * 32,
+    )
+    real_get_logs = indexer._get_logs
+
+    def answering_block_100(w3, watched, from_block, to_block):
+        stray = _Log(
+            "0x" + "12" * 20,
+            (b"\x5a" * 32,),
+            b"",
+            100,
+            "0x" + "64" * 32,
+            "0x" + "65" * 32,
+            0,
+        )
+        return [*real_get_logs(w3, watched, from_block, to_block), stray]
+
+    monkeypatch.setattr(indexer, "_get_logs", answering_block_100)
+
+    with pytest.raises(chain.ChainError) as refused:
+        index(chain_w3)
+
+    assert str(refused.value) == "eth_getLogs 101..108 answered other blocks"
+    assert IndexerCursor.objects.get(chain_id=cid).last_block == 100
+    assert IndexedBlock.objects.count() == 0
+
+
+def test_an_event_with_a_bool_argument_is_decoded():
+    """Every argument of one word is read: an address topic and a bool data word."""
+    abi = {
+        "type": "event",
+        "name": "Paused",
+        "inputs": [
+            {"name": "account", "type": "address", "indexed": True},
+            {"name": "paused", "type": "bool", "indexed": False},
+        ],
+    }
+    account = bytes(12) + bytes.fromhex(ALICE[2:])
+    log = _Log(
+        "0x" + "e5" * 20,
+        (b"\x5a" * 32, account),
+        (1).to_bytes(32, "big"),
+        12,
+        "0x" + "0c" * 32,
+        "0x" + "3c" * 32,
+        0,
+    )
+
+    assert _Decoder().args(abi, log) == {"account": ALICE, "paused": True}
+
+
+def test_an_unknown_order_s_funding_is_a_404_saying_so(alice):
+    response = client_for(alice).get("/api/v1/orders/999999/funding")
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "code": "payments_order_not_found",
+            "message": "No such order.",
+            "detail": {},
+        }
+    }
+
+
+def test_a_cancelled_order_s_funding_is_a_409_naming_its_state(alice, listing):
+    order = make_order(renter=alice, listing=listing, key="funding-cancelled")
+    Order.objects.filter(pk=order.pk).update(state=Order.State.CANCELLED)
+
+    response = client_for(alice).get(f"/api/v1/orders/{order.pk}/funding")
+
+    assert response.status_code == 409
+    assert response.json() == {
+        "error": {
+            "code": "payments_order_not_fundable",
+            "message": "The order is cancelled; only a created order is funded.",
+            "detail": {"state": "cancelled"},
+        }
+    }

@@ -20,7 +20,7 @@ from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import receivers
 from marketplace.payments.indexer import index
-from marketplace.payments.models import ChainEvent, ChainTransaction
+from marketplace.payments.models import AccruedFees, ChainEvent, ChainTransaction, Credit
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import leases
 from marketplace.payments.services.chain_events import chain_events_finalize
@@ -285,3 +285,117 @@ def test_the_overdue_sweep_resends_every_ended_unsettled_lease_in_pk_order(
 
     assert ids == [completed.pk, cancelled.pk, failed.pk]
     assert sent == [(completed.pk,), (cancelled.pk,), (failed.pk,)]
+
+
+# --- third sample (seed 20261202) ---
+
+
+def test_two_refunds_to_one_renter_in_one_batch_add_up_in_her_credit(alice, listing):
+    """Two of alice's leases settle in the same finalize batch: her credit is both refunds,
+    bob's both provider shares, the fees both fees."""
+    first, second = (
+        _order_in(
+            Order.State.COMPLETED,
+            alice=alice,
+            listing=listing,
+            key=f"two-refunds-{n}",
+            ended_at=timezone.now(),
+            billable_seconds=60,
+            amount_owed=600,
+        )
+        for n in (1, 2)
+    )
+    _funded(first, block=70)
+    _funded(second, block=71)
+    settled = [
+        _event(
+            "LeaseSettled",
+            lease_id=order.lease_id,
+            block=block,
+            secondsUsed=60,
+            providerAmount=provider,
+            refundAmount=refund,
+            feeAmount=fee,
+        )
+        for order, block, provider, refund, fee in (
+            (first, 72, 500, 400, 100),
+            (second, 73, 700, 250, 50),
+        )
+    ]
+
+    assert chain_events_finalize(event_ids=[e.pk for e in settled]) == 2
+
+    credits = dict(Credit.objects.filter(chain_id=CID).values_list("address", "amount"))
+    # alice: refunds 400 + 250 = 650; bob: provider shares 500 + 700 = 1,200.
+    assert {address: int(amount) for address, amount in credits.items()} == {
+        ALICE: 650,
+        BOB: 1_200,
+    }
+    # Fees 100 + 50 = 150.
+    assert int(AccruedFees.objects.get(chain_id=CID).amount) == 150
+
+
+def test_a_reclaim_of_a_lease_no_order_has_is_flagged_as_of_an_unknown_order(db):
+    reclaimed = _event("LeaseReclaimed", lease_id=UNKNOWN_LEASE, block=80)
+
+    assert chain_events_finalize(event_ids=[reclaimed.pk]) == 1
+
+    reclaimed.refresh_from_db()
+    assert (reclaimed.is_final, reclaimed.flagged) == (True, True)
+    assert reclaimed.flag_reason == "reclaimed while the order is unknown"
+    assert reclaimed.order_id is None
+
+
+# --- third sample (seed 20261202), continued ---
+
+
+def test_a_deposit_for_a_lease_no_order_has_is_flagged_as_such(db):
+    funded = _event(
+        "LeaseFunded", lease_id=UNKNOWN_LEASE, block=90, renter=ALICE, provider=BOB, amount=1
+    )
+
+    assert chain_events_finalize(event_ids=[funded.pk]) == 1
+
+    funded.refresh_from_db()
+    assert (funded.is_final, funded.flagged) == (True, True)
+    assert funded.flag_reason == "no order has this lease id"
+    assert funded.order_id is None
+
+
+def test_a_batch_applies_a_deposit_before_a_start_in_a_later_block_with_a_lower_log_index(
+    alice, listing
+):
+    """The deposit is log 7 of block 100, the start log 0 of block 101: in chain order the
+    order is funded, starting, then active, and neither event is flagged."""
+    order = make_order(renter=alice, listing=listing, key="chain-order")
+    funded = ChainEventFactory(
+        name="LeaseFunded",
+        lease_id=order.lease_id,
+        block_number=100,
+        log_index=7,
+        is_final=False,
+        args={
+            "leaseId": order.lease_id,
+            "renter": ALICE,
+            "provider": BOB,
+            "amount": order.escrow_amount,
+            "ratePerSecond": order.rate_per_second,
+            "maxDuration": order.duration_seconds,
+        },
+    )
+    started = ChainEventFactory(
+        name="LeaseStarted",
+        lease_id=order.lease_id,
+        block_number=101,
+        log_index=0,
+        is_final=False,
+        args={"leaseId": order.lease_id},
+    )
+
+    assert chain_events_finalize(event_ids=[funded.pk, started.pk]) == 2
+
+    for event in (funded, started):
+        event.refresh_from_db()
+        assert (event.is_final, event.flagged, event.flag_reason) == (True, False, "")
+        assert event.order_id == order.pk
+    assert Order.objects.get(pk=order.pk).state == Order.State.ACTIVE
