@@ -259,22 +259,30 @@ def test_a_withdrawal_empties_what_was_pending_and_its_unlock_time():
     assert _stake_replay(events) == (65, 0, 0)
 
 
+def _staking_event(account, name, block, *, log_index=0, contract="staking", **args):
+    """A final event of `account`'s from `contract` (the staking contract unless told)."""
+    from tests.factories import ChainEventFactory
+
+    ChainEventFactory(
+        contract=contract,
+        account=account,
+        name=name,
+        block_number=block,
+        log_index=log_index,
+        args=args,
+    )
+
+
 @pytest.mark.django_db
 def test_a_stake_is_replayed_from_its_own_wallets_events_only():
     """carol's and dave's events sit side by side; recomputing carol's stake reads hers only,
     returns hers only, and what it returns is what the database now holds."""
     from marketplace.payments.models import Stake
     from marketplace.payments.services.stakes import stake_recompute, stakes_recompute
-    from tests.factories import ChainEventFactory
 
-    def staking_event(account, name, block, **args):
-        ChainEventFactory(
-            contract="staking", account=account, name=name, block_number=block, args=args
-        )
-
-    staking_event(CAROL, "Staked", 1, amount=70)
-    staking_event(DAVE, "Staked", 2, amount=900)
-    staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
+    _staking_event(CAROL, "Staked", 1, amount=70)
+    _staking_event(DAVE, "Staked", 2, amount=900)
+    _staking_event(CAROL, "UnstakeRequested", 3, amount=20, unlockTime=1_767_225_600)
     Stake.objects.create(chain_id=CID, address=DAVE, staked=1)  # stale, and not carol's business
     # carol's stake on another chain (the same key staked on a testnet, say) is another row.
     Stake.objects.create(chain_id=CID + 1, address=CAROL, staked=3)
@@ -288,7 +296,7 @@ def test_a_stake_is_replayed_from_its_own_wallets_events_only():
     )
     assert Stake.objects.get(chain_id=CID + 1, address=CAROL).staked == 3
 
-    staking_event(CAROL, "Staked", 4, amount=5)
+    _staking_event(CAROL, "Staked", 4, amount=5)
     returned = stakes_recompute(cid=CID, addresses=[CAROL])
     assert list(returned) == [CAROL]
     stored = Stake.objects.get(chain_id=CID, address=CAROL)
@@ -676,48 +684,12 @@ def test_a_stake_is_replayed_in_block_order_and_from_the_staking_contract_only()
     names from another of our contracts are not stake events (none has such names today: the
     escrow's pull payment is CreditWithdrawn; the replay must not depend on that staying so)."""
     from marketplace.payments.services.stakes import stake_recompute
-    from tests.factories import ChainEventFactory
 
-    ChainEventFactory(
-        contract="staking",
-        account=CAROL,
-        name="Withdrawn",
-        block_number=3,
-        log_index=0,
-        args={"amount": 40},
-    )
-    ChainEventFactory(
-        contract="staking",
-        account=CAROL,
-        name="Staked",
-        block_number=1,
-        log_index=5,
-        args={"amount": 100},
-    )
-    ChainEventFactory(
-        contract="staking",
-        account=CAROL,
-        name="UnstakeRequested",
-        block_number=2,
-        log_index=3,
-        args={"amount": 40, "unlockTime": 1_767_225_600},
-    )
-    ChainEventFactory(
-        contract="escrow",
-        account=CAROL,
-        name="Withdrawn",
-        block_number=4,
-        log_index=1,
-        args={"amount": 7},
-    )
-    ChainEventFactory(
-        contract="escrow",
-        account=CAROL,
-        name="Staked",
-        block_number=5,
-        log_index=1,
-        args={"amount": 1_000},
-    )
+    _staking_event(CAROL, "Withdrawn", 3, log_index=0, amount=40)
+    _staking_event(CAROL, "Staked", 1, log_index=5, amount=100)
+    _staking_event(CAROL, "UnstakeRequested", 2, log_index=3, amount=40, unlockTime=1_767_225_600)
+    _staking_event(CAROL, "Withdrawn", 4, log_index=1, contract="escrow", amount=7)
+    _staking_event(CAROL, "Staked", 5, log_index=1, contract="escrow", amount=1_000)
 
     # 100 staked, 40 of it requested until 1767225600, then withdrawn: 60 staked, none pending.
     stake = stake_recompute(cid=CID, address=CAROL)
