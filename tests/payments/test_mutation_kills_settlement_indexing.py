@@ -249,17 +249,19 @@ def test_a_stake_on_another_chain_is_not_available_on_this_one():
 # --- third sample (seed 20261202) ---
 
 
-def test_an_unknown_provider_s_chain_state_is_a_404_saying_so(alice):
-    response = client_for(alice).get("/api/v1/providers/999999/chain")
+@pytest.mark.parametrize(
+    "path, code, message",
+    [
+        ("/api/v1/providers/999999/chain", "payments_provider_not_found", "No such provider."),
+        ("/api/v1/orders/999999/funding", "payments_order_not_found", "No such order."),
+    ],
+    ids=["provider-chain-state", "order-funding"],
+)
+def test_an_unknown_provider_or_order_is_a_404_saying_so(alice, path, code, message):
+    response = client_for(alice).get(path)
 
     assert response.status_code == 404
-    assert response.json() == {
-        "error": {
-            "code": "payments_provider_not_found",
-            "message": "No such provider.",
-            "detail": {},
-        }
-    }
+    assert response.json() == {"error": {"code": code, "message": message, "detail": {}}}
 
 
 def test_a_failed_lease_cites_its_own_verdict_not_the_latest_failure(alice, listing):
@@ -530,19 +532,6 @@ def test_an_event_with_a_bool_argument_is_decoded():
     )
 
     assert _Decoder().args(abi, log) == {"account": ALICE, "paused": True}
-
-
-def test_an_unknown_order_s_funding_is_a_404_saying_so(alice):
-    response = client_for(alice).get("/api/v1/orders/999999/funding")
-
-    assert response.status_code == 404
-    assert response.json() == {
-        "error": {
-            "code": "payments_order_not_found",
-            "message": "No such order.",
-            "detail": {},
-        }
-    }
 
 
 def test_a_cancelled_order_s_funding_is_a_409_naming_its_state(alice, listing):
