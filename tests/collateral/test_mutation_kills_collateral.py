@@ -233,6 +233,9 @@ def test_only_a_penalised_failure_inside_the_period_costs_a_machine_its_reward(
     )
     Verdict.objects.filter(pk=unpenalised.pk).update(created_at=start + timedelta(minutes=5))
     assert paid() == expected
+    after = record_verdict(machine_id=machine_id, key="after", report_hash="0x" + "4" * 64)
+    Verdict.objects.filter(pk=after.pk).update(created_at=end + timedelta(minutes=10))
+    assert paid() == expected  # the next period's failure costs the next period's reward
     inside = record_verdict(machine_id=machine_id, key="inside", report_hash="0x" + "3" * 64)
     Verdict.objects.filter(pk=inside.pk).update(created_at=start + timedelta(minutes=10))
     assert paid() == []
@@ -516,8 +519,9 @@ def _bob_serves_two_gpus(listing, alice, *, key: str, started, ended=None, billa
 def test_a_lease_that_served_nothing_in_the_period_is_not_in_the_report(
     alice, listing, settings, monkeypatch
 ):
-    """One lease served the whole period; another was stopped the second it started. The
-    reward's report lists only the first: a lease of 0 s is no service to report."""
+    """One lease was stopped the second it started; another, taken after it, served the whole
+    period. The reward's report lists only the second: a lease of 0 s is no service to report,
+    and it does not end the list of those after it."""
     from datetime import UTC, datetime, timedelta
 
     from marketplace.payments import rewards
@@ -526,9 +530,9 @@ def test_a_lease_that_served_nothing_in_the_period_is_not_in_the_report(
     monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
-    served = _bob_serves_two_gpus(listing, alice, key="served", started=t0)
     stopped_at = start + timedelta(minutes=30)
     _bob_serves_two_gpus(listing, alice, key="stopped", started=stopped_at, ended=stopped_at)
+    served = _bob_serves_two_gpus(listing, alice, key="served", started=t0)
 
     (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert reward.leases == [(served.lease_id, 2, 3_600)]
@@ -650,8 +654,9 @@ def test_a_pool_that_covers_one_unit_still_pays_it(alice, listing, settings, mon
 
 @pytest.mark.django_db
 def test_the_effects_sweep_never_looks_at_passed_verdicts(bob_provider, monkeypatch):
-    """Passed verdicts never have effects (one per benchmark job: most of them). The sweep asks
-    only about the failed one, or each passed verdict would cost a claim every minute forever."""
+    """Passed verdicts never have effects (one per benchmark job: most of them), and a failed
+    one whose effects were enqueued is done. The sweep asks only about the failed one still
+    waiting, or each of the others would cost a claim every minute forever."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -665,7 +670,9 @@ def test_the_effects_sweep_never_looks_at_passed_verdicts(bob_provider, monkeypa
     for key in ("ok-1", "ok-2"):
         record_verdict(machine_id=machine.pk, key=key, report_hash="0x" + "a" * 64, passed=True)
     failed = record_verdict(machine_id=machine.pk, key="bad", report_hash="0x" + "b" * 64)
+    done = record_verdict(machine_id=machine.pk, key="done", report_hash="0x" + "d" * 64)
     Verdict.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    Verdict.objects.filter(pk=done.pk).update(effects_enqueued_at=timezone.now())
     asked = []
 
     def claim(*, verdict_id):
@@ -694,3 +701,33 @@ def test_a_stake_is_replayed_in_block_order_and_from_the_staking_contract_only()
     # 100 staked, 40 of it requested until 1767225600, then withdrawn: 60 staked, none pending.
     stake = stake_recompute(cid=CID, address=CAROL)
     assert (stake.staked, stake.pending, stake.unlock_time) == (60, 0, 0)
+
+
+# --- fourth sample (seed 20261203) --------------------------------------------------------------
+
+
+def test_a_pool_short_of_the_rewards_is_shared_pro_rata_in_whole_units(
+    alice, listing, settings, monkeypatch
+):
+    """bob earned 20,000 and another provider 10,000 in the period; the pool holds 10,000. Each
+    gets his share rounded down to a whole unit (the amount goes on chain as an integer), so
+    the pool is never overdrawn: 6,666 and 3,333."""
+    from datetime import UTC, datetime, timedelta
+
+    from marketplace.payments import rewards
+    from tests.factories import ListingFactory
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+    other = ListingFactory()
+    _bob_serves_two_gpus(listing, alice, key="bob", started=t0)  # 2 x 3,600 s: 20,000
+    _bob_serves_two_gpus(other, alice, key="other", started=start + timedelta(minutes=30))
+
+    found = rewards.rewards_for_period(start=start, end=end, pool=10_000, now=now)
+    assert [(r.provider_id, r.amount) for r in found] == [
+        (listing.machine.provider_id, 6_666),  # 20,000 x 10,000 // 30,000
+        (other.machine.provider_id, 3_333),  # 10,000 x 10,000 // 30,000
+    ]
+    assert all(type(r.amount) is int for r in found)

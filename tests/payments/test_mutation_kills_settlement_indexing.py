@@ -19,7 +19,7 @@ from marketplace.core.models import Alert
 from marketplace.orders import services as order_services
 from marketplace.orders.models import Order
 from marketplace.payments import chain, indexer
-from marketplace.payments.genesis import ChainReset
+from marketplace.payments.genesis import CHAIN_RESET_ALERT, ChainReset
 from marketplace.payments.indexer import DeepReorg, _Decoder, _Log, _rows, _Watched, index
 from marketplace.payments.models import (
     ChainEvent,
@@ -373,6 +373,29 @@ def test_reconciling_against_a_reset_chain_counts_no_alert_seen_and_leaves_them_
     assert counts == {"opened": 0, "seen": 0, "resolved": 0}
     open_alert.refresh_from_db()
     assert open_alert.resolved_at is None
+
+
+def test_a_clean_reconciliation_resolves_its_own_alerts_and_no_others(db):
+    """A run that finds no difference resolves the reconciliation alert it had opened; an open
+    alert of another check (the chain-reset alert) is not reconciliation's to close."""
+    now = timezone.now()
+    ours = Alert.objects.create(
+        kind="reconcile:stake",
+        fingerprint=Difference("stake", f"wallet {BOB}", "").fingerprint,
+        message="stake: wallet …",
+        last_seen_at=now,
+    )
+    theirs = Alert.objects.create(
+        kind=CHAIN_RESET_ALERT, fingerprint="f" * 64, message="chain reset", last_seen_at=now
+    )
+
+    counts = reconcile_alert(result=ReconcileResult(31337, 12, []))
+
+    assert counts == {"opened": 0, "seen": 0, "resolved": 1}
+    ours.refresh_from_db()
+    theirs.refresh_from_db()
+    assert ours.resolved_at is not None
+    assert theirs.resolved_at is None
 
 
 def test_a_difference_seen_again_updates_its_open_alert(db):

@@ -114,10 +114,16 @@ def test_a_reclaim_after_the_order_was_cancelled_is_not_flagged(alice, listing):
     assert Order.objects.get(pk=order.pk).state == Order.State.CANCELLED
 
 
-def test_a_start_for_a_lease_no_order_has_is_flagged_as_such(db):
+def test_a_start_for_a_lease_no_order_has_is_flagged_as_such(db, caplog):
     started = _event("LeaseStarted", lease_id=UNKNOWN_LEASE, block=30)
 
-    assert chain_events_finalize(event_ids=[started.pk]) == 1
+    with caplog.at_level(logging.WARNING, logger="marketplace.payments.services.chain_events"):
+        assert chain_events_finalize(event_ids=[started.pk]) == 1
+
+    # The operator's log names the event (name, block and log index) beside the reason.
+    assert [r.getMessage() for r in caplog.records] == [
+        "chain event LeaseStarted #30:0 flagged: no order has this lease id"
+    ]
 
     started.refresh_from_db()
     assert (started.is_final, started.flagged) == (True, True)
