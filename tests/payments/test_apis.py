@@ -72,7 +72,13 @@ def test_funding_without_deployed_contracts_is_a_conflict(alice, listing, chain_
     order = make_order(renter=alice, listing=listing)
     response = client_for(alice).get(f"/api/v1/orders/{order.pk}/funding")
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "payments_not_deployed"
+    assert response.json() == {
+        "error": {
+            "code": "payments_not_deployed",
+            "message": "The payment contracts are not deployed on this chain yet.",
+            "detail": {},
+        }
+    }
 
 
 def test_order_chain_state_is_hidden_from_other_renters(carol, order, deployed):

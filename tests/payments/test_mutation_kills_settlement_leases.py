@@ -148,8 +148,23 @@ def test_our_transaction_is_confirmed_at_the_block_of_its_final_event(alice, lis
         order=order,
     )
 
+    # Another transaction of ours, still pending: nothing in this batch is its effect.
+    ChainTransaction.objects.create(
+        chain_id=CID,
+        sender="0x" + "11" * 20,
+        nonce=8,
+        to_address=ESCROW,
+        purpose="lease_settle",
+        idempotency_key="settle:elsewhere",
+        raw_tx="0x00",
+        tx_hash="0x" + "5e" * 32,
+        status=ChainTransaction.Status.PENDING,
+    )
+
     assert chain_events_finalize(event_ids=[started.pk]) == 1
 
+    other = ChainTransaction.objects.get(idempotency_key="settle:elsewhere")
+    assert (other.status, other.block_number) == (ChainTransaction.Status.PENDING, None)
     tx = ChainTransaction.objects.get(idempotency_key=f"start:{order.pk}")
     assert tx.status == ChainTransaction.Status.CONFIRMED
     # The block of the event: number 40, hash 40 + 1,000 = 1,040 = 0x410 (see _event).
@@ -265,6 +280,44 @@ def test_a_cancelled_funded_lease_is_refunded_although_another_lease_was_reclaim
     assert tx.status == ChainTransaction.Status.CONFIRMED
 
 
+def test_a_failed_lease_that_served_nothing_is_failed_on_chain_for_0_s_citing_its_verdict(
+    chain_w3, deployed, rich_alice, alice, listing, eager, django_capture_on_commit_callbacks
+):
+    """The machine went silent before its lease started, and the lease failed: it served 0 s,
+    so the escrow's `fail` is sent for 0 s (the whole deposit back to alice), as a "lease_fail"
+    transaction citing the verdict's report."""
+    from marketplace.providers.models import Machine
+    from tests.payments.helpers import record_verdict
+
+    order = make_order(renter=alice, listing=listing, key="failed-at-once")
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        index()  # LeaseFunded final → starting; `start` sent on commit
+    index()  # LeaseStarted final → active
+    order.refresh_from_db()
+    Machine.objects.filter(pk=order.machine_id).update(
+        last_heartbeat_at=order.started_at - timedelta(seconds=10)
+    )
+    failed = order_services.order_fail(order_id=order.pk, reason="machine offline")
+    assert failed.billable_seconds == 0
+    report = "0x" + "9a" * 32
+    record_verdict(machine_id=order.machine_id, key="offline", report_hash=report, orders=[order])
+
+    tx = leases.lease_settle(order_id=order.pk)
+    assert (tx.purpose, tx.idempotency_key, tx.status) == (
+        "lease_fail",
+        f"settle:{order.pk}",
+        ChainTransaction.Status.CONFIRMED,
+    )
+    index()
+    event = ChainEvent.objects.get(name="LeaseFailed", lease_id=order.lease_id)
+    assert int(event.args["secondsUsed"]) == 0
+    assert int(event.args["refundAmount"]) == order.escrow_amount
+    assert event.args["reportHash"] == report
+
+
 # --- leases: the overdue sweep --------------------------------------------------------------------
 
 
@@ -339,6 +392,39 @@ def test_two_refunds_to_one_renter_in_one_batch_add_up_in_her_credit(alice, list
     }
     # Fees 100 + 50 = 150.
     assert int(AccruedFees.objects.get(chain_id=CID).amount) == 150
+
+
+def test_a_settlement_of_a_deposit_no_order_has_is_credited_and_flagged(db):
+    """A deposit and its settlement, both final, for a lease no order has (another deployment's
+    client on the same escrow, say): the escrow moved the money, so the credits are recorded;
+    the settlement is flagged for the operator."""
+    _event(
+        "LeaseFunded",
+        lease_id=UNKNOWN_LEASE,
+        block=84,
+        is_final=True,
+        renter=ALICE,
+        provider=BOB,
+        amount=1_000,
+    )
+    settled = _event(
+        "LeaseSettled",
+        lease_id=UNKNOWN_LEASE,
+        block=85,
+        secondsUsed=60,
+        providerAmount=540,
+        refundAmount=400,
+        feeAmount=60,
+    )
+
+    assert chain_events_finalize(event_ids=[settled.pk]) == 1
+
+    settled.refresh_from_db()
+    assert (settled.is_final, settled.flagged) == (True, True)
+    assert settled.flag_reason == "no order has this lease id"
+    assert settled.order_id is None
+    credits = {c.address: int(c.amount) for c in Credit.objects.filter(chain_id=CID)}
+    assert credits == {BOB: 540, ALICE: 400}
 
 
 def test_a_reclaim_of_a_lease_no_order_has_is_flagged_as_of_an_unknown_order(db):
