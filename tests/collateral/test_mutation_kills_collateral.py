@@ -731,3 +731,143 @@ def test_a_pool_short_of_the_rewards_is_shared_pro_rata_in_whole_units(
         (other.machine.provider_id, 3_333),  # 10,000 x 10,000 // 30,000
     ]
     assert all(type(r.amount) is int for r in found)
+
+
+# --- rewards.py run whole (after the fourth sample) ---------------------------------------------
+
+PERIOD_T0 = (2026, 1, 5, 12, 0)
+
+
+def _reward_period():
+    """(start, end, now) of a one-hour period: it starts an hour after PERIOD_T0 and is judged
+    an hour after it ends."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(*PERIOD_T0, tzinfo=UTC)
+    return t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
+
+
+def _one_gpu_lease(listing, alice, *, key: str, started, state=None):
+    from marketplace.orders.models import Order
+    from tests.payments.helpers import make_order
+
+    order = make_order(renter=alice, listing=listing, key=key, hours=4)  # one accelerator
+    Order.objects.filter(pk=order.pk).update(
+        state=state or Order.State.ACTIVE, funded_at=started, started_at=started
+    )
+    return Order.objects.get(pk=order.pk)
+
+
+def test_the_reward_report_reads_each_lease_with_its_provider_in_one_query(
+    alice, listing, settings, monkeypatch
+):
+    """The leases are read with their providers (the wallet goes in the report): three leases
+    cost the same queries as one, not one more each."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from marketplace.payments import rewards
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    start, end, now = _reward_period()
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+        return len(captured)
+
+    _bob_serves_two_gpus(listing, alice, key="first", started=start - timedelta(hours=1))
+    one = queries()
+    for key in ("second", "third"):
+        _bob_serves_two_gpus(listing, alice, key=key, started=start)
+    assert queries() == one
+
+
+def test_a_machine_with_one_verified_device_earns_its_reward(alice, settings, monkeypatch):
+    from marketplace.payments import rewards
+    from tests.factories import ListingFactory
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    start, end, now = _reward_period()
+    single = ListingFactory(machine__accelerator_count=1)
+    assert single.machine.verified_device_count == 1
+    order = _one_gpu_lease(single, alice, key="single", started=start)
+
+    (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert reward.leases == [(order.lease_id, 1, 3_600)]
+    assert reward.amount == 10_000  # 1 x 3,600 s x 10,000 per accelerator-hour
+
+
+def test_a_broken_lease_earns_nothing_and_the_leases_after_it_still_earn(
+    alice, listing, settings, monkeypatch
+):
+    """bob's lease was failed by a verdict and has since settled; another provider's lease,
+    taken after it, served the whole period and is paid."""
+    from marketplace.orders.models import Order
+    from marketplace.payments import rewards
+    from tests.factories import ListingFactory
+    from tests.payments.helpers import record_verdict
+
+    settings.COLLATERAL_ENFORCED = False
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    start, end, now = _reward_period()
+    broken = _one_gpu_lease(listing, alice, key="broken", started=start, state=Order.State.SETTLED)
+    record_verdict(
+        machine_id=broken.machine_id,
+        key="broke-it",
+        report_hash="0x" + "b" * 64,
+        penalised=False,  # excused: only the lease it broke goes unpaid, not the machine
+        orders=[broken],
+    )
+    other = ListingFactory()
+    served = _one_gpu_lease(other, alice, key="served", started=start)
+
+    found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert [(r.provider_id, r.leases, r.amount) for r in found] == [
+        (other.machine.provider_id, [(served.lease_id, 1, 3_600)], 10_000)
+    ]
+
+
+def test_a_provider_without_stake_earns_nothing_and_the_providers_after_him_still_earn(
+    alice, listing, settings, monkeypatch
+):
+    from marketplace.payments import rewards
+    from tests.factories import ListingFactory
+
+    settings.COLLATERAL_ENFORCED = False
+    bob_id = listing.machine.provider_id
+    other = ListingFactory()
+    assert bob_id < other.machine.provider_id  # bob is looked at first
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: provider_id != bob_id)
+    start, end, now = _reward_period()
+    _one_gpu_lease(listing, alice, key="bob", started=start)
+    _one_gpu_lease(other, alice, key="other", started=start)
+
+    found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert [(r.provider_id, r.amount) for r in found] == [(other.machine.provider_id, 10_000)]
+
+
+def test_a_reward_of_one_unit_is_paid_and_one_that_rounds_to_nothing_is_not_listed(
+    alice, listing, settings, monkeypatch
+):
+    """At 1,800 units per accelerator-hour, one second of one accelerator earns 1,800 / 3,600 =
+    0.5, rounded down to 0: that provider is not in the report. One second of two earns 1."""
+    from datetime import timedelta
+
+    from marketplace.payments import rewards
+    from tests.factories import ListingFactory
+
+    settings.COLLATERAL_ENFORCED = False
+    settings.REWARD_PER_ACCELERATOR_HOUR = 1_800
+    monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
+    start, end, now = _reward_period()
+    last_second = end - timedelta(seconds=1)
+    _bob_serves_two_gpus(listing, alice, key="two", started=last_second)
+    _one_gpu_lease(ListingFactory(), alice, key="one", started=last_second)
+
+    found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
+    assert [(r.provider_id, r.amount) for r in found] == [(listing.machine.provider_id, 1)]
