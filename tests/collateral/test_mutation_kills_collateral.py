@@ -871,3 +871,38 @@ def test_a_reward_of_one_unit_is_paid_and_one_that_rounds_to_nothing_is_not_list
 
     found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert [(r.provider_id, r.amount) for r in found] == [(listing.machine.provider_id, 1)]
+
+
+# --- the collateral scope's other modules run whole ---------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_effects_sweep_leaves_a_failure_to_its_receiver_for_a_minute(bob_provider, monkeypatch):
+    """The sweep takes a failed verdict only once it is more than 60 s old (the receiver enqueues
+    its effects on commit; the sweep is for those it never did). The clock is pinned, so the
+    ages below are exact."""
+    from datetime import UTC, datetime, timedelta
+
+    from django.utils import timezone
+
+    from marketplace.benchmarks.models import Verdict
+    from marketplace.payments.services import slashing
+    from tests.factories import MachineFactory
+    from tests.payments.helpers import record_verdict
+
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    machine = MachineFactory(provider=bob_provider)
+    ages = {"old": 61, "just-over": 60.5, "exactly": 60, "young": 59}
+    by_key = {}
+    for key, seconds in ages.items():
+        verdict = record_verdict(machine_id=machine.pk, key=key, report_hash="0x" + "f" * 64)
+        Verdict.objects.filter(pk=verdict.pk).update(created_at=now - timedelta(seconds=seconds))
+        by_key[key] = verdict.pk
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    asked = []
+    monkeypatch.setattr(
+        slashing, "verdict_enqueue_effects", lambda *, verdict_id: asked.append(verdict_id) or True
+    )
+
+    assert slashing.verdicts_enqueue_effects_due() == [by_key["old"], by_key["just-over"]]
+    assert asked == [by_key["old"], by_key["just-over"]]

@@ -238,6 +238,8 @@ def test_a_providers_chain_state_shows_the_stake_of_its_wallet(bob_provider):
 def test_a_stake_on_another_chain_is_not_available_on_this_one():
     wallet = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
     Stake.objects.create(chain_id=1, address=wallet, staked=50 * USDC, pending=5 * USDC)
+    # Another wallet's stake on this chain, written first: not this wallet's either.
+    Stake.objects.create(chain_id=31337, address=ALICE, staked=80 * USDC, pending=0)
 
     assert provider_stake_available(cid=31337, address=wallet) == 0
 
@@ -571,3 +573,63 @@ def test_a_cancelled_order_s_funding_is_a_409_naming_its_state(alice, listing):
             "detail": {"state": "cancelled"},
         }
     }
+
+
+# --- fourth sample (seed 20261204) ---
+
+
+def test_a_lease_failed_before_verdicts_cites_the_outcome_recorded_then(alice, listing):
+    """Leases failed before verdicts existed have no Verdict; the payments app had recorded a
+    VerificationOutcome. Such a lease cites its own outcome; without one, the machine's latest
+    failure with no lease of its own since the lease started. Not another lease's failure, not
+    one from before the start, not a pass, not another machine's."""
+    from datetime import timedelta
+
+    from marketplace.payments.models import VerificationOutcome
+    from tests.factories import MachineFactory
+
+    started = timezone.now() - timedelta(hours=2)
+    lease = make_order(renter=alice, listing=listing, key="legacy")
+    other_lease = make_order(renter=alice, listing=listing, key="legacy-other")
+    Order.objects.filter(pk__in=[lease.pk, other_lease.pk]).update(
+        state=Order.State.FAILED, started_at=started
+    )
+    lease.refresh_from_db()
+    machine_id, elsewhere = listing.machine_id, MachineFactory().pk
+
+    def outcome(job_id, *, minutes_after_start, passed=False, order=None, machine=machine_id):
+        row = VerificationOutcome.objects.create(
+            machine_id=machine,
+            job_id=job_id,
+            passed=passed,
+            report_hash="0x" + job_id * 32,
+            order=order,
+        )
+        at = started + timedelta(minutes=minutes_after_start)
+        VerificationOutcome.objects.filter(pk=row.pk).update(created_at=at)
+
+    outcome("a1", minutes_after_start=-5)  # before the start
+    outcome("b2", minutes_after_start=10)  # the machine's failures during the lease:
+    outcome("c9", minutes_after_start=15)  # the latest of them counts
+    outcome("c3", minutes_after_start=20, passed=True)
+    outcome("d4", minutes_after_start=30, order=other_lease)  # another lease's
+    outcome("e5", minutes_after_start=40, machine=elsewhere)
+
+    assert order_failure_report_hash(order=lease) == "0x" + "c9" * 32
+
+    outcome("f6", minutes_after_start=50, order=lease)  # its own, recorded with the lease
+    outcome("a7", minutes_after_start=60)  # a later failure of the machine
+    assert order_failure_report_hash(order=lease) == "0x" + "f6" * 32
+    outcome("b8", minutes_after_start=70, order=lease)  # of its own, the latest counts
+    assert order_failure_report_hash(order=lease) == "0x" + "b8" * 32
+
+
+def test_a_lease_never_started_without_a_verdict_cites_nothing(alice, listing):
+    from marketplace.payments.models import VerificationOutcome
+
+    lease = make_order(renter=alice, listing=listing, key="never-started")
+    VerificationOutcome.objects.create(
+        machine_id=listing.machine_id, job_id="9", passed=False, report_hash="0x" + "99" * 32
+    )
+
+    assert order_failure_report_hash(order=lease) is None
