@@ -559,6 +559,26 @@ def test_an_event_with_a_bool_argument_is_decoded():
     assert _Decoder().args(abi, log) == {"account": ALICE, "paused": True}
 
 
+@pytest.mark.parametrize("type_", ["string", "bytes", "uint256[]", "int256"])
+def test_an_event_with_an_argument_of_more_or_other_than_one_word_is_refused_by_name(type_):
+    """The word-by-word decoder reads one static word per argument: a dynamic or signed type
+    (none of our money events has one) is refused, naming the event, argument and type, rather
+    than read wrong."""
+    abi = {
+        "type": "event",
+        "name": "Noted",
+        "inputs": [
+            {"name": "account", "type": "address", "indexed": True},
+            {"name": "note", "type": type_, "indexed": False},
+        ],
+    }
+    log = _Log("0x" + "e5" * 20, (b"\x5a" * 32, bytes(32)), bytes(64), 12, "0x", "0x", 0)
+
+    with pytest.raises(ValueError) as refused:
+        _Decoder().args(abi, log)
+    assert str(refused.value) == f"Noted.note: {type_} is not one word"
+
+
 def test_a_cancelled_order_s_funding_is_a_409_naming_its_state(alice, listing):
     order = make_order(renter=alice, listing=listing, key="funding-cancelled")
     Order.objects.filter(pk=order.pk).update(state=Order.State.CANCELLED)
