@@ -906,3 +906,61 @@ def test_the_effects_sweep_leaves_a_failure_to_its_receiver_for_a_minute(bob_pro
 
     assert slashing.verdicts_enqueue_effects_due() == [by_key["old"], by_key["just-over"]]
     assert asked == [by_key["old"], by_key["just-over"]]
+
+
+@pytest.mark.django_db
+def test_the_collateral_is_worked_out_as_of_the_time_asked(bob_provider):
+    """bob's cheat was caught today: for the 30-day rejection window his requirement is doubled.
+    Asked as of 31 days from now, the window has passed and it is the base again."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from marketplace.payments.collateral import provider_collateral
+    from marketplace.providers.models import Machine
+    from tests.factories import MachineFactory
+    from tests.payments.helpers import record_verdict
+
+    MachineFactory(provider=bob_provider, state=Machine.State.LISTED, verified_device_count=1)
+    cheat = MachineFactory(provider=bob_provider, state=Machine.State.SUSPENDED)
+    record_verdict(machine_id=cheat.pk, key="caught", report_hash="0x" + "c" * 64)
+    now = timezone.now()
+
+    # 50 + 25 x 1 accelerator = 75 USDC, times (1 + 1 rejection) while the window lasts.
+    assert provider_collateral(provider_id=bob_provider.pk, now=now).machines_required == (
+        150 * USDC
+    )
+    later = now + timedelta(days=31)
+    assert provider_collateral(provider_id=bob_provider.pk, now=later).machines_required == (
+        75 * USDC
+    )
+
+
+@pytest.mark.django_db
+def test_another_providers_lock_is_not_this_ones_to_release(bob_provider, monkeypatch):
+    """Another provider has a lock on chain; bob never had one and has no lease: nothing is
+    sent for bob (his (0, 0) "release" would be a wasted transaction per beat)."""
+    from marketplace.payments import chain
+    from marketplace.payments.collateral_services import provider_lock_send
+    from marketplace.payments.models import ChainTransaction
+    from tests.factories import ProviderFactory
+
+    other = ProviderFactory()
+    ChainTransaction.objects.create(
+        chain_id=CID,
+        sender="0x" + "11" * 20,
+        nonce=0,
+        purpose="stake_lock",
+        idempotency_key=f"lock:{other.pk}:75000000:1767225600:0",
+        raw_tx="0x00",
+        tx_hash="0x" + "ab" * 32,
+        status=ChainTransaction.Status.CONFIRMED,
+        provider=other,
+    )
+
+    def no_chain(*args, **kwargs):
+        raise AssertionError("provider_lock_send reached the chain")
+
+    monkeypatch.setattr(chain, "send_call", no_chain)
+    monkeypatch.setattr(chain, "contract", no_chain)
+    assert provider_lock_send(provider_id=bob_provider.pk) is None
