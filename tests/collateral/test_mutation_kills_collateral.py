@@ -964,3 +964,40 @@ def test_another_providers_lock_is_not_this_ones_to_release(bob_provider, monkey
     monkeypatch.setattr(chain, "send_call", no_chain)
     monkeypatch.setattr(chain, "contract", no_chain)
     assert provider_lock_send(provider_id=bob_provider.pk) is None
+
+
+def test_a_slash_beyond_the_stake_takes_the_rest_from_what_is_pending():
+    """100 staked, 80 of it asked back (20 staked, 80 pending), then a slash of 50: 20 from the
+    stake, the other 30 from the pending 80, which leaves 50 pending until the same time."""
+    from marketplace.payments.services.stakes import _stake_replay
+
+    events = [
+        ("Staked", "100", None),
+        ("UnstakeRequested", "80", "1767225600"),
+        ("Slashed", "50", None),
+    ]
+
+    assert _stake_replay(events) == (0, 50, 1_767_225_600)
+
+
+@pytest.mark.django_db
+def test_only_a_providers_open_listings_are_synced(bob_provider, monkeypatch):
+    """bob's closed and paused listings stay as they are: only the active one's machine is
+    looked at."""
+    from marketplace.listings.models import Listing
+    from marketplace.payments import collateral_services
+    from tests.factories import ListingFactory
+
+    active = ListingFactory(machine__provider=bob_provider, provider=bob_provider)
+    for status in (Listing.Status.CLOSED, Listing.Status.PAUSED):
+        ListingFactory(machine__provider=bob_provider, provider=bob_provider, status=status)
+    looked_at = []
+    real = collateral_services.listing_sync_searchable
+
+    def sync(*, machine_id):
+        looked_at.append(machine_id)
+        return real(machine_id=machine_id)
+
+    monkeypatch.setattr(collateral_services, "listing_sync_searchable", sync)
+    assert collateral_services.providers_sync_searchable(provider_ids=[bob_provider.pk]) == 1
+    assert looked_at == [active.machine_id]
