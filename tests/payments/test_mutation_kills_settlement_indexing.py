@@ -637,10 +637,14 @@ def test_a_lease_failed_before_verdicts_cites_the_outcome_recorded_then(alice, l
 
     assert order_failure_report_hash(order=lease) == "0x" + "c9" * 32
 
+    outcome("d1", minutes_after_start=-1)  # the latest row, but from before the start
+    assert order_failure_report_hash(order=lease) == "0x" + "c9" * 32
+
     outcome("f6", minutes_after_start=50, order=lease)  # its own, recorded with the lease
     outcome("a7", minutes_after_start=60)  # a later failure of the machine
     assert order_failure_report_hash(order=lease) == "0x" + "f6" * 32
     outcome("b8", minutes_after_start=70, order=lease)  # of its own, the latest counts
+    outcome("e9", minutes_after_start=80, order=lease, passed=True)  # ...that failed
     assert order_failure_report_hash(order=lease) == "0x" + "b8" * 32
 
 
@@ -653,3 +657,85 @@ def test_a_lease_never_started_without_a_verdict_cites_nothing(alice, listing):
     )
 
     assert order_failure_report_hash(order=lease) is None
+
+
+# --- selectors.py and leases.py run whole ---
+
+
+def _money_row(model, address: str, block: int, amount: int):
+    """A Slash or Reward row as the indexer writes it from its final event."""
+    event = ChainEventFactory(
+        contract="staking",
+        name="Slashed" if model is Slash else "RewardPaid",
+        block_number=block,
+        is_final=True,
+        args={"account": address, "amount": str(amount)},
+    )
+    return model.objects.create(
+        event=event,
+        address=address,
+        amount=amount,
+        report_hash="0x" + f"{block:064x}",
+        tx_hash=event.tx_hash,
+    )
+
+
+def test_a_providers_chain_state_lists_its_wallets_slashes_and_rewards_newest_first(
+    bob_provider,
+):
+    wallet = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # bob_provider's, checksummed
+    first_slash = _money_row(Slash, wallet, 10, 5)
+    _money_row(Slash, ALICE, 11, 7)  # another wallet's
+    second_slash = _money_row(Slash, wallet, 12, 9)
+    reward = _money_row(Reward, wallet, 13, 3)
+    _money_row(Reward, ALICE, 14, 4)
+
+    state = provider_chain_state(provider_id=bob_provider.pk)
+
+    assert [(s.pk, int(s.amount)) for s in state["slashes"]] == [
+        (second_slash.pk, 9),
+        (first_slash.pk, 5),
+    ]
+    assert [(r.pk, int(r.amount)) for r in state["rewards"]] == [(reward.pk, 3)]
+
+
+def test_a_providers_chain_page_reads_each_slash_with_its_event_in_one_query(bob_provider):
+    """The page shows each slash's block (from its event): three slashes cost the queries of
+    one, not one more each."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    wallet = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    client = client_for(bob_provider.owner)
+    path = f"/api/v1/providers/{bob_provider.pk}/chain"
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200
+        return len(captured)
+
+    _money_row(Slash, wallet, 20, 1)
+    _money_row(Reward, wallet, 21, 1)
+    queries()  # the first request of a client also reads what later ones have cached
+    one = queries()
+    for block in (22, 23):
+        _money_row(Slash, wallet, block, 1)
+        _money_row(Reward, wallet, block + 10, 1)
+    assert queries() == one
+
+
+def test_an_orders_chain_state_names_the_report_its_failure_cited(alice, listing):
+    order = make_order(renter=alice, listing=listing, key="chain-state-failed")
+    report = "0x" + "4f" * 32
+    ChainEventFactory(name="LeaseFunded", lease_id=order.lease_id, block_number=30, args={})
+    ChainEventFactory(
+        name="LeaseFailed",
+        lease_id=order.lease_id,
+        block_number=31,
+        args={"secondsUsed": "0", "reportHash": report},
+    )
+
+    state = order_chain_state(user=alice, order_id=order.pk)
+
+    assert state["report_hashes"] == [report]
+    assert sorted(e.name for e in state["events"]) == ["LeaseFailed", "LeaseFunded"]

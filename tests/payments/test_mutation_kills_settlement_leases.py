@@ -491,3 +491,27 @@ def test_a_batch_applies_a_deposit_before_a_start_in_a_later_block_with_a_lower_
         assert (event.is_final, event.flagged, event.flag_reason) == (True, False, "")
         assert event.order_id == order.pk
     assert Order.objects.get(pk=order.pk).state == Order.State.ACTIVE
+
+
+# --- leases.py run whole ---
+
+
+def test_the_overdue_sweep_waits_two_minutes_after_a_lease_ends(alice, listing, monkeypatch):
+    """The task sent when a lease ended gets two minutes before the sweep sends it again. The
+    clock is pinned, so the ages are exact: 121 and 120.5 s are overdue, 120 and 119 s not."""
+    now = timezone.now().replace(microsecond=0)
+    monkeypatch.setattr("workers.chain_tasks.lease_settle.delay", lambda *a: None)
+    ages = [121, 120.5, 120, 119]
+    orders = [
+        _order_in(
+            Order.State.COMPLETED,
+            alice=alice,
+            listing=listing,
+            key=f"ended-{age}",
+            ended_at=now - timedelta(seconds=age),
+        )
+        for age in ages
+    ]
+    monkeypatch.setattr(timezone, "now", lambda: now)
+
+    assert leases.leases_settle_overdue() == [orders[0].pk, orders[1].pk]
