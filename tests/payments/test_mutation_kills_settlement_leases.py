@@ -515,3 +515,28 @@ def test_the_overdue_sweep_waits_two_minutes_after_a_lease_ends(alice, listing, 
     monkeypatch.setattr(timezone, "now", lambda: now)
 
     assert leases.leases_settle_overdue() == [orders[0].pk, orders[1].pk]
+
+
+def test_starting_an_order_this_database_never_had_warns_under_the_task_name(db, caplog):
+    with caplog.at_level(logging.WARNING, logger=leases.__name__):
+        assert leases.lease_start(order_id=987655) is None
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "lease_start: no order 987655; dropping the task"
+    ]
+
+
+def test_an_order_is_funded_on_chain_only_once_its_own_deposit_is_final(alice, listing):
+    from marketplace.payments.selectors import order_is_funded_on_chain
+
+    order = make_order(renter=alice, listing=listing, key="funded-on-chain")
+    other = make_order(renter=alice, listing=listing, key="funded-other")
+    _funded(other, block=100)  # another lease's deposit, final
+    _event("LeaseStarted", lease_id=order.lease_id, block=101, is_final=True)  # not a deposit
+    pending = _event(
+        "LeaseFunded", lease_id=order.lease_id, block=102, renter=ALICE, provider=BOB, amount=1
+    )
+    assert order_is_funded_on_chain(order=order) is False
+
+    ChainEvent.objects.filter(pk=pending.pk).update(is_final=True)
+    assert order_is_funded_on_chain(order=order) is True
