@@ -540,3 +540,24 @@ def test_an_order_is_funded_on_chain_only_once_its_own_deposit_is_final(alice, l
 
     ChainEvent.objects.filter(pk=pending.pk).update(is_final=True)
     assert order_is_funded_on_chain(order=order) is True
+
+
+def test_the_start_of_a_funded_lease_is_recorded_against_its_order(
+    chain_w3, deployed, rich_alice, alice, listing
+):
+    """The `start` transaction's row names its order: the order page and the admin find the
+    transaction that made the lease unreclaimable through it."""
+    order = make_order(renter=alice, listing=listing, key="start-recorded")
+    fund_with_instructions(
+        chain_w3, ALICE_KEY, order_funding_instructions(user=alice, order_id=order.pk)
+    )
+    index()  # LeaseFunded final → starting (the task sent on commit is not run here)
+
+    tx = leases.lease_start(order_id=order.pk)
+
+    assert (tx.purpose, tx.idempotency_key, tx.order_id, tx.status) == (
+        "lease_start",
+        f"start:{order.pk}",
+        order.pk,
+        ChainTransaction.Status.CONFIRMED,
+    )
