@@ -2,7 +2,7 @@ import factory
 
 from marketplace.accounts.models import User
 from marketplace.listings.models import Listing
-from marketplace.payments.models import ChainEvent
+from marketplace.payments.models import ChainEvent, ChainTransaction
 from marketplace.providers.models import Machine, Provider
 
 WALLETS = [
@@ -105,3 +105,21 @@ class ChainEventFactory(factory.django.DjangoModelFactory):
             for key, value in kwargs["args"].items()
         }
         return kwargs
+
+
+class ChainTransactionFactory(factory.django.DjangoModelFactory):
+    """A transaction of ours as the chain services record it: signed (the bytes are not read
+    here), its purpose the prefix of its idempotency key, a nonce and hash of its own."""
+
+    class Meta:
+        model = ChainTransaction
+
+    chain_id = 31337
+    sender = "0x" + "11" * 20
+    nonce = factory.Sequence(lambda n: n)
+    purpose = factory.LazyAttribute(lambda t: t.idempotency_key.split(":")[0])
+    idempotency_key = factory.Sequence(lambda n: f"lease_settle:{n}")
+    raw_tx = "0x00"
+    # "0x7a…": never the hash ChainEventFactory derives from a block number (zero-led), so a
+    # transaction is the effect of an event only when a test says so.
+    tx_hash = factory.LazyAttribute(lambda t: "0x7a" + f"{t.nonce:062x}")

@@ -470,28 +470,30 @@ def test_a_provider_paid_rewards_but_never_locked_has_no_lock_to_release(bob_pro
     """bob's only transactions are rewards paid to him: with no lease to lock for, there is
     no earlier lock to replace, so nothing is sent (a lock of (0, 0) would be a wasted
     transaction per beat)."""
-    from marketplace.payments import chain
-    from marketplace.payments.collateral_services import provider_lock_send
     from marketplace.payments.models import ChainTransaction
+    from tests.factories import ChainTransactionFactory
 
-    ChainTransaction.objects.create(
-        chain_id=CID,
-        sender="0x" + "11" * 20,
-        nonce=0,
+    ChainTransactionFactory(
         purpose="provider_reward",
         idempotency_key=f"reward:{bob_provider.pk}:1767225600",
-        raw_tx="0x00",
-        tx_hash="0x" + "ee" * 32,
         status=ChainTransaction.Status.CONFIRMED,
         provider=bob_provider,
     )
+
+    _assert_no_lock_sent(bob_provider, monkeypatch)
+
+
+def _assert_no_lock_sent(provider, monkeypatch) -> None:
+    """provider_lock_send sends nothing for `provider`: it never reaches the chain."""
+    from marketplace.payments import chain
+    from marketplace.payments.collateral_services import provider_lock_send
 
     def no_chain(*args, **kwargs):
         raise AssertionError("provider_lock_send reached the chain")
 
     monkeypatch.setattr(chain, "send_call", no_chain)
     monkeypatch.setattr(chain, "contract", no_chain)
-    assert provider_lock_send(provider_id=bob_provider.pk) is None
+    assert provider_lock_send(provider_id=provider.pk) is None
 
 
 def _bob_serves_two_gpus(listing, alice, *, key: str, started, ended=None, billable=None):
@@ -940,30 +942,18 @@ def test_the_collateral_is_worked_out_as_of_the_time_asked(bob_provider):
 def test_another_providers_lock_is_not_this_ones_to_release(bob_provider, monkeypatch):
     """Another provider has a lock on chain; bob never had one and has no lease: nothing is
     sent for bob (his (0, 0) "release" would be a wasted transaction per beat)."""
-    from marketplace.payments import chain
-    from marketplace.payments.collateral_services import provider_lock_send
     from marketplace.payments.models import ChainTransaction
-    from tests.factories import ProviderFactory
+    from tests.factories import ChainTransactionFactory, ProviderFactory
 
     other = ProviderFactory()
-    ChainTransaction.objects.create(
-        chain_id=CID,
-        sender="0x" + "11" * 20,
-        nonce=0,
+    ChainTransactionFactory(
         purpose="stake_lock",
         idempotency_key=f"lock:{other.pk}:75000000:1767225600:0",
-        raw_tx="0x00",
-        tx_hash="0x" + "ab" * 32,
         status=ChainTransaction.Status.CONFIRMED,
         provider=other,
     )
 
-    def no_chain(*args, **kwargs):
-        raise AssertionError("provider_lock_send reached the chain")
-
-    monkeypatch.setattr(chain, "send_call", no_chain)
-    monkeypatch.setattr(chain, "contract", no_chain)
-    assert provider_lock_send(provider_id=bob_provider.pk) is None
+    _assert_no_lock_sent(bob_provider, monkeypatch)
 
 
 def test_a_slash_beyond_the_stake_takes_the_rest_from_what_is_pending():

@@ -23,7 +23,6 @@ from marketplace.payments.genesis import CHAIN_RESET_ALERT, ChainReset
 from marketplace.payments.indexer import DeepReorg, _Decoder, _Log, _rows, _Watched, index
 from marketplace.payments.models import (
     ChainEvent,
-    ChainTransaction,
     ContractDeployment,
     Credit,
     IndexedBlock,
@@ -46,7 +45,7 @@ from marketplace.payments.selectors import (
     provider_stake_available,
 )
 from tests.conftest import client_for
-from tests.factories import ChainEventFactory
+from tests.factories import ChainEventFactory, ChainTransactionFactory
 from tests.indexer.helpers import fund_lease
 from tests.payments.helpers import (
     ALICE,
@@ -102,16 +101,13 @@ def test_a_final_block_the_node_no_longer_has_is_a_deep_reorg(chain_w3):
     assert IndexedBlock.objects.count() == 2  # nothing rewound
 
 
-def test_a_refused_range_is_logged_with_the_blocks_asked_for_and_the_next_span(
-    chain_w3, settings, monkeypatch, caplog
-):
-    """The operator reads which blocks the node refused and how many it asks for next."""
+def _escrow_from_block_101_head_at_108(chain_w3, settings) -> int:
+    """The head mined to block 108 and an escrow deployed at block 101 (its cursor starts at
+    block 100), read up to 8 blocks a run: one run asks for 101..108. Returns the chain id."""
     settings.CHAIN_INDEXER_MAX_BLOCKS = 8
-    tester = chain_w3.provider.ethereum_tester
     assert chain_w3.eth.block_number <= 108  # a handful of blocks fund the test accounts
-    tester.mine_blocks(108 - chain_w3.eth.block_number)  # the head is block 108
+    chain_w3.provider.ethereum_tester.mine_blocks(108 - chain_w3.eth.block_number)
     cid = chain.chain_id(chain_w3)
-    # An escrow deployed at block 101: its cursor starts at block 100.
     ContractDeployment.objects.create(
         chain_id=cid,
         name="escrow",
@@ -119,6 +115,14 @@ def test_a_refused_range_is_logged_with_the_blocks_asked_for_and_the_next_span(
         block_number=101,
         tx_hash="0x" + "34" * 32,
     )
+    return cid
+
+
+def test_a_refused_range_is_logged_with_the_blocks_asked_for_and_the_next_span(
+    chain_w3, settings, monkeypatch, caplog
+):
+    """The operator reads which blocks the node refused and how many it asks for next."""
+    _escrow_from_block_101_head_at_108(chain_w3, settings)
     real_get_logs = indexer._get_logs
     error = {"code": -32602, "message": "query exceeds max block range 4"}
 
@@ -192,23 +196,11 @@ def test_a_deposit_not_final_yet_is_not_expected_in_escrow_at_the_final_block(
 # ------------------------------------------------------------------------------ selectors
 
 
-def _tx(order, key: str, n: int) -> ChainTransaction:
-    return ChainTransaction.objects.create(
-        chain_id=31337,
-        sender="0x" + "01" * 20,
-        nonce=n,
-        purpose=key.split(":")[0],
-        idempotency_key=key,
-        raw_tx="0x00",
-        tx_hash="0x" + f"{n:02x}" * 32,
-        order=order,
-    )
-
-
 def test_an_orders_chain_state_shows_its_settlement_not_its_latest_transaction(alice, listing):
     order = make_order(renter=alice, listing=listing)
-    settle = _tx(order, f"settle:{order.pk}", 1)
-    _tx(order, f"start:{order.pk}", 2)  # sent after it, for the same order
+    settle = ChainTransactionFactory(order=order, idempotency_key=f"settle:{order.pk}")
+    # sent after it, for the same order
+    ChainTransactionFactory(order=order, idempotency_key=f"start:{order.pk}")
 
     state = order_chain_state(user=alice, order_id=order.pk)
 
@@ -498,19 +490,7 @@ def test_a_node_answering_a_log_below_the_range_asked_for_stops_the_run(
 ):
     """Asked for blocks 101..108, the node also answers a log of block 100: it cannot be trusted
     with the range, and nothing of it is stored."""
-    settings.CHAIN_INDEXER_MAX_BLOCKS = 8
-    tester = chain_w3.provider.ethereum_tester
-    assert chain_w3.eth.block_number <= 108
-    tester.mine_blocks(108 - chain_w3.eth.block_number)  # the head is block 108
-    cid = chain.chain_id(chain_w3)
-    # An escrow deployed at block 101: its cursor starts at block 100.
-    ContractDeployment.objects.create(
-        chain_id=cid,
-        name="escrow",
-        address="0x" + "12" * 20,
-        block_number=101,
-        tx_hash="0x" + "34" * 32,
-    )
+    cid = _escrow_from_block_101_head_at_108(chain_w3, settings)
     real_get_logs = indexer._get_logs
 
     def answering_block_100(w3, watched, from_block, to_block):

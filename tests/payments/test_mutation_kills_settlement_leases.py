@@ -24,7 +24,7 @@ from marketplace.payments.models import AccruedFees, ChainEvent, ChainTransactio
 from marketplace.payments.selectors import order_funding_instructions
 from marketplace.payments.services import leases
 from marketplace.payments.services.chain_events import chain_events_finalize
-from tests.factories import ChainEventFactory
+from tests.factories import ChainEventFactory, ChainTransactionFactory
 from tests.payments.helpers import ALICE, ALICE_KEY, BOB, fund_with_instructions, make_order
 
 pytestmark = pytest.mark.django_db
@@ -135,30 +135,20 @@ def test_our_transaction_is_confirmed_at_the_block_of_its_final_event(alice, lis
     order = _order_in(Order.State.STARTING, alice=alice, listing=listing, key="start-confirmed")
     started = _event("LeaseStarted", lease_id=order.lease_id, block=40)
     # The `start` this service sent: mined as far as its task saw, not yet confirmed.
-    ChainTransaction.objects.create(
-        chain_id=CID,
-        sender="0x" + "11" * 20,
-        nonce=7,
+    ChainTransactionFactory(
         to_address=ESCROW,
         purpose="lease_start",
         idempotency_key=f"start:{order.pk}",
-        raw_tx="0x00",
         tx_hash=started.tx_hash,
         status=ChainTransaction.Status.MINED,
         order=order,
     )
-
     # Another transaction of ours, still pending: nothing in this batch is its effect.
-    ChainTransaction.objects.create(
-        chain_id=CID,
-        sender="0x" + "11" * 20,
-        nonce=8,
+    ChainTransactionFactory(
         to_address=ESCROW,
         purpose="lease_settle",
         idempotency_key="settle:elsewhere",
-        raw_tx="0x00",
         tx_hash="0x" + "5e" * 32,
-        status=ChainTransaction.Status.PENDING,
     )
 
     assert chain_events_finalize(event_ids=[started.pk]) == 1
