@@ -310,15 +310,19 @@ def test_a_malformed_root_is_named_in_the_failure_detail(root):
 CONV = Conv2dSpec(2, 3, 4, 9, 8, 3, stride=1, padding=1)
 
 
+def _honest_report(spec, challenge: dict):
+    """The verifier's report on an honest machine's answer to `challenge` (job seed SEED)."""
+    output = compute(spec, SEED)
+    root, tree = commitment_create(spec, output)
+    return answer_verify(
+        spec, SEED, root, challenge, challenge_answer(spec, output, tree, challenge)
+    )
+
+
 def test_a_passing_report_counts_exactly_the_checks_its_kind_of_job_runs():
     # matmul, 4 rows sampled: 4 proofs, 4 rows recomputed, y checked against each, one
     # Freivalds check; none of conv2d's checks.
-    output = compute(MATMUL, SEED)
-    root, tree = commitment_create(MATMUL, output)
-    challenge = challenge_create(MATMUL, sample_count=4)
-    report = answer_verify(
-        MATMUL, SEED, root, challenge, challenge_answer(MATMUL, output, tree, challenge)
-    )
+    report = _honest_report(MATMUL, challenge_create(MATMUL, sample_count=4))
     assert report.passed
     assert report.checks == {
         "proofs_verified": 4,
@@ -331,11 +335,8 @@ def test_a_passing_report_counts_exactly_the_checks_its_kind_of_job_runs():
     }
     # conv2d, planes 0 and 5 of 2 images x 4 output channels (no image has all 4 sampled):
     # 2 proofs, 2 planes recomputed, one projection check; none of matmul's.
-    output = compute(CONV, SEED)
-    root, tree = commitment_create(CONV, output)
-    challenge = {"r": challenge_create(CONV, sample_count=2)["r"], "indices": [0, 5]}
-    report = answer_verify(
-        CONV, SEED, root, challenge, challenge_answer(CONV, output, tree, challenge)
+    report = _honest_report(
+        CONV, {"r": challenge_create(CONV, sample_count=2)["r"], "indices": [0, 5]}
     )
     assert report.passed
     assert report.checks == {
@@ -484,11 +485,8 @@ def test_the_torch_generator_refuses_a_big_endian_machine_and_says_why(monkeypat
 
 def test_a_conv_image_with_every_plane_sampled_ties_y_to_the_commitment():
     # Planes 0-3 are all of image 0's 4 output channels: y[0] is checked against them.
-    output = compute(CONV, SEED)
-    root, tree = commitment_create(CONV, output)
-    challenge = {"r": challenge_create(CONV, sample_count=4)["r"], "indices": [0, 1, 2, 3]}
-    report = answer_verify(
-        CONV, SEED, root, challenge, challenge_answer(CONV, output, tree, challenge)
+    report = _honest_report(
+        CONV, {"r": challenge_create(CONV, sample_count=4)["r"], "indices": [0, 1, 2, 3]}
     )
     assert report.passed
     assert report.checks == {
