@@ -496,7 +496,11 @@ def _assert_no_lock_sent(provider, monkeypatch) -> None:
     assert provider_lock_send(provider_id=provider.pk) is None
 
 
-def _bob_serves_two_gpus(listing, alice, *, key: str, started, ended=None, billable=None):
+def _lease_served(
+    listing, alice, *, key: str, started, accelerators=2, ended=None, billable=None, state=None
+):
+    """alice's lease of `accelerators` on `listing` for 4 h, started (and funded) at `started`:
+    active, or settled when it `ended`, unless `state` says otherwise."""
     from marketplace.orders import services as order_services
     from marketplace.orders.models import Order
 
@@ -504,12 +508,12 @@ def _bob_serves_two_gpus(listing, alice, *, key: str, started, ended=None, billa
         renter=alice,
         listing_id=listing.pk,
         pricing_mode="on_demand",
-        accelerators=2,
+        accelerators=accelerators,
         hours=4,
         idempotency_key=key,
     )[0]
     Order.objects.filter(pk=order.pk).update(
-        state=Order.State.ACTIVE if ended is None else Order.State.SETTLED,
+        state=state or (Order.State.ACTIVE if ended is None else Order.State.SETTLED),
         funded_at=started,
         started_at=started,
         ended_at=ended,
@@ -533,8 +537,8 @@ def test_a_lease_that_served_nothing_in_the_period_is_not_in_the_report(
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
     stopped_at = start + timedelta(minutes=30)
-    _bob_serves_two_gpus(listing, alice, key="stopped", started=stopped_at, ended=stopped_at)
-    served = _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+    _lease_served(listing, alice, key="stopped", started=stopped_at, ended=stopped_at)
+    served = _lease_served(listing, alice, key="served", started=t0)
 
     (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert reward.leases == [(served.lease_id, 2, 3_600)]
@@ -559,7 +563,7 @@ def test_with_the_requirement_off_any_stake_earns_and_none_does_not(alice, listi
     stake = Stake.objects.create(chain_id=CID, address=wallet, staked=0)
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
-    _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+    _lease_served(listing, alice, key="served", started=t0)
 
     def paid():
         found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
@@ -588,7 +592,7 @@ def test_an_ended_lease_stays_locked_until_the_dispute_window_after_its_end(
     settings.COLLATERAL_ENFORCED = False  # the order is taken without a stake; locks still count
     now = timezone.now().replace(microsecond=0)
     ended = now - timedelta(hours=1)
-    order = _bob_serves_two_gpus(
+    order = _lease_served(
         listing, alice, key="ended", started=ended - timedelta(hours=1), ended=ended, billable=3_600
     )
     provider_id = listing.machine.provider_id
@@ -629,9 +633,7 @@ def test_a_lease_of_one_second_in_the_period_is_reported_and_rewarded(
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
     # Started the second before the period ends: 1 s of it served.
-    order = _bob_serves_two_gpus(
-        listing, alice, key="one-second", started=end - timedelta(seconds=1)
-    )
+    order = _lease_served(listing, alice, key="one-second", started=end - timedelta(seconds=1))
 
     (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert reward.leases == [(order.lease_id, 2, 1)]
@@ -647,7 +649,7 @@ def test_a_pool_that_covers_one_unit_still_pays_it(alice, listing, settings, mon
     monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
-    _bob_serves_two_gpus(listing, alice, key="served", started=t0)
+    _lease_served(listing, alice, key="served", started=t0)
 
     # 20,000 earned, a pool of 1: 20,000 x 1 // 20,000 = 1 unit, paid.
     found = rewards.rewards_for_period(start=start, end=end, pool=1, now=now)
@@ -724,8 +726,8 @@ def test_a_pool_short_of_the_rewards_is_shared_pro_rata_in_whole_units(
     t0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
     start, end, now = t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
     other = ListingFactory()
-    _bob_serves_two_gpus(listing, alice, key="bob", started=t0)  # 2 x 3,600 s: 20,000
-    _bob_serves_two_gpus(other, alice, key="other", started=start + timedelta(minutes=30))
+    _lease_served(listing, alice, key="bob", started=t0)  # 2 x 3,600 s: 20,000
+    _lease_served(other, alice, key="other", started=start + timedelta(minutes=30))
 
     found = rewards.rewards_for_period(start=start, end=end, pool=10_000, now=now)
     assert [(r.provider_id, r.amount) for r in found] == [
@@ -749,17 +751,6 @@ def _reward_period():
     return t0 + timedelta(hours=1), t0 + timedelta(hours=2), t0 + timedelta(hours=3)
 
 
-def _one_gpu_lease(listing, alice, *, key: str, started, state=None):
-    from marketplace.orders.models import Order
-    from tests.payments.helpers import make_order
-
-    order = make_order(renter=alice, listing=listing, key=key, hours=4)  # one accelerator
-    Order.objects.filter(pk=order.pk).update(
-        state=state or Order.State.ACTIVE, funded_at=started, started_at=started
-    )
-    return Order.objects.get(pk=order.pk)
-
-
 def test_the_reward_report_reads_each_lease_with_its_provider_in_one_query(
     alice, listing, settings, monkeypatch
 ):
@@ -781,10 +772,10 @@ def test_the_reward_report_reads_each_lease_with_its_provider_in_one_query(
             rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
         return len(captured)
 
-    _bob_serves_two_gpus(listing, alice, key="first", started=start - timedelta(hours=1))
+    _lease_served(listing, alice, key="first", started=start - timedelta(hours=1))
     one = queries()
     for key in ("second", "third"):
-        _bob_serves_two_gpus(listing, alice, key=key, started=start)
+        _lease_served(listing, alice, key=key, started=start)
     assert queries() == one
 
 
@@ -797,7 +788,7 @@ def test_a_machine_with_one_verified_device_earns_its_reward(alice, settings, mo
     start, end, now = _reward_period()
     single = ListingFactory(machine__accelerator_count=1)
     assert single.machine.verified_device_count == 1
-    order = _one_gpu_lease(single, alice, key="single", started=start)
+    order = _lease_served(single, alice, key="single", started=start, accelerators=1)
 
     (reward,) = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert reward.leases == [(order.lease_id, 1, 3_600)]
@@ -817,7 +808,9 @@ def test_a_broken_lease_earns_nothing_and_the_leases_after_it_still_earn(
     settings.COLLATERAL_ENFORCED = False
     monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
     start, end, now = _reward_period()
-    broken = _one_gpu_lease(listing, alice, key="broken", started=start, state=Order.State.SETTLED)
+    broken = _lease_served(
+        listing, alice, key="broken", started=start, state=Order.State.SETTLED, accelerators=1
+    )
     record_verdict(
         machine_id=broken.machine_id,
         key="broke-it",
@@ -826,7 +819,7 @@ def test_a_broken_lease_earns_nothing_and_the_leases_after_it_still_earn(
         orders=[broken],
     )
     other = ListingFactory()
-    served = _one_gpu_lease(other, alice, key="served", started=start)
+    served = _lease_served(other, alice, key="served", started=start, accelerators=1)
 
     found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert [(r.provider_id, r.leases, r.amount) for r in found] == [
@@ -846,8 +839,8 @@ def test_a_provider_without_stake_earns_nothing_and_the_providers_after_him_stil
     assert bob_id < other.machine.provider_id  # bob is looked at first
     monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: provider_id != bob_id)
     start, end, now = _reward_period()
-    _one_gpu_lease(listing, alice, key="bob", started=start)
-    _one_gpu_lease(other, alice, key="other", started=start)
+    _lease_served(listing, alice, key="bob", started=start, accelerators=1)
+    _lease_served(other, alice, key="other", started=start, accelerators=1)
 
     found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert [(r.provider_id, r.amount) for r in found] == [(other.machine.provider_id, 10_000)]
@@ -868,8 +861,8 @@ def test_a_reward_of_one_unit_is_paid_and_one_that_rounds_to_nothing_is_not_list
     monkeypatch.setattr(rewards, "_provider_has_stake", lambda provider_id: True)
     start, end, now = _reward_period()
     last_second = end - timedelta(seconds=1)
-    _bob_serves_two_gpus(listing, alice, key="two", started=last_second)
-    _one_gpu_lease(ListingFactory(), alice, key="one", started=last_second)
+    _lease_served(listing, alice, key="two", started=last_second)
+    _lease_served(ListingFactory(), alice, key="one", started=last_second, accelerators=1)
 
     found = rewards.rewards_for_period(start=start, end=end, pool=10**12, now=now)
     assert [(r.provider_id, r.amount) for r in found] == [(listing.machine.provider_id, 1)]
